@@ -1,0 +1,3 @@
+module veloxy.invalid/benchmarks/goproxy
+
+go 1.19

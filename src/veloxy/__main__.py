@@ -1,0 +1,5 @@
+"""`python -m veloxy` is the `veloxy` command."""
+
+from veloxy.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,216 @@
+"""The `veloxy` command line.
+
+Each subcommand is a small function that turns arguments into a call of the package: the
+work itself lives elsewhere (server.py, workers.py, origin.py, demo.py). Errors a user can
+fix print one clear message and exit 2; no traceback unless --debug.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import socket
+import sys
+from collections.abc import Callable, Sequence
+
+from veloxy import __version__
+from veloxy.errors import ConfigError
+
+EXIT_USAGE = 2
+
+EPILOG = """\
+examples:
+  veloxy demo                                  measure direct vs proxied on this machine
+  veloxy origin --listen 127.0.0.1:9001        a test backend (?size=16k&delay=50ms&status=404)
+  veloxy serve --listen 127.0.0.1:8080 --upstream http://127.0.0.1:9001
+  veloxy serve --config veloxy.yaml --workers auto
+  veloxy check veloxy.yaml                     validate a config file (exit 2 on errors)
+
+environment:
+  VELOXY_LOOP=asyncio|uvloop                   force the event loop (default: uvloop if installed)
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="veloxy",
+        description="A fast HTTP reverse proxy with its own load generator and performance lab.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"veloxy {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    serve = commands.add_parser(
+        "serve", help="run the reverse proxy",
+        description="Run the reverse proxy. Flags alone build one route \"/\" to one upstream "
+        "group of the --upstream URLs; with --config they override the file's listen, "
+        "workers and admin.",
+    )
+    serve.add_argument("--config", "-c", metavar="FILE", help="YAML config file")
+    serve.add_argument("--listen", "-l", metavar="HOST:PORT", action="append",
+                       help="address to listen on (repeatable; default 127.0.0.1:8080)")
+    serve.add_argument("--upstream", "-u", metavar="URL", action="append",
+                       help="upstream server, e.g. http://127.0.0.1:9001 (repeatable)")
+    serve.add_argument("--workers", "-w", metavar="N|auto",
+                       help="worker processes (default 1; auto = usable CPUs)")
+    serve.add_argument("--admin", metavar="HOST:PORT", help="admin listener address")
+    serve.add_argument("--log-level", default="info",
+                       choices=["debug", "info", "warning", "error"])
+    serve.set_defaults(run=cmd_serve)
+
+    check = commands.add_parser("check", help="validate a config file",
+                                description="Exit 0 if FILE is valid; else print each "
+                                "problem with its key path and exit 2.")
+    check.add_argument("file", metavar="FILE")
+    check.set_defaults(run=cmd_check)
+
+    origin = commands.add_parser(
+        "origin", help="run the built-in test backend",
+        description="A small fast HTTP server for tests and benchmarks. The query string "
+        "sets the answer: ?size=16k&delay=50ms&status=404&chunked=1&close=1; /echo returns "
+        "the request body.",
+    )
+    origin.add_argument("--listen", "-l", metavar="HOST:PORT", action="append",
+                        help="address to listen on (default 127.0.0.1:9001)")
+    origin.add_argument("--workers", "-w", metavar="N|auto", default="1")
+    origin.set_defaults(run=cmd_origin)
+
+    demo = commands.add_parser(
+        "demo", help="measure direct vs proxied, keep-alive vs close, on this machine",
+        description="Start the built-in origin and veloxy on loopback, run a short load "
+        "matrix, and print the table of the classic proxy study.",
+    )
+    size = demo.add_mutually_exclusive_group()
+    size.add_argument("--quick", action="store_true", help="about 15 seconds")
+    size.add_argument("--full", action="store_true", help="the long version")
+    demo.add_argument("--json", metavar="OUT", help="also write the results as JSON")
+    demo.set_defaults(run=cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return EXIT_USAGE
+    try:
+        return int(args.run(args) or 0)
+    except ConfigError as exc:
+        print(exc.render(), file=sys.stderr)
+        return EXIT_USAGE
+    except OSError as exc:
+        if args.debug:
+            raise
+        print(f"veloxy: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+# -- serve -----------------------------------------------------------------------------------
+
+
+def _load_serve_config(args: argparse.Namespace):
+    from veloxy.config import apply_overrides, config_from_flags, load_config
+
+    if args.config:
+        if args.upstream:
+            raise ConfigError([("--upstream", "give upstreams in the config file when "
+                                              "--config is used")])
+        config = load_config(args.config)
+        return apply_overrides(config, args.listen, args.workers, args.admin)
+    return config_from_flags(args.listen or ["127.0.0.1:8080"], args.upstream or [],
+                             args.workers, args.admin)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from veloxy.config import resolve_workers
+    from veloxy.server import configure_logging
+
+    config = _load_serve_config(args)
+    configure_logging("debug" if args.debug else args.log_level)
+    workers = resolve_workers(config.workers)
+
+    def make_app(sweeper):
+        from veloxy.proxy.app import ProxyApp
+
+        return ProxyApp(config, sweeper)
+
+    addresses = [(a.host, a.port) for a in config.listen]
+    return run_servers(addresses, workers, make_app, config.limits, "veloxy")
+
+
+def run_servers(addresses: list[tuple[str, int]], workers: int,
+                make_app: Callable, limits: object, what: str) -> int:
+    """One process serving `addresses`, or a supervisor of `workers` processes."""
+    from veloxy import workers as workers_mod
+    from veloxy.net import loop
+    from veloxy.net.listen import listen_socket
+    from veloxy.server import announce_listening, serve
+
+    def announce(address: str) -> None:
+        announce_listening(address, what)
+
+    if workers > 1 and not workers_mod.CAN_FORK:
+        logging.getLogger("veloxy").warning(
+            "workers: %d asked, but this platform cannot fork; serving with 1 process",
+            workers)
+        workers = 1
+    if workers == 1:
+        sockets = [listen_socket(host, port) for host, port in addresses]
+        loop.run(serve(sockets, make_app, limits, announce=announce))  # type: ignore[arg-type]
+        return 0
+
+    def worker_main(sockets: list[socket.socket], ready: Callable[[], None]) -> None:
+        loop.run(serve(sockets, make_app, limits, ready=ready))  # type: ignore[arg-type]
+
+    return workers_mod.Supervisor(addresses, workers, worker_main, announce).run()
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from veloxy.config import load_config
+
+    config = load_config(args.file)
+    routes = len(config.routes)
+    servers = sum(len(group.servers) for group in config.upstreams.values())
+    print(f"{args.file}: ok ({routes} routes, {len(config.upstreams)} upstream groups, "
+          f"{servers} servers)")
+    return 0
+
+
+# -- origin ----------------------------------------------------------------------------------
+
+
+def cmd_origin(args: argparse.Namespace) -> int:
+    from veloxy.config import Limits, resolve_workers
+    from veloxy.config.values import parse_bind_address
+    from veloxy.origin import OriginApp
+    from veloxy.server import configure_logging
+
+    configure_logging("debug" if args.debug else "warning")
+    addresses = []
+    for text in args.listen or ["127.0.0.1:9001"]:
+        try:
+            addresses.append(parse_bind_address(text))
+        except ValueError as exc:
+            raise ConfigError([("--listen", str(exc))]) from None
+    try:
+        workers = resolve_workers(args.workers)
+    except ValueError as exc:
+        raise ConfigError([("--workers", str(exc))]) from None
+    limits = Limits(max_body_bytes=None, idle_timeout=300.0)
+    return run_servers(addresses, workers, lambda _sweeper: OriginApp(), limits,
+                       "veloxy origin")
+
+
+# -- demo ------------------------------------------------------------------------------------
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from veloxy.demo import run_demo
+
+    mode = "quick" if args.quick else "full" if args.full else "default"
+    return run_demo(mode, json_out=args.json)

@@ -1,0 +1,349 @@
+"""HTTP/1.1 parsers: bytes in, head/body/end events out, no I/O.
+
+Both parsers wrap httptools (Node's llhttp, strict mode), which already refuses what request
+smuggling is made of: Content-Length beside Transfer-Encoding, duplicate Content-Length, bad
+chunk sizes, invalid bytes in names and values, obs-fold and bare CR. On top of it we add the
+size limits, the hop-by-hop classification of h1/rules.py, and the framing facts the proxy
+needs, in the same per-header callback so that each header is looked at once.
+
+httptools binds its callbacks when the parser is made, so body and end events are bound
+straight to the handler's methods where no bookkeeping is needed: no Python frame of ours
+sits between llhttp and the handler on the per-chunk path.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import httptools
+
+from veloxy.errors import (
+    BadRequest,
+    HeaderFieldsTooLarge,
+    NotImplementedByProxy,
+    PayloadTooLarge,
+    UpstreamProtocolError,
+    UriTooLong,
+)
+from veloxy.h1 import rules
+from veloxy.h1.head import RequestHead, ResponseHead
+
+
+class RequestHandler(Protocol):
+    def on_request_head(self, head: RequestHead) -> None: ...
+    def on_request_body(self, chunk: bytes) -> None: ...
+    def on_request_end(self) -> None: ...
+
+
+class ResponseHandler(Protocol):
+    def on_informational(self, head: ResponseHead) -> None: ...
+    def on_response_head(self, head: ResponseHead) -> None: ...
+    def on_response_body(self, chunk: bytes) -> None: ...
+    def on_response_end(self) -> None: ...
+
+
+class UpgradeRequested(Exception):
+    """Raised by RequestParser.feed when the head asked to switch protocols.
+
+    `tail` holds the bytes that followed the head in the same read: they belong to the new
+    protocol, not to HTTP.
+    """
+
+    def __init__(self, tail: bytes) -> None:
+        super().__init__(len(tail))
+        self.tail = tail
+
+
+def _unwrap(exc: httptools.HttpParserError) -> BaseException:
+    """The exception a callback raised, which httptools wraps in HttpParserCallbackError."""
+    if isinstance(exc, httptools.HttpParserCallbackError) and exc.__context__ is not None:
+        return exc.__context__
+    return exc
+
+
+class RequestParser:
+    """Parses requests from one client connection, enforcing the configured limits.
+
+    Raises a DownstreamError subclass (with its status) from `feed` on bad input; the
+    connection must then answer with that status and close, since its framing is lost.
+    """
+
+    __slots__ = (
+        "_body_bytes",
+        "_connection_names",
+        "_handler",
+        "_head",
+        "_head_bytes",
+        "_header_bytes",
+        "_in_head",
+        "_max_body_bytes",
+        "_max_header_bytes",
+        "_max_request_line",
+        "_parser",
+        "_url_bytes",
+        "on_body",
+        "on_message_complete",
+    )
+
+    def __init__(
+        self,
+        handler: RequestHandler,
+        *,
+        max_request_line: int = 8192,
+        max_header_bytes: int = 65536,
+        max_body_bytes: int | None = None,
+    ) -> None:
+        self._handler = handler
+        self._max_request_line = max_request_line
+        self._max_header_bytes = max_header_bytes
+        self._max_body_bytes = max_body_bytes
+        self._head: RequestHead | None = None
+        self._connection_names: list[bytes] | None = None
+        self._in_head = True
+        self._head_bytes = 0
+        self._url_bytes = 0
+        self._header_bytes = 0
+        self._body_bytes = 0
+        # Straight to the handler unless a chunked body must be counted against the limit.
+        self.on_body = handler.on_request_body if max_body_bytes is None else self._counted_body
+        self.on_message_complete = self._message_complete
+        self._parser = httptools.HttpRequestParser(self)
+
+    # -- input ---------------------------------------------------------------------------
+
+    def feed(self, data: bytes) -> None:
+        if self._in_head:
+            # Coarse guard for a head that never ends: httptools buffers a header until its
+            # line is complete, so bytes can pile up before on_header can count them.
+            self._head_bytes += len(data)
+            if self._head_bytes > self._max_request_line + self._max_header_bytes + 4:
+                raise HeaderFieldsTooLarge("request head too large")
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade as exc:
+            head_end = exc.args[0]
+            raise UpgradeRequested(data[head_end:]) from None
+        except httptools.HttpParserInvalidMethodError as exc:
+            raise BadRequest(f"invalid method: {exc}") from None
+        except httptools.HttpParserError as exc:
+            cause = _unwrap(exc)
+            if isinstance(cause, Exception) and cause is not exc:
+                raise cause from None
+            raise BadRequest(str(exc)) from None
+
+    # -- httptools callbacks ---------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        self._head = RequestHead()
+        self._in_head = True
+        self._url_bytes = 0
+        self._header_bytes = 0
+        self._body_bytes = 0
+
+    def on_url(self, url: bytes) -> None:
+        # Called once per read that carries a piece of the target.
+        self._url_bytes += len(url)
+        if self._url_bytes > self._max_request_line:
+            raise UriTooLong("request line too long")
+        head = self._head
+        head.target = head.target + url if head.target else url  # type: ignore[union-attr]
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        head = self._head
+        if head is None:
+            return  # a trailer field of a chunked body: not forwarded (RFC 9110 §6.5.1)
+        self._header_bytes += len(name) + len(value) + 4  # "name: value\r\n"
+        if self._header_bytes > self._max_header_bytes:
+            raise HeaderFieldsTooLarge("request header fields too large")
+        role = rules.REQUEST_ROLES.get(name.lower())
+        if role is None:
+            head.headers.append((name, value))
+        elif role == rules.HOST:
+            if head.host is not None:
+                raise BadRequest("duplicate Host header")  # RFC 9112 §3.2
+            head.host = value
+            head.headers.append((name, value))
+        elif role == rules.CONTENT_LENGTH:
+            head.content_length = int(value)  # digits only: llhttp checked
+            head.headers.append((name, value))
+        elif role == rules.TRANSFER_ENCODING:
+            if value.strip().lower() != b"chunked":
+                raise NotImplementedByProxy("only the chunked transfer coding is supported")
+            head.chunked = True
+        elif role == rules.CONNECTION:
+            for token in rules.connection_tokens(value):
+                if token not in (b"close", b"keep-alive", b"upgrade"):
+                    if self._connection_names is None:
+                        self._connection_names = []
+                    self._connection_names.append(token)
+        elif role == rules.UPGRADE:
+            head.upgrade = value
+        elif role == rules.EXPECT:
+            head.expect_continue = value.strip().lower() == b"100-continue"
+            head.headers.append((name, value))
+        elif role == rules.FORWARDED_FOR:
+            head.forwarded_for = value if head.forwarded_for is None else (
+                head.forwarded_for + b", " + value)
+        # DROP and FORWARDING: left out; FORWARDING fields are set again by the proxy.
+
+    def on_headers_complete(self) -> None:
+        head = self._head
+        assert head is not None
+        self._head = None
+        self._in_head = False
+        self._head_bytes = 0
+        parser = self._parser
+        head.method = parser.get_method()
+        head.version = parser.get_http_version()
+        head.close = not parser.should_keep_alive()
+        if not parser.should_upgrade():
+            head.upgrade = None
+        elif head.method == b"CONNECT":
+            raise NotImplementedByProxy("CONNECT is not served by a reverse proxy")
+        if head.version == "1.1" and head.host is None:
+            raise BadRequest("missing Host header")  # RFC 9112 §3.2
+        if self._connection_names is not None:
+            names = set(self._connection_names)
+            self._connection_names = None
+            head.headers = [(n, v) for n, v in head.headers if n.lower() not in names]
+        limit = self._max_body_bytes
+        if limit is not None and head.content_length is not None and head.content_length > limit:
+            raise PayloadTooLarge("request body too large")
+        self._handler.on_request_head(head)
+
+    def _counted_body(self, chunk: bytes) -> None:
+        self._body_bytes += len(chunk)
+        if self._body_bytes > self._max_body_bytes:  # type: ignore[operator]
+            raise PayloadTooLarge("request body too large")
+        self._handler.on_request_body(chunk)
+
+    def _message_complete(self) -> None:
+        self._in_head = True
+        self._head_bytes = 0
+        self._handler.on_request_end()
+
+
+class _HeadResponseDone(Exception):
+    """Stops llhttp after the head of a response to HEAD, which has no body whatever its
+    Content-Length says (RFC 9110 §9.3.2); httptools cannot be told that otherwise."""
+
+
+class ResponseParser:
+    """Parses the responses of one upstream connection.
+
+    Raises UpstreamProtocolError from `feed` when the bytes are not HTTP. `finish()` is
+    called at end of stream: a response framed by the connection's end is complete then,
+    any other in-progress response is truncated.
+    """
+
+    __slots__ = ("_connection_names", "_handler", "_head", "_informational", "_no_body",
+                 "_parser", "in_body", "on_body")
+
+    def __init__(self, handler: ResponseHandler) -> None:
+        self._handler = handler
+        self._head: ResponseHead | None = None
+        self._informational = False
+        self._no_body = False
+        self._connection_names: list[bytes] | None = None
+        self.in_body: ResponseHead | None = None  # head of a response whose body is streaming
+        self.on_body = handler.on_response_body
+        self._parser = httptools.HttpResponseParser(self)
+
+    def expect_no_body(self) -> None:
+        """The next response answers a HEAD request."""
+        self._no_body = True
+
+    def feed(self, data: bytes) -> bytes | None:
+        """Parse bytes; returns the bytes after a 101 head (the tunnel's first bytes)."""
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade as exc:
+            return data[exc.args[0]:]
+        except httptools.HttpParserError as exc:
+            cause = _unwrap(exc)
+            if isinstance(cause, _HeadResponseDone):
+                self._parser = httptools.HttpResponseParser(self)
+                return None
+            if isinstance(cause, Exception) and cause is not exc:
+                raise cause from None
+            raise UpstreamProtocolError(f"invalid response from upstream: {exc}") from None
+        return None
+
+    def finish(self) -> bool:
+        """End of stream. True when it completed a response delimited by the close."""
+        head = self.in_body
+        if head is not None and head.content_length is None and not head.chunked:
+            self.in_body = None
+            self._handler.on_response_end()
+            return True
+        return False
+
+    @property
+    def idle(self) -> bool:
+        """No response is in progress (nothing received since the last complete one)."""
+        return self._head is None and self.in_body is None
+
+    # -- httptools callbacks ---------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        self._head = ResponseHead()
+
+    def on_status(self, reason: bytes) -> None:
+        self._head.reason = reason  # type: ignore[union-attr]
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        head = self._head
+        if head is None:
+            return  # trailer field: dropped, we re-frame the body ourselves
+        role = rules.RESPONSE_ROLES.get(name.lower())
+        if role is None:
+            head.headers.append((name, value))
+        elif role == rules.CONTENT_LENGTH:
+            head.content_length = int(value)
+            head.headers.append((name, value))
+        elif role == rules.TRANSFER_ENCODING:
+            head.chunked = value.strip().lower().endswith(b"chunked")
+        elif role == rules.CONNECTION:
+            for token in rules.connection_tokens(value):
+                if token not in (b"close", b"keep-alive", b"upgrade"):
+                    if self._connection_names is None:
+                        self._connection_names = []
+                    self._connection_names.append(token)
+        elif role == rules.UPGRADE:
+            head.upgrade = value
+        # DROP: left out
+
+    def on_headers_complete(self) -> None:
+        head = self._head
+        assert head is not None
+        self._head = None
+        if self._connection_names is not None:
+            names = set(self._connection_names)
+            self._connection_names = None
+            head.headers = [(n, v) for n, v in head.headers if n.lower() not in names]
+        parser = self._parser
+        status = parser.get_status_code()
+        head.status = status
+        head.version = parser.get_http_version()
+        head.close = not parser.should_keep_alive()
+        if 100 <= status < 200 and status != 101:
+            self._informational = True
+            self._handler.on_informational(head)
+            return
+        if self._no_body:
+            self._no_body = False
+            head.content_length = 0
+            head.chunked = False
+            self._handler.on_response_head(head)
+            self._handler.on_response_end()
+            raise _HeadResponseDone
+        if not rules.status_has_no_body(status):
+            self.in_body = head
+        self._handler.on_response_head(head)
+
+    def on_message_complete(self) -> None:
+        if self._informational:
+            self._informational = False
+            return
+        self.in_body = None
+        self._handler.on_response_end()

@@ -1,0 +1,414 @@
+"""The downstream side: one asyncio.Protocol per client connection, serving HTTP/1.1.
+
+`ServerConnection` knows the protocol's rules for a server (framing via h1.RequestParser,
+pipelining, keep-alive, timeouts, limits, upgrades, graceful close) and nothing of proxying:
+for every request head it asks its `Application` for an `Exchange` and feeds it the body.
+The proxy (proxy/forward.py) and the built-in origin (origin.py) are the two applications.
+
+Phases of a connection (kept in `_phase`, with the deadline that applies to each)::
+
+    HEAD ──head complete──▶ ACTIVE ──response finished──▶ IDLE ──first byte──▶ HEAD
+     │ header_timeout         │ idle_timeout while the     │ idle_timeout
+     ▼                        │ request body is incomplete ▼
+    408 + close               ▼                            close
+                             408 or close
+
+Pipelined requests (RFC 9112 §9.3) are answered in order: a head that arrives while a
+response is in progress is queued with its body, reading stops until the response ends,
+and the queued request then starts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from typing import TYPE_CHECKING, Protocol
+
+from veloxy.errors import DownstreamError, RequestTimeout
+from veloxy.h1.parser import RequestParser, UpgradeRequested
+from veloxy.h1.serialize import error_response
+from veloxy.net.timers import NEVER, DeadlineSweeper
+
+if TYPE_CHECKING:
+    from veloxy.h1.head import RequestHead
+
+HEAD, ACTIVE, IDLE = 0, 1, 2
+
+
+class Exchange(Protocol):
+    """What an application returns for one request; the connection drives it."""
+
+    def start(self) -> None:
+        """Begin work on the head; may finish the response at once (a 404, say)."""
+
+    #: True once any byte of the response was written: an error can no longer change it.
+    response_started: bool
+
+    def request_body(self, chunk: bytes) -> None: ...
+    def request_end(self) -> None: ...
+    def flush(self) -> None:
+        """End of one read from the client: write what the callbacks produced."""
+    def downstream_paused(self) -> None: ...
+    def downstream_resumed(self) -> None: ...
+    def downstream_lost(self) -> None: ...
+    def tunnel_data(self, data: bytes) -> None: ...
+
+
+class Application(Protocol):
+    def start_exchange(self, conn: ServerConnection, head: RequestHead) -> Exchange: ...
+
+
+class ServerLimits(Protocol):
+    max_request_line: int
+    max_header_bytes: int
+    max_body_bytes: int | None
+    header_timeout: float
+    idle_timeout: float
+
+
+class _Queued:
+    """A pipelined request waiting for the one before it to be answered."""
+
+    __slots__ = ("body", "ended", "head")
+
+    def __init__(self, head: RequestHead) -> None:
+        self.head = head
+        self.body: list[bytes] = []
+        self.ended = False
+
+
+class ConnectionRegistry:
+    """The live connections of one listener group, for the sweeper and graceful shutdown."""
+
+    def __init__(self) -> None:
+        self.connections: set[ServerConnection] = set()
+        self.closing = False
+        self.drained: asyncio.Event | None = None
+
+    def discard(self, conn: ServerConnection) -> None:
+        self.connections.discard(conn)
+        if self.closing and not self.connections and self.drained is not None:
+            self.drained.set()
+
+    def begin_shutdown(self) -> None:
+        """Close idle connections now and ask the busy ones to close after their response."""
+        self.closing = True
+        self.drained = asyncio.Event()
+        for conn in list(self.connections):
+            conn.close_when_done()
+        if not self.connections:
+            self.drained.set()
+
+
+class ServerConnection(asyncio.Protocol):
+    __slots__ = (
+        "_app",
+        "_close_after",
+        "_exchange",
+        "_finish_pending",
+        "_parser",
+        "_phase",
+        "_queue",
+        "_reading_paused",
+        "_registry",
+        "_request_done",
+        "_sweeper",
+        "_timeouts",
+        "_tunnel",
+        "_tunnel_tail",
+        "_writing_paused",
+        "client_ip",
+        "deadline",
+        "peer",
+        "transport",
+    )
+
+    def __init__(
+        self,
+        app: Application,
+        limits: ServerLimits,
+        sweeper: DeadlineSweeper,
+        registry: ConnectionRegistry,
+    ) -> None:
+        self._app = app
+        self._sweeper = sweeper
+        self._registry = registry
+        self._timeouts = (limits.header_timeout, limits.idle_timeout)
+        self._parser = RequestParser(
+            self,
+            max_request_line=limits.max_request_line,
+            max_header_bytes=limits.max_header_bytes,
+            max_body_bytes=limits.max_body_bytes,
+        )
+        self.transport: asyncio.Transport | None = None
+        self._exchange: Exchange | None = None
+        self._queue: deque[_Queued] | None = None
+        self._phase = HEAD
+        self._request_done = False
+        self._close_after = False
+        self._finish_pending = False
+        self._reading_paused = False
+        self._writing_paused = False
+        self._tunnel: Exchange | None = None
+        self._tunnel_tail: bytes | None = None
+        self.deadline = NEVER
+        self.client_ip = b""
+        self.peer: tuple[str, int] | None = None
+
+    # -- asyncio.Protocol ------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        peer = transport.get_extra_info("peername")
+        if peer:
+            self.peer = (peer[0], peer[1])
+            self.client_ip = peer[0].encode("ascii")
+        self.deadline = self._sweeper.now + self._timeouts[0]
+        self._sweeper.add(self)
+        self._registry.connections.add(self)
+        if self._registry.closing:
+            self._close_after = True
+
+    def data_received(self, data: bytes) -> None:
+        tunnel = self._tunnel
+        if tunnel is not None:
+            tunnel.tunnel_data(data)
+            return
+        phase = self._phase
+        if phase == IDLE:
+            self._phase = HEAD
+            self.deadline = self._sweeper.now + self._timeouts[0]
+        elif phase == ACTIVE and not self._request_done:
+            self.deadline = self._sweeper.now + self._timeouts[1]
+        try:
+            self._parser.feed(data)
+        except DownstreamError as exc:
+            self._reject(exc)
+            return
+        except UpgradeRequested as upgrade:
+            # The exchange already has the head; the bytes after it wait for the 101.
+            self._tunnel_tail = upgrade.tail
+            self.pause_reading()
+        exchange = self._exchange
+        if exchange is not None:
+            exchange.flush()
+
+    def eof_received(self) -> bool:
+        # A client may half-close after sending its request: answer it, then close.
+        if self._phase == ACTIVE and self._request_done:
+            self._close_after = True
+            return True
+        if self._tunnel is not None:
+            self._tunnel.tunnel_data(b"")
+            return True
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._sweeper.discard(self)
+        self._registry.discard(self)
+        self.deadline = NEVER
+        exchange = self._exchange or self._tunnel
+        self._exchange = self._tunnel = None
+        self._queue = None
+        if exchange is not None:
+            exchange.downstream_lost()
+
+    def pause_writing(self) -> None:
+        self._writing_paused = True
+        exchange = self._exchange or self._tunnel
+        if exchange is not None:
+            exchange.downstream_paused()
+
+    def resume_writing(self) -> None:
+        self._writing_paused = False
+        exchange = self._exchange or self._tunnel
+        if exchange is not None:
+            exchange.downstream_resumed()
+
+    # -- RequestParser handler -------------------------------------------------------------
+
+    def on_request_head(self, head: RequestHead) -> None:
+        if self._exchange is not None or self._queue:
+            # Pipelined: answer in order. Stop reading until the current one is done.
+            if self._queue is None:
+                self._queue = deque()
+            self._queue.append(_Queued(head))
+            self.pause_reading()
+            return
+        self._start(head)
+
+    def on_request_body(self, chunk: bytes) -> None:
+        if self._queue:
+            self._queue[-1].body.append(chunk)
+        elif self._exchange is not None:
+            self._exchange.request_body(chunk)
+
+    def on_request_end(self) -> None:
+        if self._queue:
+            self._queue[-1].ended = True
+        elif self._exchange is not None:
+            self._request_done = True
+            self.deadline = NEVER
+            self._exchange.request_end()
+        elif self._finish_pending:
+            self._next_request()
+
+    # -- API for exchanges -----------------------------------------------------------------
+
+    @property
+    def keep_alive(self) -> bool:
+        """False once the connection will close after the current response."""
+        return not self._close_after
+
+    @property
+    def writing_paused(self) -> bool:
+        return self._writing_paused
+
+    def write(self, data: bytes) -> None:
+        self.transport.write(data)  # type: ignore[union-attr]
+
+    def finish(self, keep_alive: bool = True) -> None:
+        """The response is complete. Keep the connection for the next request, or close."""
+        self._exchange = None
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        if not keep_alive or self._close_after or self._tunnel_tail is not None:
+            transport.close()
+            return
+        if not self._request_done:
+            # Answered before the request body was all read (an early error, say): read and
+            # drop the rest, then carry on with the next request.
+            self._finish_pending = True
+            self.resume_reading()
+            return
+        self._next_request()
+
+    def _next_request(self) -> None:
+        self._finish_pending = False
+        self._request_done = False
+        if self._queue:
+            asyncio.get_running_loop().call_soon(self._start_queued)
+            return
+        self._phase = IDLE
+        self.deadline = self._sweeper.now + self._timeouts[1]
+        if self._reading_paused:
+            self.resume_reading()
+
+    def abort(self) -> None:
+        """Close at once: the response cannot be completed, and a truncated body must show."""
+        self._exchange = None
+        transport = self.transport
+        if transport is not None:
+            transport.abort()
+
+    def send_error(self, exc: DownstreamError | Exception, status: int, message: str) -> None:
+        """Answer with a short error response and close."""
+        self._exchange = None
+        transport = self.transport
+        if transport is not None and not transport.is_closing():
+            transport.write(error_response(status, message))
+            transport.close()
+
+    def start_tunnel(self, exchange: Exchange) -> None:
+        """Switch to raw bytes both ways (after a 101): everything read goes to `exchange`."""
+        self._exchange = None
+        self._tunnel = exchange
+        self.deadline = NEVER
+        tail, self._tunnel_tail = self._tunnel_tail, None
+        if tail:
+            exchange.tunnel_data(tail)
+        self.resume_reading()
+
+    def pause_reading(self) -> None:
+        if not self._reading_paused and self.transport is not None:
+            self._reading_paused = True
+            self.transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        if self._reading_paused and self.transport is not None:
+            self._reading_paused = False
+            self.transport.resume_reading()
+
+    def close_when_done(self) -> None:
+        """Graceful shutdown: close now if idle, else after the current response."""
+        self._close_after = True
+        if self.transport is None:
+            return
+        if self._phase == IDLE or (self._phase == HEAD and self._exchange is None
+                                   and not self._queue):
+            self.transport.close()
+
+    # -- timers ----------------------------------------------------------------------------
+
+    def on_deadline(self, now: float) -> None:
+        self.deadline = NEVER
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        if self._phase == HEAD:
+            self._reject(RequestTimeout("request head not received in time"))
+        elif self._phase == IDLE:
+            transport.close()
+        else:  # ACTIVE with the request body stalled
+            exchange = self._exchange
+            self._exchange = None
+            if exchange is not None:
+                exchange.downstream_lost()
+            self.send_error(RequestTimeout(), 408, "request body not received in time")
+
+    # -- internals -------------------------------------------------------------------------
+
+    def _start(self, head: RequestHead) -> None:
+        self._phase = ACTIVE
+        self._request_done = False
+        self.deadline = self._sweeper.now + self._timeouts[1] if head.has_body else NEVER
+        if head.close:
+            self._close_after = True
+        exchange = self._exchange = self._app.start_exchange(self, head)
+        exchange.start()
+
+    def _start_queued(self) -> None:
+        queue = self._queue
+        if not queue or self.transport is None or self.transport.is_closing():
+            return
+        item = queue.popleft()
+        self._start(item.head)
+        exchange = self._exchange
+        for chunk in item.body:
+            if self._exchange is not exchange:
+                return
+            exchange.request_body(chunk)  # type: ignore[union-attr]
+        if item.ended and self._exchange is exchange:
+            self._request_done = True
+            self.deadline = NEVER
+            exchange.request_end()  # type: ignore[union-attr]
+        if self._exchange is exchange and exchange is not None:
+            exchange.flush()
+        if not queue:
+            self.resume_reading()
+
+    def _reject(self, exc: DownstreamError) -> None:
+        """Bad input: answer with its status if no response has started, then close."""
+        exchange = self._exchange
+        if exchange is not None:
+            # The body broke framing mid-request: abandon the exchange (nothing more goes
+            # upstream), and answer only if its response has not started.
+            self._exchange = None
+            exchange.downstream_lost()
+            if exchange.response_started:
+                if self.transport is not None:
+                    self.transport.abort()
+                return
+        reason = str(exc) or type(exc).__name__
+        self.send_error(exc, exc.status, f"{exc.status} {_REASONS.get(exc.status, '')}: {reason}")
+
+
+_REASONS = {
+    400: "Bad Request",
+    408: "Request Timeout",
+    413: "Content Too Large",
+    414: "URI Too Long",
+    431: "Request Header Fields Too Large",
+    501: "Not Implemented",
+}

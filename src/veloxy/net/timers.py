@@ -1,0 +1,74 @@
+"""A coarse clock and deadline sweeper shared by every connection of a worker.
+
+Per-request timers (`loop.call_later` and cancel for each header, response and idle timeout)
+cost more than the rest of a small request's bookkeeping. Instead each connection keeps a
+`deadline` number read from a cached clock (nginx caches its time the same way), and one
+periodic callback per loop visits the registered connections and calls `on_deadline` on those
+whose deadline has passed. Timeouts fire up to `resolution` seconds late, which is fine for
+timeouts measured in seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from typing import Protocol
+
+NEVER = math.inf
+
+
+class HasDeadline(Protocol):
+    deadline: float
+
+    def on_deadline(self, now: float) -> None: ...
+
+
+class DeadlineSweeper:
+    def __init__(self, loop: asyncio.AbstractEventLoop, resolution: float = 0.1) -> None:
+        self._loop = loop
+        self._resolution = resolution
+        self._members: set[HasDeadline] = set()
+        self._handle: asyncio.TimerHandle | None = None
+        #: The loop's time as of the last tick: what connections add their timeouts to.
+        self.now = loop.time()
+
+    def add(self, member: HasDeadline) -> None:
+        self._members.add(member)
+        if self._handle is None:
+            self.now = self._loop.time()
+            self._handle = self._loop.call_later(self._resolution, self._tick)
+
+    def discard(self, member: HasDeadline) -> None:
+        self._members.discard(member)
+
+    def refresh(self) -> float:
+        """Read the loop's clock now (for the rare paths that start a timeout between ticks)."""
+        self.now = self._loop.time()
+        return self.now
+
+    def _tick(self) -> None:
+        now = self.now = self._loop.time()
+        expired = [m for m in self._members if m.deadline <= now]
+        for member in expired:
+            member.on_deadline(now)
+        if self._members:
+            self._handle = self._loop.call_later(self._resolution, self._tick)
+        else:
+            self._handle = None
+
+    def close(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+        self._members.clear()
+
+
+_sweepers: dict[asyncio.AbstractEventLoop, DeadlineSweeper] = {}
+
+
+def sweeper_for(loop: asyncio.AbstractEventLoop) -> DeadlineSweeper:
+    """The sweeper of this loop, made on first use."""
+    sweeper = _sweepers.get(loop)
+    if sweeper is None or sweeper._loop.is_closed():
+        sweeper = _sweepers[loop] = DeadlineSweeper(loop)
+    return sweeper

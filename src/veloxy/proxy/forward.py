@@ -1,0 +1,380 @@
+"""Forwarding one request: the state machine that joins a client connection to an upstream one.
+
+Phases of a `ProxyExchange` (Pingora names the same steps request_filter, upstream_peer,
+upstream_request_filter, response_filter, fail_to_proxy, logging)::
+
+    route ──▶ pick server ──▶ acquire connection ──▶ send head (+ body as it arrives)
+      │404        ▲                 │ connect error / stale reused connection
+      │           └──── retry ◀─────┘ (only if nothing of a response arrived and the
+      ▼                                request can be replayed)
+    relay response head ──▶ relay body ──▶ release connection to the pool, finish
+      │ error before the head: 502/503/504     │ error after the head: abort the client
+      ▼                                        ▼ connection so the truncation shows
+
+Both directions write once per read: the callbacks of one read from a socket gather their
+output in a list, and `flush` / `on_read_done` write it in a single transport.write. On a
+small request that puts the head and the body in one segment each way, the largest single
+saving measured for this design (about 5 µs per request).
+
+Backpressure is by the transports' watermarks, across the pair: when the client stops
+reading, the upstream connection stops reading, and the other way round (Envoy's flow
+control, uvicorn's flow_control.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING
+
+from veloxy.errors import (
+    HttpError,
+    NoUpstreamAvailable,
+    UpstreamConnectError,
+    UpstreamError,
+    UpstreamResetError,
+)
+from veloxy.h1 import rules
+from veloxy.h1.serialize import LAST_CHUNK, chunk, encode_headers, error_response, status_line
+
+if TYPE_CHECKING:
+    from veloxy.h1.head import RequestHead, ResponseHead
+    from veloxy.net.client import ClientConnection
+    from veloxy.net.server import ServerConnection
+    from veloxy.proxy.app import ProxyApp
+    from veloxy.upstream.group import Group, Server
+
+log = logging.getLogger("veloxy.proxy")
+
+# A request body is kept for a possible retry while it stays under this size.
+REPLAY_LIMIT = 64 * 1024
+# Request bytes held while the upstream connection is being made; beyond it, stop reading.
+CONNECT_BUFFER_LIMIT = 256 * 1024
+
+_CHUNKED = b"Transfer-Encoding: chunked\r\n"
+_CLOSE = b"Connection: close\r\n"
+_KEEP_ALIVE = b"Connection: keep-alive\r\n"
+
+
+class ProxyExchange:
+    __slots__ = (
+        "_app",
+        "_attempts",
+        "_connect_task",
+        "_head_request",
+        "_out",
+        "_rechunk",
+        "_replay",
+        "_request_complete",
+        "_response_close",
+        "_response_done",
+        "_sent",
+        "_to_upstream",
+        "_to_upstream_size",
+        "_tunnel",
+        "down",
+        "group",
+        "head",
+        "response_started",
+        "server",
+        "up",
+        "upstream_head",
+    )
+
+    def __init__(self, app: ProxyApp, down: ServerConnection, head: RequestHead) -> None:
+        self._app = app
+        self.down = down
+        self.head = head
+        self.up: ClientConnection | None = None
+        self.server: Server | None = None
+        self.group: Group | None = None
+        self.response_started = False
+        self._head_request = head.method == b"HEAD"
+        self._request_complete = False
+        self._response_done = False
+        self._response_close = False
+        self._rechunk = False
+        self._tunnel = False
+        self._sent = False
+        self._attempts = 0
+        self._out: list[bytes] = []
+        self._to_upstream: list[bytes] = []
+        self._to_upstream_size = 0
+        self._replay: list[bytes] | None = (
+            [] if head.method in rules.IDEMPOTENT_METHODS else None
+        )
+        self._connect_task: asyncio.Task[None] | None = None
+        self.upstream_head = b""
+
+    # -- phase 1: route and pick --------------------------------------------------------------
+
+    def start(self) -> None:
+        route = self._app.router.match(self.head)
+        if route is None:
+            self._respond_error(404, "no route matches this request", keep_alive=True)
+            return
+        self.group = route.group
+        self.upstream_head = self._app.upstream_request_head(
+            self.head, route.rewrite(self.head.target), self.down.client_ip
+        )
+        self._to_upstream.append(self.upstream_head)
+        self._connect(route.group.balancer.pick())
+
+    def _connect(self, server: Server) -> None:
+        self.server = server
+        self._attempts += 1
+        conn = server.pool.acquire_idle()
+        if conn is not None:
+            self.up = conn
+            return  # the head goes out in flush(), with any body bytes of the same read
+        self._connect_task = asyncio.get_running_loop().create_task(self._open(server))
+
+    async def _open(self, server: Server) -> None:
+        try:
+            conn = await server.pool.acquire()
+        except UpstreamError as exc:
+            self._connect_task = None
+            self.on_upstream_error(exc, False)
+            return
+        self._connect_task = None
+        if self.down.transport is None or self.down.transport.is_closing():
+            server.pool.release(conn)  # the client left while we connected
+            return
+        self.up = conn
+        self.flush()
+        self.down.resume_reading()
+
+    # -- request direction: from the client ---------------------------------------------------
+
+    def request_body(self, data: bytes) -> None:
+        if self.head.chunked:
+            data = chunk(data)
+        self._to_upstream.append(data)
+        if self.up is None:
+            self._to_upstream_size += len(data)
+            if self._to_upstream_size > CONNECT_BUFFER_LIMIT:
+                self.down.pause_reading()
+
+    def request_end(self) -> None:
+        if self.head.chunked:
+            self._to_upstream.append(LAST_CHUNK)
+        self._request_complete = True
+
+    def flush(self) -> None:
+        """End of one read from the client: send what it produced upstream in one write."""
+        up = self.up
+        if up is None:
+            return
+        pending = self._to_upstream
+        if pending:
+            data = pending[0] if len(pending) == 1 else b"".join(pending)
+            pending.clear()
+            self._to_upstream_size = 0
+            replay = self._replay
+            if replay is not None:
+                replay.append(data)
+                if sum(map(len, replay)) > REPLAY_LIMIT:
+                    self._replay = None
+            if not self._sent:
+                self._sent = True
+                up.send(data, self, head_request=self._head_request,
+                        complete=self._request_complete)
+                return
+            up.write(data)
+        if self._request_complete:
+            up.request_sent()
+
+    def downstream_paused(self) -> None:
+        if self.up is not None:
+            self.up.pause_reading()
+
+    def downstream_resumed(self) -> None:
+        if self.up is not None:
+            self.up.resume_reading()
+
+    def downstream_lost(self) -> None:
+        """The client went away (or broke framing): abandon the upstream side."""
+        task = self._connect_task
+        if task is not None:
+            task.cancel()
+            self._connect_task = None
+        up, self.up = self.up, None
+        if up is not None and self.server is not None:
+            self.server.pool.discard(up)
+
+    def tunnel_data(self, data: bytes) -> None:
+        """Client bytes after a 101 (WebSocket frames); b"" is the client's EOF."""
+        up = self.up
+        if up is None:
+            return
+        if data:
+            up.write(data)
+        else:
+            self._close_tunnel()
+
+    # -- response direction: from the upstream ------------------------------------------------
+
+    def upstream_paused(self) -> None:
+        self.down.pause_reading()
+
+    def upstream_resumed(self) -> None:
+        self.down.resume_reading()
+
+    def on_informational(self, head: ResponseHead) -> None:
+        # 1xx are forwarded to HTTP/1.1 clients (RFC 9110 §15.2); 100 Continue is what a
+        # client waits for after `Expect: 100-continue`.
+        if self.head.version == "1.1":
+            self._out.append(status_line(head.status, head.reason)
+                             + encode_headers(head.headers) + b"\r\n")
+
+    def on_response_head(self, head: ResponseHead) -> None:
+        self.response_started = True
+        request = self.head
+        if head.status == 101:
+            if request.upgrade is None or head.upgrade is None:
+                self.on_upstream_error(UpstreamErrorUnexpected101(), True)
+                return
+            self._tunnel = True
+            self._out.append(
+                status_line(101) + encode_headers(head.headers)
+                + b"Connection: Upgrade\r\nUpgrade: " + head.upgrade + b"\r\n\r\n"
+            )
+            return
+        parts = [status_line(head.status, head.reason), encode_headers(head.headers)]
+        close = head.close and head.content_length is None and not head.chunked
+        if (self._head_request or rules.status_has_no_body(head.status)
+                or head.content_length is not None):
+            pass  # framing carried by Content-Length (or no body at all)
+        elif request.version == "1.1":
+            parts.append(_CHUNKED)  # chunked or close-delimited upstream: chunked to the client
+            self._rechunk = True
+            close = False
+        else:
+            close = True  # an HTTP/1.0 client: the close delimits the body
+        keep = not close and self.down.keep_alive and not request.close
+        self._response_close = not keep
+        if not keep:
+            parts.append(_CLOSE)
+        elif request.version == "1.0":
+            parts.append(_KEEP_ALIVE)
+        parts.append(b"\r\n")
+        self._out.append(b"".join(parts))
+
+    def on_response_body(self, data: bytes) -> None:
+        self._out.append(chunk(data) if self._rechunk else data)
+
+    def on_response_end(self) -> None:
+        if self._rechunk:
+            self._out.append(LAST_CHUNK)
+        self._response_done = True
+
+    def on_read_done(self) -> None:
+        """End of one read from the upstream: write what it produced to the client."""
+        out = self._out
+        if out:
+            self.down.write(out[0] if len(out) == 1 else b"".join(out))
+            out.clear()
+        if self._tunnel:
+            self._start_tunnel()
+        elif self._response_done:
+            self._complete()
+
+    def on_tunnel_data(self, data: bytes) -> None:
+        """Upstream bytes after a 101; b"" is the upstream's EOF."""
+        if data:
+            self.down.write(data)
+        else:
+            self._close_tunnel()
+
+    def on_upstream_error(self, exc: UpstreamError, received: bool) -> None:
+        up, self.up = self.up, None
+        server = self.server
+        if up is not None and server is not None:
+            server.pool.discard(up)
+        if self.response_started:
+            # The head is out: the status cannot change. Closing without the rest of the
+            # body (or the last chunk) is the only way the client can see the truncation.
+            log.info("upstream %s failed mid-response: %s", server and server.url, exc)
+            self._out.clear()
+            self.down.abort()
+            return
+        if not received and self._may_retry(exc, up):
+            self._retry(exc)
+            return
+        log.info("upstream %s: %s", server and server.url, exc)
+        self._respond_error(exc.status, str(exc), keep_alive=False)
+
+    # -- internals -------------------------------------------------------------------------
+
+    def _may_retry(self, exc: UpstreamError, up: ClientConnection | None) -> bool:
+        group = self.group
+        if group is None or isinstance(exc, NoUpstreamAvailable):
+            return False
+        if isinstance(exc, UpstreamConnectError):
+            # Nothing was sent: safe for any method.
+            return self._attempts <= group.retries
+        if isinstance(exc, UpstreamResetError) and up is not None and up.requests > 1:
+            # A reused connection the server closed as we sent on it (the keep-alive race):
+            # safe only if the request can be replayed whole. One such retry is always
+            # allowed, on top of `retries` (Go's transport does the same).
+            replayable = self._replay is not None and (
+                self._request_complete or not self.head.has_body
+            )
+            return replayable and self._attempts <= group.retries + 1
+        return False
+
+    def _retry(self, exc: UpstreamError) -> None:
+        log.debug("retrying after %s", exc)
+        replay = self._replay
+        self._to_upstream = [b"".join(replay)] if replay else [self.upstream_head]
+        self._replay = [] if replay is not None else None
+        self._sent = False
+        assert self.group is not None
+        server = self.server
+        if isinstance(exc, UpstreamConnectError):
+            server = self.group.balancer.pick(exclude=server)
+        self._connect(server)  # type: ignore[arg-type]
+        if self.up is not None:
+            self.flush()
+
+    def _complete(self) -> None:
+        up, self.up = self.up, None
+        server = self.server
+        if up is not None and server is not None:
+            if self._request_complete:
+                server.pool.release(up)
+            else:
+                server.pool.discard(up)  # the upstream answered before reading it all
+        self.down.finish(keep_alive=not self._response_close)
+
+    def _respond_error(self, status: int, message: str, *, keep_alive: bool) -> None:
+        self.response_started = True
+        down = self.down
+        keep = keep_alive and down.keep_alive and not self.head.close
+        body = error_response(status, message, close=not keep)
+        down.write(body)
+        down.finish(keep_alive=keep)
+
+    def _start_tunnel(self) -> None:
+        up = self.up
+        if up is None:
+            return
+        up.start_tunnel()
+        self.down.start_tunnel(self)
+
+    def _close_tunnel(self) -> None:
+        up, self.up = self.up, None
+        if up is not None and self.server is not None:
+            self.server.pool.discard(up)
+        if self.down.transport is not None:
+            self.down.transport.close()
+
+
+class UpstreamErrorUnexpected101(UpstreamError):
+    """The upstream switched protocols though the client did not ask to."""
+
+    def __init__(self) -> None:
+        super().__init__("upstream answered 101 to a request that did not ask to upgrade")
+
+
+__all__ = ["HttpError", "ProxyExchange"]

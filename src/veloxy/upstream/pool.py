@@ -1,0 +1,184 @@
+"""A keep-alive connection pool for one upstream server.
+
+Bookkeeping is synchronous and done before any await (aiohttp's connector rule): a
+connection is counted as in use the moment it leaves the idle stack, and a waiter is handed
+a connection in the same call that releases it, so no other request can slip in between.
+
+Idle connections are a LIFO stack: the most recently used connection is the warmest, and
+the ones at the bottom age out through idle_timeout when traffic falls. An idle connection
+that the server closes is removed when its close is seen (connection_lost), and one that
+sends anything while idle is closed (see ClientConnection.data_received), so neither is
+handed to a request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from dataclasses import dataclass
+
+from veloxy.errors import NoUpstreamAvailable
+from veloxy.net.client import ClientConnection, Timeouts
+from veloxy.net.timers import DeadlineSweeper
+
+
+@dataclass
+class PoolStats:
+    created: int = 0
+    reused: int = 0
+    connect_failures: int = 0
+
+
+class ConnectionPool:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        *,
+        timeouts: Timeouts,
+        sweeper: DeadlineSweeper,
+        max_connections: int = 1024,
+        max_idle: int = 256,
+        idle_timeout: float = 60.0,
+        max_lifetime: float = 300.0,
+        max_waiting: int = 1024,
+        wait_timeout: float = 5.0,
+    ) -> None:
+        self.host = host
+        self.port = port
+        self._timeouts = timeouts
+        self._sweeper = sweeper
+        self.max_connections = max_connections
+        self.max_idle = max_idle
+        self.idle_timeout = idle_timeout
+        self.max_lifetime = max_lifetime
+        self.max_waiting = max_waiting
+        self.wait_timeout = wait_timeout
+        self._idle: list[ClientConnection] = []
+        self._waiters: deque[asyncio.Future[ClientConnection | None]] = deque()
+        self.open = 0  # connected or connecting
+        self.in_use = 0
+        self.stats = PoolStats()
+        self.closed = False
+
+    @property
+    def idle_count(self) -> int:
+        return len(self._idle)
+
+    @property
+    def waiting(self) -> int:
+        return len(self._waiters)
+
+    def acquire_idle(self) -> ClientConnection | None:
+        """An idle connection ready for a request, or None. Never waits."""
+        idle = self._idle
+        while idle:
+            conn = idle.pop()
+            if conn.usable:
+                self.in_use += 1
+                self.stats.reused += 1
+                return conn
+            conn.close()
+        return None
+
+    async def acquire(self) -> ClientConnection:
+        """An idle connection, a new one, or the next released one within wait_timeout."""
+        conn = self.acquire_idle()
+        if conn is not None:
+            return conn
+        if self.open >= self.max_connections:
+            conn = await self._wait()
+            if conn is not None:
+                return conn
+        self.open += 1
+        self.in_use += 1
+        try:
+            conn = await ClientConnection.open(
+                self.host, self.port, self._sweeper, self._timeouts, self._connection_closed
+            )
+        except BaseException:
+            self.open -= 1
+            self.in_use -= 1
+            self.stats.connect_failures += 1
+            self._wake_one()
+            raise
+        self.stats.created += 1
+        return conn
+
+    def release(self, conn: ClientConnection) -> None:
+        """Return a connection after its exchange; it goes back to the stack if reusable."""
+        self.in_use -= 1
+        expired = self._sweeper.now - conn.created_at > self.max_lifetime
+        if expired or self.closed:
+            conn.close()
+            self._wake_one()
+            return
+        if not conn.release():
+            self._wake_one()
+            return
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                self.in_use += 1
+                self.stats.reused += 1
+                waiter.set_result(conn)
+                return
+        if len(self._idle) >= self.max_idle:
+            conn.close()
+            return
+        conn.deadline = self._sweeper.now + self.idle_timeout
+        self._idle.append(conn)
+
+    def discard(self, conn: ClientConnection) -> None:
+        """An exchange gives up a connection it will not finish (aborted mid-request)."""
+        self.in_use -= 1
+        conn.abort()
+        self._wake_one()
+
+    def close(self) -> None:
+        self.closed = True
+        for conn in self._idle:
+            conn.close()
+        self._idle.clear()
+        for waiter in self._waiters:
+            if not waiter.done():
+                waiter.set_exception(NoUpstreamAvailable("upstream pool closed"))
+        self._waiters.clear()
+
+    # -- internals -------------------------------------------------------------------------
+
+    async def _wait(self) -> ClientConnection | None:
+        if len(self._waiters) >= self.max_waiting:
+            raise NoUpstreamAvailable(
+                f"{self.host}:{self.port}: all {self.max_connections} connections busy "
+                f"and {self.max_waiting} requests already waiting"
+            )
+        waiter: asyncio.Future[ClientConnection | None] = (
+            asyncio.get_running_loop().create_future()
+        )
+        self._waiters.append(waiter)
+        try:
+            async with asyncio.timeout(self.wait_timeout):
+                return await waiter
+        except TimeoutError:
+            raise NoUpstreamAvailable(
+                f"{self.host}:{self.port}: no connection free within {self.wait_timeout:g}s"
+            ) from None
+        finally:
+            if not waiter.done():
+                waiter.cancel()
+
+    def _wake_one(self) -> None:
+        """A slot freed up without a connection to hand over: let a waiter connect anew."""
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+
+    def _connection_closed(self, conn: ClientConnection) -> None:
+        self.open -= 1
+        try:
+            self._idle.remove(conn)
+        except ValueError:
+            pass

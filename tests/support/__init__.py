@@ -1,0 +1,1 @@
+"""Test support shared by the black-box suites: scripted peers, raw client, process control."""
