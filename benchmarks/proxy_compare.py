@@ -44,14 +44,21 @@ Measurements per cell
   descendant (``/proc/PID/stat``; cutime/cstime carry children that exited and were reaped during
   the run), sampled right before and right after the measured wrk run, divided by the number of
   requests wrk completed.  Resolution is one clock tick (10 ms) per process, i.e. well under 1 %
-  for a 5 s run.  For ``direct`` the column shows the origin's own CPU per request.
+  for a 5 s run.  For ``direct`` the column shows the origin's own CPU per request.  Softirq time
+  (loopback packet processing) is not charged to any process and so is not included, for any
+  target alike; the JSON also has ``proxy_core_us_per_req`` (whole proxy core busy time per
+  request), which includes it but also anything else that ran on that core.
 * upstream connections opened during the measured run: with the nginx origin, the exact delta of
   the origin's ``stub_status`` "accepts" counter (only one target is driven at a time, so every
-  accept during the run belongs to it; our own status request is subtracted).  Independently, the
-  proxy's established sockets to the origin port are sampled (``/proc/net/tcp`` matched to the
-  socket inodes in ``/proc/PID/fd`` of the proxy tree) every ``--conn-sample-interval`` seconds:
-  "held" is the count at the end of the run; with ``--origin veloxy`` the "opened" column is the
-  number of distinct new sockets seen, a lower bound.
+  accept during the run belongs to it; our own status requests are subtracted).  This total
+  includes re-opening the upstream connections a proxy dropped when the previous wrk run (the
+  warm-up) stopped with requests in flight, so the same counter is also read at 20 % and 90 % of
+  the run: "opened/s (steady)" is the churn rate in that window, ~0 for a proxy that pools.
+  Independently, the proxy's established sockets to the origin port are sampled (``ss``, else
+  ``/proc/net/tcp``, matched to the socket inodes in ``/proc/PID/fd`` of the proxy tree) every
+  ``--conn-sample-interval`` seconds and at the window marks: "held" is the count at 90 % of the
+  run (under load); with ``--origin veloxy`` (no stub_status) the "opened" columns are distinct
+  new sockets seen by sampling, lower bounds.
 * CPU busy % of the proxy core and of the client core (``/proc/stat``), and the proxy's own CPU
   as % of one core, to show which side saturated.
 
@@ -392,6 +399,14 @@ def cpu_busy_pct(before: dict[int, tuple[int, int]], after: dict[int, tuple[int,
     return 100.0 * busy / total if total > 0 else None
 
 
+def busy_now(seconds: float = 1.0) -> dict[int, float]:
+    """Per-CPU busy % over the next `seconds` (to check that the machine is idle)."""
+    before = cpu_times()
+    time.sleep(seconds)
+    after = cpu_times()
+    return {c: round(v, 1) for c in before if (v := cpu_busy_pct(before, after, c)) is not None}
+
+
 def time_wait_count() -> int | None:
     try:
         for line in Path("/proc/net/sockstat").read_text().splitlines():
@@ -474,6 +489,7 @@ class ConnSampler(threading.Thread):
         self.seen: set[str] = set(self.start_set)
         self.max_established = len(self.start_set)
         self.end_count = 0
+        self.loaded_count: int | None = None  # established at the 90 % mark, under load
         marks = [f * duration for f in self.WINDOW]
         times = set(marks)
         if interval > 0 and root is not None:
@@ -495,6 +511,8 @@ class ConnSampler(threading.Thread):
             in_window = self.marks[0] <= t <= self.marks[1]
             if in_window and cur is not None:
                 self.window_sets.append(cur)
+            if t == self.marks[1] and cur is not None:
+                self.loaded_count = len(cur)
 
     def _sample(self) -> set[str] | None:
         if self.root is None:
@@ -608,8 +626,8 @@ def run_wrk(
     timeout_s: float,
 ) -> tuple[str, int, float]:
     """Run wrk; returns (stdout, exit code, wrk's own CPU seconds)."""
-    argv = ["wrk", "-t1", f"-c{scenario.connections}", f"-d{seconds:g}s", "--latency",
-            "--timeout", f"{timeout_s:g}s"]
+    argv = ["wrk", "-t1", f"-c{scenario.connections}", f"-d{round(seconds)}s", "--latency",
+            "--timeout", f"{round(timeout_s)}s"]
     for h in scenario.headers:
         argv += ["-H", h]
     argv.append(url)
@@ -626,10 +644,10 @@ def run_wrk(
                 break
             time.sleep(0.02)
     finally:
-        if status is None:
+        if status is None and time.monotonic() >= deadline:
             log(f"wrk did not finish within {seconds + 30:.0f}s; killing it")
-        else:
-            p.popen.returncode = os.waitstatus_to_exitcode(status)  # type: ignore[union-attr]
+        if status is not None and p.popen is not None:
+            p.popen.returncode = os.waitstatus_to_exitcode(status)
         p.stop()
     out = log_path.read_text(errors="replace")
     code = p.popen.returncode if p.popen and p.popen.returncode is not None else -1
@@ -914,6 +932,7 @@ class Cell:
     upstream_new_sampled: int | None = None
     upstream_opened_per_s_steady: float | None = None
     upstream_held_end: int | None = None
+    upstream_held_loaded: int | None = None
     upstream_max_established: int | None = None
     time_wait_at_start: int | None = None
     wrk_exit: int | None = None
@@ -924,16 +943,41 @@ class Cell:
         return self.err_connect + self.err_read + self.err_write + self.err_timeout
 
 
+def wait_idle(limit: float, threshold: float = 10.0) -> tuple[float, dict[int, float]]:
+    """Wait up to `limit` seconds until every CPU is below `threshold` % busy (0.5 s samples).
+
+    Returns (seconds waited, last sample).  Our own processes are idle between cells, so a busy
+    CPU here means someone else's load (a shared machine)."""
+    t0 = time.monotonic()
+    sample = busy_now(0.5)
+    while limit > 0 and max(sample.values(), default=0.0) > threshold \
+            and time.monotonic() - t0 < limit:
+        sample = busy_now(0.5)
+    return time.monotonic() - t0, sample
+
+
 def run_cell(ctx: Ctx, rep: int, scen: Scenario, tgt: Running, origin: Proc) -> Cell:
     a = ctx.args
     cell = Cell(rep, scen.name, tgt.name)
+    if a.wait_idle > 0:
+        waited, sample = wait_idle(a.wait_idle)
+        cell.extra["idle_wait_s"] = round(waited, 1)
+        cell.extra["busy_before_pct"] = sample
+        if max(sample.values(), default=0.0) > 10:
+            log(f"warning: machine still busy after waiting {waited:.0f}s "
+                f"({', '.join(f'cpu{c} {v:.0f} %' for c, v in sample.items())}); running anyway")
+        elif waited > 1:
+            log(f"waited {waited:.0f}s for the machine to be idle")
     url = f"http://{HOST}:{tgt.port}{REQUEST_PATH}"
     if tgt.proc is not None and not tgt.proc.alive():
         cell.ok, cell.error = False, "target process is not running"
         return cell
     wrk_log = ctx.workdir / f"wrk-{rep}-{scen.name}-{tgt.name}.txt"
     if a.warmup > 0:
-        run_wrk(url, scen, a.warmup, ctx.client_cpu, wrk_log, a.wrk_timeout)
+        out, code, _ = run_wrk(url, scen, a.warmup, ctx.client_cpu, wrk_log, a.wrk_timeout)
+        if code != 0:
+            log(f"warning: warm-up of {tgt.name}/{scen.name} failed (wrk exit {code}): "
+                + " | ".join(out.strip().splitlines()[-2:]))
         time.sleep(0.2)
     measured_root = tgt.proc.pid if tgt.proc is not None else origin.pid
     cell.time_wait_at_start = time_wait_count()
@@ -941,6 +985,7 @@ def run_cell(ctx: Ctx, rep: int, scen: Scenario, tgt: Running, origin: Proc) -> 
     stub0 = stub_accepts(ctx.origin_port) if use_stub else None
     sampler = ConnSampler(tgt.proc.pid if tgt.proc is not None else None, ctx.origin_port,
                           a.conn_sample_interval, a.duration, use_stub)
+    own0 = os.times()
     cpu0, ocpu0, core0, t0 = (tree_cpu_seconds(measured_root), tree_cpu_seconds(origin.pid),
                               cpu_times(), time.monotonic())
     sampler.start()
@@ -948,6 +993,7 @@ def run_cell(ctx: Ctx, rep: int, scen: Scenario, tgt: Running, origin: Proc) -> 
     cpu1, ocpu1, core1, t1 = (tree_cpu_seconds(measured_root), tree_cpu_seconds(origin.pid),
                               cpu_times(), time.monotonic())
     sampler.finish()
+    own1 = os.times()
     stub1 = stub_accepts(ctx.origin_port) if use_stub else None
 
     cell.wrk_exit, cell.wrk_cpu_s = code, wrk_cpu
@@ -972,6 +1018,17 @@ def run_cell(ctx: Ctx, rep: int, scen: Scenario, tgt: Running, origin: Proc) -> 
         cell.proxy_core_busy_pct = cpu_busy_pct(core0, core1, ctx.proxy_cpu)
     if ctx.client_cpu is not None:
         cell.client_core_busy_pct = cpu_busy_pct(core0, core1, ctx.client_cpu)
+        # what ran there besides wrk, the origin and this driver (other processes, softirq)
+        driver_s = (own1.user + own1.system) - (own0.user + own0.system)
+        ours = 100.0 * (wrk_cpu + (ocpu1 - ocpu0) + driver_s) / wall if wall > 0 else 0.0
+        if cell.client_core_busy_pct is not None and wrk_cpu == wrk_cpu:  # not NaN
+            cell.extra["client_core_other_pct"] = cell.client_core_busy_pct - ours
+        cell.extra["driver_cpu_s"] = driver_s
+    if ctx.proxy_cpu is not None and cell.requests and ctx.proxy_cpu in core0:
+        # whole-core cost per request: includes softirq work not charged to any process, and
+        # anything else that ran on that core (so only meaningful on an otherwise idle core)
+        busy_s = (core1[ctx.proxy_cpu][0] - core0[ctx.proxy_cpu][0]) / CLK_TCK
+        cell.extra["proxy_core_us_per_req"] = 1e6 * busy_s / cell.requests
     if stub0 is not None and stub1 is not None:
         # minus our own status requests: the one after the run and the sampler's
         cell.upstream_opened_stub = stub1 - stub0 - 1 - len(sampler.window_stub)
@@ -985,6 +1042,7 @@ def run_cell(ctx: Ctx, rep: int, scen: Scenario, tgt: Running, origin: Proc) -> 
     if tgt.proc is not None:
         cell.upstream_new_sampled = sampler.new_seen
         cell.upstream_held_end = sampler.end_count
+        cell.upstream_held_loaded = sampler.loaded_count
         cell.upstream_max_established = sampler.max_established
     if (tgt.proc is not None and cell.proxy_core_busy_pct is not None
             and cell.proxy_cpu_pct is not None):
@@ -1046,7 +1104,7 @@ def aggregate(cells: list[Cell]) -> dict[str, Any]:
     for attr in ("rps", "cpu_us_per_req", "p50_ms", "p99_ms", "max_ms", "proxy_cpu_pct",
                  "origin_cpu_us_per_req", "proxy_core_busy_pct", "client_core_busy_pct",
                  "upstream_opened_stub", "upstream_new_sampled", "upstream_held_end",
-                 "upstream_opened_per_s_steady",
+                 "upstream_opened_per_s_steady", "upstream_held_loaded",
                  "time_wait_at_start"):
         v = vals(attr)
         agg[attr] = {"median": _med(v), "min": min(v) if v else None,
@@ -1121,8 +1179,18 @@ def render_markdown(meta: dict[str, Any], results: dict[str, dict[str, dict[str,
         + "; it includes re-opening the upstream connections a proxy drops when the previous "
         "wrk run stops with requests in flight. Upstream opened/s (steady): the same between "
         "20 % and 90 % of the run, i.e. churn; held: the proxy's established upstream sockets "
-        "at the end of the run",
+        "at 90 % of the run (under load)",
     ]
+    if meta.get("interrupted"):
+        lines.append("- **Interrupted**: partial results")
+    busy = meta.get("busy_before_start") or {}
+    if busy and max(busy.values()) > 10:
+        lines.append("- **Warning**: the machine was not idle before the run (CPU busy %: "
+                     + ", ".join(f"cpu{c} {v:.0f}" for c, v in busy.items()) + ")")
+    if meta.get("noisy_cells"):
+        lines.append(f"- **Warning**: in {meta['noisy_cells']} of {meta['n_cells']} cells the "
+                     "proxy core was >15 % busy with work other than the proxy's (another "
+                     "process on the machine?): treat req/s there with suspicion")
     if meta["skipped"]:
         lines.append("- Skipped targets: " + "; ".join(
             f"`{k}` ({v})" for k, v in meta["skipped"].items()))
@@ -1165,7 +1233,7 @@ def render_markdown(meta: dict[str, Any], results: dict[str, dict[str, dict[str,
                 samp = agg["upstream_new_sampled"]["median"]
                 opened = _f(stub) if stub is not None else (
                     f">={_f(samp)}" if samp is not None else "-")
-                held = _f(agg["upstream_held_end"]["median"])
+                held = _f(agg["upstream_held_loaded"]["median"])
                 r = agg["upstream_opened_per_s_steady"]["median"]
                 rate = ("-" if r is None else
                         (_f(r) if a["origin"] == "nginx" else f">={_f(r)}"))
@@ -1196,7 +1264,7 @@ def render_markdown(meta: dict[str, Any], results: dict[str, dict[str, dict[str,
 def parse_duration(text: str) -> float:
     m = re.fullmatch(r"\s*([\d.]+)\s*(ms|s|m)?\s*", text)
     if not m:
-        raise argparse.ArgumentTypeError(f"bad duration {text!r} (use e.g. 5s, 500ms, 1m)")
+        raise argparse.ArgumentTypeError(f"bad duration {text!r} (use e.g. 5s, 1m, 500ms)")
     v = float(m.group(1))
     return v * {"ms": 1e-3, "s": 1.0, "m": 60.0, None: 1.0}[m.group(2)]
 
@@ -1241,6 +1309,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="wrk --timeout (a response slower than this is a timeout error)")
     p.add_argument("--conn-sample-interval", type=float, default=1.0,
                    help="seconds between samples of the proxy's upstream sockets (0: start/end)")
+    p.add_argument("--wait-idle", type=float, default=30.0,
+                   help="before each cell wait up to this many seconds for all CPUs to be "
+                   "<10 %% busy (for shared machines; 0: don't check)")
     p.add_argument("--start-timeout", type=float, default=20.0,
                    help="seconds to wait for a process to listen")
     p.add_argument("--json", type=Path, metavar="OUT", help="write raw cells + aggregates here")
@@ -1276,6 +1347,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.reps < 1:
         print("--reps must be >= 1", file=sys.stderr)
         return 2
+    for opt in ("duration", "warmup", "wrk_timeout"):  # wrk's -d and --timeout: whole seconds
+        v = getattr(args, opt)
+        if v != int(v) or (v < 1 and opt != "warmup"):
+            print(f"--{opt.replace('_', '-')} must be a whole number of seconds"
+                  + ("" if opt == "warmup" else " >= 1") + f" (wrk's unit), not {v:g}",
+                  file=sys.stderr)
+            return 2
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, _raise_exit)
     # Ctrl-C must work even if started from a shell that ignores SIGINT in background jobs.
@@ -1308,7 +1386,8 @@ def main(argv: list[str] | None = None) -> int:
         args.goproxy_binary = (None, "not needed")
 
     n_cells = args.reps * len(args.scenarios) * len(args.targets)
-    est = n_cells * (args.warmup + args.duration + args.pause + 0.6)
+    est = n_cells * (args.warmup + args.duration + args.pause + 0.6
+                     + (0.5 if args.wait_idle > 0 else 0))
     log(f"workdir {workdir}; up to {n_cells} cells, about {est / 60:.1f} min")
 
     command = shlex.join(["python", *sys.argv]) if argv is None else \
@@ -1317,6 +1396,10 @@ def main(argv: list[str] | None = None) -> int:
     cells: list[Cell] = []
     running: dict[str, Running] = {}
     failed = False
+    busy = busy_now(1.0)
+    if busy and max(busy.values()) > 10:
+        log("warning: the machine is not idle before starting (CPU busy %: "
+            + ", ".join(f"cpu{c} {v:.0f}" for c, v in busy.items()) + ")")
     try:
         origin = start_origin(ctx)
         log(f"origin ({args.origin}) pid {origin.pid} on {HOST}:{ctx.origin_port}")
@@ -1345,7 +1428,8 @@ def main(argv: list[str] | None = None) -> int:
                         f"cpu {_sig(cell.cpu_us_per_req)} us/req  "
                         f"sockerr {cell.socket_errors} non2xx {cell.non2xx}  "
                         f"upstream opened {cell.upstream_opened_stub} "
-                        f"held {cell.upstream_held_end}  {status}")
+                        f"steady/s {_f(cell.upstream_opened_per_s_steady)} "
+                        f"held {cell.upstream_held_loaded}  {status}")
                     time.sleep(args.pause)
     except KeyboardInterrupt:
         log("interrupted; stopping everything")
@@ -1359,11 +1443,13 @@ def main(argv: list[str] | None = None) -> int:
 
     results: dict[str, dict[str, dict[str, Any]]] = {}
     for scen_name in args.scenarios:
-        results[scen_name] = {}
+        by_target = {}
         for t in args.targets:
             cs = [c for c in cells if c.scenario == scen_name and c.target == t]
             if cs:
-                results[scen_name][t] = aggregate(cs)
+                by_target[t] = aggregate(cs)
+        if by_target:
+            results[scen_name] = by_target
     refs = [r for r in args.reference if r in running]
     origin_desc = (f"nginx {BODY_SIZE}-byte `return 200`, 1 worker" if args.origin == "nginx"
                    else f"`python -m veloxy origin`, GET {REQUEST_PATH}")
@@ -1380,6 +1466,10 @@ def main(argv: list[str] | None = None) -> int:
             "go_maxprocs": args.go_maxprocs, "wrk_timeout": args.wrk_timeout,
         },
         "skipped": skipped,
+        "busy_before_start": busy,
+        "interrupted": failed,
+        "n_cells": len(cells),
+        "noisy_cells": sum(1 for c in cells if c.extra.get("proxy_core_other_pct", 0) > 15),
     }
     md = render_markdown(meta, results, [t for t in args.targets if t in running], refs)
     out: TextIO = sys.stdout

@@ -87,6 +87,10 @@ def build_parser() -> argparse.ArgumentParser:
     size.add_argument("--full", action="store_true", help="the long version")
     demo.add_argument("--json", metavar="OUT", help="also write the results as JSON")
     demo.set_defaults(run=cmd_demo)
+
+    from veloxy.loadgen.cli import add_bench_parser
+
+    add_bench_parser(commands)
     return parser
 
 

@@ -9,11 +9,40 @@ from __future__ import annotations
 
 import pytest
 
-from tests.support.backends import fixed_script, ok_script, response, serve
+from tests.support.backends import Conn, Request, echo_headers, response, serve
 from tests.support.client import Client, build_request
 from tests.support.wire import parse_head
 
 pytestmark = pytest.mark.timeout(30)
+
+HOP_RESPONSE = (b"HTTP/1.1 200 OK\r\n"
+                b"Connection: X-Resp-Secret\r\n"
+                b"X-Resp-Secret: 1\r\n"
+                b"X-Kept: yes\r\n"
+                b"Keep-Alive: timeout=5, max=100\r\n"
+                b"Proxy-Connection: keep-alive\r\n"
+                b"Trailer: X-Checksum\r\n"
+                b"TE: trailers\r\n"
+                b"Upgrade: h2c\r\n"
+                b"Transfer-Encoding: chunked\r\n"
+                b"\r\n"
+                b"5\r\nhello\r\n6;ext=1\r\n world\r\n0\r\nX-Checksum: abc\r\n\r\n")
+
+
+def respond(req: Request, conn: Conn) -> bytes:
+    if req.target.startswith("/resp-hop"):
+        return HOP_RESPONSE
+    if req.target == "/http10":
+        return response(200, b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n",
+                        [("Transfer-Encoding", "chunked")], length=False)
+    return response(200, b"fine", echo_headers(req))
+
+
+@pytest.fixture(scope="module")
+def hop(module_stack):
+    make_backend, start_proxy = module_stack
+    backend = make_backend(serve(respond), name="hop")
+    return start_proxy(backend), backend
 
 # A proxy may add its own Connection header for its own hop; it may only say these.
 OWN_CONNECTION_TOKENS = {"keep-alive", "close"}
@@ -26,9 +55,8 @@ def assert_no_fields(head, names: list[str], where: str) -> None:
     assert not extra, f"Connection header forwarded to the {where} names {extra}:\n{head.raw!r}"
 
 
-def test_request_hop_by_hop_fields_removed(start_proxy, make_backend):
-    backend = make_backend(ok_script(b"fine"))
-    proxy = start_proxy(backend)
+def test_request_hop_by_hop_fields_removed(hop):
+    proxy, backend = hop
     with Client(proxy.port) as c:
         c.send(b"GET /hop HTTP/1.1\r\n"
                b"Host: test.local\r\n"
@@ -53,21 +81,8 @@ def test_request_hop_by_hop_fields_removed(start_proxy, make_backend):
     assert got.get("x-kept") == b"yes", got.raw
 
 
-def test_response_hop_by_hop_fields_removed(start_proxy, make_backend):
-    chunked = (b"HTTP/1.1 200 OK\r\n"
-               b"Connection: X-Resp-Secret\r\n"
-               b"X-Resp-Secret: 1\r\n"
-               b"X-Kept: yes\r\n"
-               b"Keep-Alive: timeout=5, max=100\r\n"
-               b"Proxy-Connection: keep-alive\r\n"
-               b"Trailer: X-Checksum\r\n"
-               b"TE: trailers\r\n"
-               b"Upgrade: h2c\r\n"
-               b"Transfer-Encoding: chunked\r\n"
-               b"\r\n"
-               b"5\r\nhello\r\n6;ext=1\r\n world\r\n0\r\nX-Checksum: abc\r\n\r\n")
-    backend = make_backend(serve(lambda req, conn: chunked))
-    proxy = start_proxy(backend)
+def test_response_hop_by_hop_fields_removed(hop):
+    proxy, _ = hop
     with Client(proxy.port) as c:
         resp = c.request("GET", "/resp-hop")
         assert resp.status == 200, resp
@@ -82,14 +97,13 @@ def test_response_hop_by_hop_fields_removed(start_proxy, make_backend):
         assert resp2.status == 200 and resp2.body == b"hello world", resp2
 
 
-def test_connection_close_drops_named_field_and_closes(start_proxy, make_backend):
-    backend = make_backend(ok_script(b"bye"))
-    proxy = start_proxy(backend)
+def test_connection_close_drops_named_field_and_closes(hop):
+    proxy, backend = hop
     with Client(proxy.port) as c:
         c.send(b"GET /close HTTP/1.1\r\nHost: test.local\r\nConnection: close, X-Foo\r\n"
                b"X-Foo: secret\r\nX-Other: kept\r\n\r\n")
         resp = c.read_response()
-        assert resp.status == 200 and resp.body == b"bye", resp
+        assert resp.status == 200 and resp.body == b"fine", resp
         assert c.wait_closed(3.0), "proxy kept the connection open after 'Connection: close'"
     got = backend.find("/close").head
     assert not got.has("x-foo"), got.raw
@@ -97,10 +111,9 @@ def test_connection_close_drops_named_field_and_closes(start_proxy, make_backend
     assert set(got.tokens("connection")) <= OWN_CONNECTION_TOKENS, got.raw
 
 
-def test_upgrade_field_dropped_when_not_upgrading(start_proxy, make_backend):
+def test_upgrade_field_dropped_when_not_upgrading(hop):
     """Upgrade without the 'upgrade' Connection option is not an upgrade: drop it."""
-    backend = make_backend(ok_script())
-    proxy = start_proxy(backend)
+    proxy, backend = hop
     with Client(proxy.port) as c:
         resp = c.request("GET", "/no-upgrade", headers=[("Upgrade", "websocket")])
         assert resp.status == 200, resp
@@ -108,13 +121,10 @@ def test_upgrade_field_dropped_when_not_upgrading(start_proxy, make_backend):
     assert not got.has("upgrade"), got.raw
 
 
-def test_http10_client_never_gets_chunked(start_proxy, make_backend):
+def test_http10_client_never_gets_chunked(hop):
     """RFC 9112 §6.1: chunked must not be sent to an HTTP/1.0 client, so the proxy re-frames
     (close-delimited or Content-Length) instead of copying Transfer-Encoding."""
-    backend = make_backend(serve(lambda req, conn: response(
-        200, b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n", [("Transfer-Encoding", "chunked")],
-        length=False)))
-    proxy = start_proxy(backend)
+    proxy, _ = hop
     with Client(proxy.port) as c:
         c.send(build_request("GET", "/http10", version="HTTP/1.0"))
         resp = c.read_response()
@@ -123,9 +133,8 @@ def test_http10_client_never_gets_chunked(start_proxy, make_backend):
     assert resp.body == b"hello world", resp
 
 
-def test_content_length_request_not_given_transfer_encoding(start_proxy, make_backend):
-    backend = make_backend(ok_script())
-    proxy = start_proxy(backend)
+def test_content_length_request_not_given_transfer_encoding(hop):
+    proxy, backend = hop
     with Client(proxy.port) as c:
         resp = c.request("POST", "/cl-post", body=b"0123456789")
         assert resp.status == 200, resp

@@ -271,8 +271,10 @@ class ScriptedBackend:
                 pass
             conn.close()
         self._accept_thread.join(2)
+        # Script threads are daemons; one still sleeping in a script is not waited for long.
+        deadline = time.monotonic() + 1.0
         for t in self._threads:
-            t.join(2)
+            t.join(max(0.01, deadline - time.monotonic()))
 
 
 # -- responses -------------------------------------------------------------------------------

@@ -138,7 +138,8 @@ class Client:
             if not allow_incomplete:
                 raise
             resp.complete = False
-            resp.body = exc.data
+            resp.body = exc.data  # what had arrived: all of it for Content-Length framing
+            self.reader.buf.clear()
         return resp
 
     def read_response(self, method: str = "GET", timeout: float | None = None,

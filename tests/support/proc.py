@@ -203,6 +203,18 @@ class VeloxyProcess:
                 self.assert_no_stray_exceptions()
         return rc
 
+    def expect_exit(self, timeout: float, code: int = 0) -> None:
+        """Wait for the process to exit by itself (after a signal the test sent) and assert
+        its exit code; kill it on failure."""
+        rc = self.wait(timeout)
+        if rc is None:
+            self.kill()
+            raise AssertionError(f"veloxy still running {timeout}s later\n" + self.describe())
+        self.stopped = True
+        self._kill_leftovers()
+        assert rc == code, f"veloxy exited with {rc}, expected {code}\n{self.describe()}"
+        self.assert_no_stray_exceptions()
+
     def assert_no_stray_exceptions(self) -> None:
         text = self.stderr
         found = [m for m in STRAY_EXCEPTION_MARKERS if m in text]

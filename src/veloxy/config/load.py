@@ -204,7 +204,8 @@ def _model_at(loc: tuple[str | int, ...]) -> type[Any] | None:
     model: type[BaseModel] = Config
     index = 0
     while index < len(loc):
-        field = model.model_fields.get(loc[index]) if isinstance(loc[index], str) else None
+        key = loc[index]
+        field = model.model_fields.get(key) if isinstance(key, str) else None
         if field is None:
             return None
         found = _nested_model(field.annotation)
@@ -239,13 +240,13 @@ def _unknown_upstreams(data: Mapping[Any, Any]) -> list[Problem]:
     """Routes naming a group that is not defined, checked on the raw data so that it is
     reported even when other problems stop Config's own cross-check from running."""
     groups, routes = data.get("upstreams"), data.get("routes")
-    if not isinstance(groups, Mapping) or not isinstance(routes, list | tuple):
-        return []
+    if not isinstance(groups, Mapping) or not groups or not isinstance(routes, list | tuple):
+        return []  # no groups at all: "upstreams: ..." says so already
     defined = [name for name in groups if _is_name(name)]
     problems = []
     for index, route in enumerate(routes):
         name = route.get("upstream") if isinstance(route, Mapping) else None
-        if _is_name(name) and name not in defined:  # not a name at all: reported already
+        if isinstance(name, str) and _is_name(name) and name not in defined:
             problems.append((f"routes.{index}.upstream", unknown_upstream_message(name, defined)))
     return problems
 

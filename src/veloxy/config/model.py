@@ -114,7 +114,8 @@ def unknown_key_message(key: object, known: tuple[str, ...]) -> str:
     import difflib
 
     if isinstance(key, str):
-        close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+        close = difflib.get_close_matches(key, known, n=1, cutoff=0.6) or [
+            name for name in known if len(key) >= 3 and name.startswith(key)]  # "strip"
         if close:
             return f"unknown key (did you mean {close[0]}?)"
     return "unknown key"
@@ -195,9 +196,10 @@ class FrozenMap(Mapping[str, Any]):
     supervisor may send a Config to a spawned process)."""
 
     __slots__ = ("_data",)
+    _data: dict[str, Any]
 
-    def __init__(self, data: Mapping[str, Any] = ()) -> None:  # type: ignore[assignment]
-        object.__setattr__(self, "_data", dict(data))
+    def __init__(self, data: Mapping[str, Any] | None = None) -> None:
+        object.__setattr__(self, "_data", dict(data or {}))
 
     def __getitem__(self, key: str) -> Any:
         return self._data[key]
@@ -334,17 +336,17 @@ class Limits(_Model):
     otherwise when the streamed body crosses it). Default null = unlimited: bodies are streamed
     to the upstream, not buffered, so the proxy's memory does not grow with them; set a limit
     to protect upstreams that do buffer."""
-    header_timeout: Annotated[float, BeforeValidator(_positive_duration)] = 10.0
+    header_timeout: PositiveDuration = 10.0
     """The whole request head must arrive within this time after the first byte (or after the
     previous response on a kept-alive connection), else 408 and close. Default 10s. Shorter
     sheds slowloris clients sooner; too short cuts off clients on slow mobile links."""
-    idle_timeout: Annotated[float, BeforeValidator(_positive_duration)] = 60.0
+    idle_timeout: PositiveDuration = 60.0
     """An idle kept-alive client connection is closed after this long. Default 60s. Longer
     saves handshakes for returning clients; each idle connection holds a file descriptor and a
     little memory. Keep it above any load balancer's idle timeout in front of veloxy, so that
     the balancer, not veloxy, closes first (otherwise its next request may hit a closed
     socket)."""
-    shutdown_timeout: Annotated[float, BeforeValidator(_duration)] = 30.0
+    shutdown_timeout: Duration = 30.0
     """On shutdown or reload, requests in flight get this long to finish before their
     connections are closed. Default 30s; 0 closes at once. Longer is kinder to long
     downloads; shorter makes restarts quicker."""
@@ -555,15 +557,15 @@ def _balance(value: object) -> str:
 class Timeouts(_Model):
     """How long to wait on an upstream server at each step of a request."""
 
-    connect: Annotated[float, BeforeValidator(_positive_duration)] = 2.0
+    connect: PositiveDuration = 2.0
     """TCP connect to the upstream; on timeout the request may be retried on another server
     (502 if none succeeds). Default 2s: a healthy server on a LAN answers in well under a
     millisecond, so waiting longer mostly delays failing over."""
-    response_header: Annotated[float, BeforeValidator(_positive_duration)] = 30.0
+    response_header: PositiveDuration = 30.0
     """From the end of sending the request to the complete response head; else 504. Default
     30s. This bounds how long the application may think: raise it for slow reports, lower it
     to free connections from a stuck upstream sooner."""
-    read: Annotated[float, BeforeValidator(_positive_duration)] = 60.0
+    read: PositiveDuration = 60.0
     """Longest silence between two reads while the response body streams (not the total
     time); on timeout the client connection is closed, as the head was already sent. Default
     60s. Long-polling or server-sent events need more."""
@@ -579,11 +581,11 @@ class PoolSettings(_Model):
     """Most idle keep-alive connections kept per server; at most max_connections. Default 256.
     More idle connections absorb bursts without new handshakes but hold upstream sockets
     (and upstream worker slots on thread-per-connection servers). 0 disables reuse."""
-    idle_timeout: Annotated[float, BeforeValidator(_positive_duration)] = 60.0
+    idle_timeout: PositiveDuration = 60.0
     """An idle pooled connection is closed after this long. Default 60s. Keep it below the
     upstream's own keep-alive timeout (Node's is 5s, nginx 75s): when the upstream closes
     first, a request can race the close and see a reset."""
-    max_lifetime: Annotated[float, BeforeValidator(_positive_duration)] = 300.0
+    max_lifetime: PositiveDuration = 300.0
     """A connection is retired (not reused) after this age. Default 300s. It spreads load
     again after servers are added and lets DNS changes take effect; shorter costs more
     handshakes."""
@@ -591,7 +593,7 @@ class PoolSettings(_Model):
     """Requests that may queue for a connection when max_connections are busy; beyond that
     they fail at once with 503. Default 1024. 0 = fail fast; a long queue hides overload at
     the cost of latency."""
-    wait_timeout: Annotated[float, BeforeValidator(_duration)] = 5.0
+    wait_timeout: Duration = 5.0
     """Longest wait in that queue before 503. Default 5s; 0 = no waiting."""
 
     @model_validator(mode="after")
@@ -613,10 +615,10 @@ class HealthCheck(_Model):
 
     path: Annotated[str, BeforeValidator(_path)] = "/healthz"
     """Path requested on each server. Default "/healthz"."""
-    interval: Annotated[float, BeforeValidator(_positive_duration)] = 5.0
+    interval: PositiveDuration = 5.0
     """Time between two checks of one server; at least `timeout`. Default 5s. Shorter notices
     a dead server sooner at the cost of more check requests (servers x workers / interval)."""
-    timeout: Annotated[float, BeforeValidator(_positive_duration)] = 1.0
+    timeout: PositiveDuration = 1.0
     """A check not answered within this counts as a failure. Default 1s."""
     healthy_threshold: Annotated[int, _int_in(1)] = 2
     """Successes in a row that bring a server back. Default 2; 1 reacts fastest but lets a

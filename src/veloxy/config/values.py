@@ -21,7 +21,11 @@ from typing import Literal
 from urllib.parse import urlsplit
 
 __all__ = [
+    "check_bind_host",
+    "check_port",
+    "format_address",
     "format_duration",
+    "is_token",
     "parse_bind_address",
     "parse_duration",
     "parse_hash_key",

@@ -69,6 +69,7 @@ class RequestParser:
     """
 
     __slots__ = (
+        "_begun",
         "_body_bytes",
         "_connection_names",
         "_handler",
@@ -104,6 +105,7 @@ class RequestParser:
         self._url_bytes = 0
         self._header_bytes = 0
         self._body_bytes = 0
+        self._begun = 0
         # Straight to the handler unless a chunked body must be counted against the limit.
         self.on_body = handler.on_request_body if max_body_bytes is None else self._counted_body
         self.on_message_complete = self._message_complete
@@ -112,12 +114,8 @@ class RequestParser:
     # -- input ---------------------------------------------------------------------------
 
     def feed(self, data: bytes) -> None:
-        if self._in_head:
-            # Coarse guard for a head that never ends: httptools buffers a header until its
-            # line is complete, so bytes can pile up before on_header can count them.
-            self._head_bytes += len(data)
-            if self._head_bytes > self._max_request_line + self._max_header_bytes + 4:
-                raise HeaderFieldsTooLarge("request head too large")
+        was_in_head = self._in_head
+        begun = self._begun
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade as exc:
@@ -130,11 +128,23 @@ class RequestParser:
             if isinstance(cause, Exception) and cause is not exc:
                 raise cause from None
             raise BadRequest(str(exc)) from None
+        if self._in_head:
+            # Guard for a head that never ends: httptools holds a header line until it is
+            # complete, so bytes pile up before on_header can count them. Count the reads
+            # that went wholly to one unfinished head (a head begun mid-read is counted from
+            # the next read on: at most one read of slack).
+            if was_in_head and begun == self._begun:
+                self._head_bytes += len(data)
+                if self._head_bytes > self._max_request_line + self._max_header_bytes:
+                    raise HeaderFieldsTooLarge("request head too large")
+            else:
+                self._head_bytes = 0
 
     # -- httptools callbacks ---------------------------------------------------------------
 
     def on_message_begin(self) -> None:
         self._head = RequestHead()
+        self._begun += 1
         self._in_head = True
         self._url_bytes = 0
         self._header_bytes = 0

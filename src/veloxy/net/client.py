@@ -39,6 +39,7 @@ class ResponseSink(Protocol):
     def upstream_paused(self) -> None: ...
     def upstream_resumed(self) -> None: ...
     def on_tunnel_data(self, data: bytes) -> None: ...
+    def on_tunnel_closed(self) -> None: ...
 
 
 class Timeouts(Protocol):
@@ -168,7 +169,7 @@ class ClientConnection(asyncio.Protocol):
         if self._state == _TUNNEL:
             sink, self.sink = self.sink, None
             if sink is not None:
-                sink.on_tunnel_data(b"")
+                sink.on_tunnel_closed()
         else:
             self._end_of_stream()
         self._state = _IDLE
@@ -218,6 +219,15 @@ class ClientConnection(asyncio.Protocol):
         if self._state == _SENDING:
             self._state = _AWAIT_HEAD
             self.deadline = self._sweeper.now + self._response_header_timeout
+
+    def write_eof(self) -> None:
+        """Half-close (a tunnel whose client finished sending)."""
+        transport = self.transport
+        if transport is not None and not transport.is_closing():
+            if transport.can_write_eof():
+                transport.write_eof()
+            else:
+                transport.close()
 
     def start_tunnel(self) -> None:
         self._state = _TUNNEL

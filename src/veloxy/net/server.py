@@ -194,12 +194,12 @@ class ServerConnection(asyncio.Protocol):
             exchange.flush()
 
     def eof_received(self) -> bool:
+        if self._tunnel is not None:
+            self._tunnel.tunnel_data(b"")
+            return True
         # A client may half-close after sending its request: answer it, then close.
         if self._phase == ACTIVE and self._request_done:
             self._close_after = True
-            return True
-        if self._tunnel is not None:
-            self._tunnel.tunnel_data(b"")
             return True
         return False
 
@@ -320,6 +320,20 @@ class ServerConnection(asyncio.Protocol):
             exchange.tunnel_data(tail)
         self.resume_reading()
 
+    def write_eof(self) -> None:
+        """Half-close towards the client (a tunnel whose upstream finished sending)."""
+        transport = self.transport
+        if transport is not None and not transport.is_closing():
+            if transport.can_write_eof():
+                transport.write_eof()
+            else:
+                transport.close()
+
+    def close(self) -> None:
+        """Close after writing what is buffered."""
+        if self.transport is not None:
+            self.transport.close()
+
     def pause_reading(self) -> None:
         if not self._reading_paused and self.transport is not None:
             self._reading_paused = True
@@ -335,9 +349,9 @@ class ServerConnection(asyncio.Protocol):
         self._close_after = True
         if self.transport is None:
             return
-        if self._phase == IDLE or (self._phase == HEAD and self._exchange is None
-                                   and not self._queue):
-            self.transport.close()
+        if self._tunnel is not None or self._phase == IDLE or (
+                self._phase == HEAD and self._exchange is None and not self._queue):
+            self.transport.close()  # a tunnel has no response to wait for
 
     # -- timers ----------------------------------------------------------------------------
 

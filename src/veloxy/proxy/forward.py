@@ -72,6 +72,7 @@ class ProxyExchange:
         "_to_upstream",
         "_to_upstream_size",
         "_tunnel",
+        "_tunnel_eofs",
         "down",
         "group",
         "head",
@@ -95,6 +96,7 @@ class ProxyExchange:
         self._response_close = False
         self._rechunk = False
         self._tunnel = False
+        self._tunnel_eofs = 0
         self._sent = False
         self._attempts = 0
         self._out: list[bytes] = []
@@ -200,7 +202,11 @@ class ProxyExchange:
             self._connect_task = None
         up, self.up = self.up, None
         if up is not None and self.server is not None:
-            self.server.pool.discard(up)
+            if self._tunnel:
+                self.server.pool.in_use -= 1
+                up.close()
+            else:
+                self.server.pool.discard(up)
 
     def tunnel_data(self, data: bytes) -> None:
         """Client bytes after a 101 (WebSocket frames); b"" is the client's EOF."""
@@ -210,7 +216,10 @@ class ProxyExchange:
         if data:
             up.write(data)
         else:
-            self._close_tunnel()
+            up.write_eof()  # half-close travels on; the other direction keeps flowing
+            self._tunnel_eofs += 1
+            if self._tunnel_eofs == 2:
+                self._close_tunnel()
 
     # -- response direction: from the upstream ------------------------------------------------
 
@@ -284,7 +293,15 @@ class ProxyExchange:
         if data:
             self.down.write(data)
         else:
-            self._close_tunnel()
+            self.down.write_eof()
+            self._tunnel_eofs += 1
+            if self._tunnel_eofs == 2:
+                self._close_tunnel()
+
+    def on_tunnel_closed(self) -> None:
+        """The upstream side of the tunnel is gone: close the client side once flushed."""
+        self.up = None
+        self.down.close()
 
     def on_upstream_error(self, exc: UpstreamError, received: bool) -> None:
         up, self.up = self.up, None
@@ -365,9 +382,9 @@ class ProxyExchange:
     def _close_tunnel(self) -> None:
         up, self.up = self.up, None
         if up is not None and self.server is not None:
-            self.server.pool.discard(up)
-        if self.down.transport is not None:
-            self.down.transport.close()
+            self.server.pool.in_use -= 1
+            up.close()  # not abort: bytes still buffered must reach the upstream
+        self.down.close()
 
 
 class UpstreamErrorUnexpected101(UpstreamError):

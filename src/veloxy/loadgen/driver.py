@@ -1,0 +1,358 @@
+"""The hot path: one `ResponseSink` per connection slot, driving the proxy's ClientConnection.
+
+Why it looks like this: at tens of thousands of requests a second per process, every Python
+operation per request shows in the result. So the fast path is callbacks only (no task, no
+future, no per-request object of ours): the parser calls `on_response_end`, which takes one
+clock reading and appends an integer of microseconds to a list; `on_read_done`, called once at
+the end of the socket read, releases the connection and writes the next prebuilt request. The
+clock reading that ends one response starts the next request in the closed loop (one
+`perf_counter_ns` per request). Per-connection coroutines (`Slot.run`) exist only to (re)open
+connections: once per connection with keep-alive, once per request with --close.
+
+Two drivers:
+
+* `ClosedLoopDriver` (wrk): send the next request when the answer arrives.
+* `OpenLoopDriver` (wrk2): request n of the connection is due at `base + n * interval`. When
+  the answer to the previous one arrives after the next was due (the connection was busy, so a
+  real client would have been kept waiting), the request goes out at once and its latency is
+  counted from when it was due: this is the coordinated-omission correction. When the
+  connection is idle before the due time, a timer sends it; uvloop timers have a 1 ms grain, so
+  the slack of the timer itself (early or late) is the generator's, not the server's: such a
+  request is timed from when it really left, and the slack is recorded apart as "schedule lag".
+  The uncorrected histogram always times from the real send.
+
+Latency of a request that needs a new connection (every request with --close, the first after
+an error) includes the connect: that is what a client without keep-alive waits for (wrk starts
+the clock after connecting).
+
+Errors are counted wrk's way: connect, read (reset, truncated or malformed response), write,
+timeout; a response with a status outside 2xx/3xx is a completed request *and* counted apart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from time import perf_counter_ns
+from typing import TYPE_CHECKING
+
+from veloxy.errors import (
+    UpstreamConnectError,
+    UpstreamError,
+    UpstreamTimeout,
+)
+from veloxy.h1.head import ResponseHead
+from veloxy.net.client import ClientConnection
+from veloxy.net.timers import DeadlineSweeper
+
+if TYPE_CHECKING:
+    from veloxy.loadgen.script import Script
+
+#: Pause after a failed connect before the next try, so a refusing server is not spun on.
+RECONNECT_PAUSE = 0.01
+
+
+class Tally:
+    """Counters of one worker process for the current phase (reset at the end of warm-up)."""
+
+    __slots__ = ("bytes_in", "errors_connect", "errors_read", "errors_timeout", "errors_write",
+                 "rejected", "sent", "statuses")
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self.bytes_in = 0
+        self.sent = 0
+        self.errors_connect = 0
+        self.errors_read = 0
+        self.errors_write = 0
+        self.errors_timeout = 0
+        self.rejected = 0
+        #: Counts of every status other than 200 (200s are the completed rest).
+        self.statuses: dict[int, int] = {}
+
+    def note_status(self, status: int) -> None:
+        self.statuses[status] = self.statuses.get(status, 0) + 1
+
+    def count_error(self, exc: BaseException) -> None:
+        if isinstance(exc, UpstreamTimeout):
+            self.errors_timeout += 1
+        elif isinstance(exc, UpstreamConnectError):
+            self.errors_connect += 1
+        else:  # reset before the answer, truncated or malformed answer: wrk's "read"
+            self.errors_read += 1
+
+    @property
+    def errors(self) -> int:
+        return self.errors_connect + self.errors_read + self.errors_write + self.errors_timeout
+
+
+class BenchConnection(ClientConnection):
+    """The proxy's ClientConnection, counting the bytes it reads (for transfer/s)."""
+
+    __slots__ = ("tally",)
+
+    def __init__(self, sweeper: DeadlineSweeper, timeouts: object,
+                 on_closed: Callable[[ClientConnection], None] | None = None) -> None:
+        super().__init__(sweeper, timeouts, on_closed)  # type: ignore[arg-type]
+        self.tally: Tally | None = None
+
+    def data_received(self, data: bytes) -> None:
+        self.tally.bytes_in += len(data)  # type: ignore[union-attr]
+        ClientConnection.data_received(self, data)
+
+
+class WorkerHooks:
+    """What a driver needs from its worker (kept small so drivers can be tested alone)."""
+
+    def script_failed(self, message: str) -> None:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+
+class BaseDriver:
+    """State shared by both drivers; the ResponseSink methods nobody on the fast path needs."""
+
+    __slots__ = ("busy", "conn", "ctx", "done", "ended_at", "head_request", "hooks", "record",
+                 "request", "running", "script", "sent_at", "tally", "waiter", "_body",
+                 "_head")
+
+    def __init__(self, request: bytes, head_request: bool, record: Callable[[int], None],
+                 tally: Tally, hooks: WorkerHooks, script: Script | None = None,
+                 ctx: dict[str, object] | None = None) -> None:
+        self.request = request
+        self.head_request = head_request
+        self.record = record
+        self.tally = tally
+        self.hooks = hooks
+        self.script = script
+        self.ctx: dict[str, object] = ctx if ctx is not None else {}
+        self.conn: ClientConnection | None = None
+        self.running = True
+        self.busy = False  # a request is in flight
+        self.done = False  # its response ended in the current read
+        self.sent_at = 0
+        self.ended_at = 0
+        self.waiter: asyncio.Future[None] | None = None
+        self._head: ResponseHead | None = None
+        self._body: list[bytes] | None = None
+
+    # -- ResponseSink: rarely used parts ------------------------------------------------------
+
+    def on_informational(self, head: ResponseHead) -> None:
+        pass
+
+    def on_response_head(self, head: ResponseHead) -> None:
+        if head.status != 200:
+            self.tally.note_status(head.status)
+        if self._body is not None:
+            self._head = head
+
+    def on_response_body(self, chunk: bytes) -> None:
+        if self._body is not None:
+            self._body.append(chunk)
+
+    def upstream_paused(self) -> None:
+        pass
+
+    def upstream_resumed(self) -> None:
+        pass
+
+    def on_tunnel_data(self, data: bytes) -> None:
+        pass
+
+    def on_upstream_error(self, exc: UpstreamError, received: bool) -> None:
+        self.busy = False
+        self.done = False
+        self.tally.count_error(exc)
+        self.lost()
+
+    # -- connection slot bookkeeping ------------------------------------------------------------
+
+    def attach(self, conn: ClientConnection, loop: asyncio.AbstractEventLoop) -> asyncio.Future:
+        self.conn = conn
+        waiter = self.waiter = loop.create_future()
+        return waiter
+
+    def lost(self) -> None:
+        """The connection cannot carry another request: wake the slot to open a new one."""
+        self.conn = None
+        waiter = self.waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def stop(self) -> None:
+        """No new requests; an in-flight one may still complete (the drain)."""
+        self.running = False
+        if not self.busy:
+            self.lost()
+
+    def next_request(self) -> bytes:
+        """The bytes of the next request: prebuilt, or from the script's request()."""
+        script = self.script
+        if script is None or script.request is None:
+            return self.request
+        try:
+            return script.request_bytes(self.ctx)
+        except Exception as exc:  # the user's code: report, never crash the loop
+            self.running = False
+            self.hooks.script_failed(script.describe_error("request", exc))
+            return b""
+
+    def _want_body(self) -> None:
+        if self.script is not None and self.script.response is not None:
+            self._body = []
+
+    def _script_response(self) -> None:
+        head, body = self._head, b"".join(self._body or ())
+        self._body = []
+        self._head = None
+        script = self.script
+        assert script is not None and head is not None
+        try:
+            if script.call_response(head, body, self.ctx) is False:
+                self.tally.rejected += 1
+        except Exception as exc:
+            self.running = False
+            self.hooks.script_failed(script.describe_error("response", exc))
+
+    def _write(self, conn: ClientConnection) -> None:
+        request = self.request if self.script is None else self.next_request()
+        if not self.running:
+            self.lost()
+            return
+        self.busy = True
+        self.tally.sent += 1
+        if self.head_request:
+            conn.send(request, self, head_request=True)
+        else:
+            conn.send(request, self)
+
+
+class ClosedLoopDriver(BaseDriver):
+    """wrk's loop: the next request leaves as soon as the previous answer is complete."""
+
+    __slots__ = ()
+
+    def begin(self, charge_from: int | None) -> None:
+        """A fresh connection is attached: send a request, timed from `charge_from` (when the
+        slot began connecting for it), or from now at the start of the run (None)."""
+        self._want_body()
+        self.sent_at = perf_counter_ns() if charge_from is None else charge_from
+        self._write(self.conn)  # type: ignore[arg-type]
+
+    def on_response_end(self) -> None:
+        now = perf_counter_ns()
+        self.record((now - self.sent_at) // 1000)
+        self.ended_at = now
+        self.done = True
+
+    def on_read_done(self) -> None:
+        if not self.done:
+            return
+        self.done = False
+        self.busy = False
+        if self._body is not None:
+            self._script_response()
+        conn = self.conn
+        if conn.release():  # type: ignore[union-attr]
+            if self.running:
+                self.sent_at = self.ended_at
+                self._write(conn)  # type: ignore[arg-type]
+            else:
+                self.lost()
+        else:
+            self.lost()
+
+
+class OpenLoopDriver(BaseDriver):
+    """wrk2's loop: requests are due on a fixed schedule whatever the server does."""
+
+    __slots__ = ("base", "due", "interval", "loop", "n", "record_lag", "record_raw", "start_at",
+                 "timer")
+
+    def __init__(self, request: bytes, head_request: bool, record: Callable[[int], None],
+                 tally: Tally, hooks: WorkerHooks, *, record_raw: Callable[[int], None],
+                 record_lag: Callable[[int], None], interval_ns: float,
+                 loop: asyncio.AbstractEventLoop, script: Script | None = None,
+                 ctx: dict[str, object] | None = None) -> None:
+        super().__init__(request, head_request, record, tally, hooks, script, ctx)
+        self.record_raw = record_raw
+        self.record_lag = record_lag
+        self.interval = interval_ns
+        self.loop = loop
+        self.base = 0
+        self.n = 0
+        self.due = 0
+        self.start_at = 0
+        self.timer: asyncio.TimerHandle | None = None
+
+    def set_schedule(self, base_ns: int) -> None:
+        """Request n of this connection is due at base_ns + n * interval."""
+        self.base = base_ns
+        self.n = 0
+        self.due = base_ns
+
+    def begin(self, charge_from: int | None) -> None:
+        """A fresh connection is attached. None: the run is starting, follow the schedule.
+        Else the slot connected for the due request and says where its latency starts: the
+        due time when it was already past (backlog), the connect when the slot slept until
+        the due time first (see `Slot.run`)."""
+        self._want_body()
+        now = perf_counter_ns()
+        if charge_from is None:
+            self._free(now)
+        else:
+            self._send(charge_from, now)
+
+    def on_response_end(self) -> None:
+        now = perf_counter_ns()
+        self.record((now - self.start_at) // 1000)
+        self.record_raw((now - self.sent_at) // 1000)
+        self.ended_at = now
+        self.done = True
+
+    def on_read_done(self) -> None:
+        if not self.done:
+            return
+        self.done = False
+        self.busy = False
+        if self._body is not None:
+            self._script_response()
+        if self.conn.release():  # type: ignore[union-attr]
+            if self.running:
+                self._free(self.ended_at)
+            else:
+                self.lost()
+        else:
+            self.lost()
+
+    def _free(self, now: int) -> None:
+        """The connection is idle: send the next request now if it is due, else at its time."""
+        due = self.due
+        if due <= now:
+            self._send(due, now)  # backlog: the wait is the server's, count it
+        else:
+            self.timer = self.loop.call_later((due - now) * 1e-9, self._fire)
+
+    def _fire(self) -> None:
+        self.timer = None
+        if not self.running or self.conn is None:
+            return
+        now = perf_counter_ns()
+        lag = now - self.due
+        self.record_lag(lag // 1000 if lag > 0 else 0)
+        self._send(now, now)
+
+    def _send(self, start: int, now: int) -> None:
+        self.start_at = start
+        self.sent_at = now
+        self.n += 1
+        self.due = self.base + int(self.n * self.interval)
+        self._write(self.conn)  # type: ignore[arg-type]
+
+    def stop(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        super().stop()

@@ -1,0 +1,211 @@
+"""What one `veloxy bench` run is asked to do, checked once, and the request bytes it sends.
+
+Why a module of its own: the command line, the demo and the tests all describe a run, and every
+one of them must get the same checks and the same one-line messages ("bad header ...", "only
+http:// URLs ...") before any process is started. Everything here is pure: no sockets, no event
+loop. Name resolution and the reachability check happen in the runner's pre-flight.
+
+Requests without a script are built once into bytes here, so the hot path only writes them.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field, replace
+from urllib.parse import urlsplit
+
+__all__ = [
+    "BenchInputError",
+    "BenchSettings",
+    "build_request",
+    "parse_header",
+    "parse_url",
+]
+
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # RFC 9110 §5.6.2 (field names, methods)
+_BAD_VALUE = re.compile(r"[\x00\r\n]")
+# Framing is the generator's business: these would make it send something it cannot parse
+# the answer to, or lie about the body it sends.
+_FRAMING_HEADERS = frozenset({"content-length", "transfer-encoding"})
+
+
+class BenchInputError(ValueError):
+    """Something the user gave cannot be run; the message is one line naming it (exit 2)."""
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where requests go: the connect address and what the request line and Host say."""
+
+    host: str  # as written in the URL, without IPv6 brackets
+    port: int
+    path: str  # request target: path and query, at least "/"
+    host_header: str  # Host header value: host[:port], brackets kept for IPv6
+    url: str
+
+
+def parse_url(url: str) -> Target:
+    """An http:// URL -> Target, or BenchInputError naming what is wrong with it."""
+    text = url.strip()
+    if "://" not in text:
+        raise BenchInputError(f"expected a URL like http://127.0.0.1:8080/, got {url!r}")
+    scheme = text.partition("://")[0].lower()
+    if scheme != "http":
+        raise BenchInputError(f"only http:// URLs are supported, got {url!r}")
+    try:
+        parts = urlsplit(text)
+        port = parts.port
+    except ValueError:
+        raise BenchInputError(f"bad port in URL {url!r}") from None
+    host = parts.hostname or ""
+    if not host:
+        raise BenchInputError(f"no host in URL {url!r}")
+    if port is None:
+        port = 80
+    if port == 0:
+        raise BenchInputError(f"bad port in URL {url!r}")
+    path = parts.path or "/"
+    if parts.query:
+        path += "?" + parts.query
+    if any(ord(ch) <= 32 or ord(ch) >= 127 for ch in path):
+        raise BenchInputError(f"the URL path must be percent-encoded ASCII, got {path!r}")
+    shown = f"[{host}]" if ":" in host else host
+    host_header = shown if port == 80 else f"{shown}:{port}"
+    return Target(host=host, port=port, path=path, host_header=host_header,
+                  url=f"http://{host_header}{path}")
+
+
+def parse_header(text: str) -> tuple[str, str]:
+    """ "Name: value" -> (name, value), or BenchInputError."""
+    name, sep, value = text.partition(":")
+    name = name.strip()
+    if not sep or not _TOKEN.fullmatch(name):
+        raise BenchInputError(f'bad header {text!r}: expected "Name: value"')
+    value = value.strip()
+    if _BAD_VALUE.search(value):
+        raise BenchInputError(f"bad header {text!r}: CR, LF and NUL are not allowed in values")
+    if name.lower() in _FRAMING_HEADERS:
+        raise BenchInputError(f"bad header {text!r}: {name} is set from --body")
+    return name, value
+
+
+def check_method(method: str) -> str:
+    if not _TOKEN.fullmatch(method):
+        raise BenchInputError(f"bad method {method!r}")
+    return method
+
+
+def build_request(method: str, path: str, host_header: str,
+                  headers: list[tuple[str, str]] | tuple[tuple[str, str], ...],
+                  body: bytes | None, close: bool) -> bytes:
+    """One HTTP/1.1 request as bytes. Host first unless a header gives its own Host;
+    Content-Length when there is a body (or the method usually carries one)."""
+    lines = [f"{method} {path} HTTP/1.1"]
+    if not any(name.lower() == "host" for name, _ in headers):
+        lines.append(f"Host: {host_header}")
+    has_connection = False
+    for name, value in headers:
+        if name.lower() == "connection":
+            has_connection = True
+            if close:
+                continue
+        lines.append(f"{name}: {value}")
+    if close:
+        lines.append("Connection: close")
+    elif not has_connection:
+        pass  # HTTP/1.1 is keep-alive by default: nothing to say (wrk sends nothing either)
+    if body is not None or method in ("POST", "PUT", "PATCH"):
+        lines.append(f"Content-Length: {len(body or b'')}")
+    head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+    return head + (body or b"")
+
+
+@dataclass(frozen=True)
+class BenchSettings:
+    """One run. Durations in seconds; `rate` None means closed loop."""
+
+    url: str
+    connections: int = 64
+    duration: float = 10.0
+    processes: int = 1
+    rate: float | None = None
+    close: bool = False
+    headers: tuple[tuple[str, str], ...] = ()
+    method: str = "GET"
+    body: bytes | None = None
+    body_file: str | None = None
+    script: str | None = None
+    timeout: float = 2.0
+    warmup: float = 0.0
+    latency: bool = False
+    json_out: str | None = None
+    hdr_log: str | None = None
+    baseline: str | None = None
+    fail_on_regression: float | None = None
+    target: Target = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "target", parse_url(self.url))
+        check_method(self.method)
+        if self.connections < 1:
+            raise BenchInputError(f"-c must be at least 1, got {self.connections}")
+        if self.processes < 1:
+            raise BenchInputError(f"-p must be at least 1, got {self.processes}")
+        if self.processes > self.connections:
+            raise BenchInputError(f"-p {self.processes} is more processes than connections "
+                                  f"(-c {self.connections}): each process needs one")
+        if self.duration <= 0:
+            raise BenchInputError("-d must be longer than 0s")
+        if self.rate is not None and not self.rate > 0:
+            raise BenchInputError(f"-R must be a positive rate, got {self.rate:g}")
+        if self.timeout <= 0:
+            raise BenchInputError("--timeout must be longer than 0s")
+        if self.fail_on_regression is not None:
+            if self.baseline is None:
+                raise BenchInputError("--fail-on-regression needs --baseline FILE")
+            if self.fail_on_regression < 0:
+                raise BenchInputError("--fail-on-regression must be a percentage >= 0")
+        for name, value in self.headers:
+            parse_header(f"{name}: {value}")
+
+    @property
+    def closes(self) -> bool:
+        """A new connection per request: --close, or a Connection: close header."""
+        return self.close or any(n.lower() == "connection" and "close" in v.lower()
+                                 for n, v in self.headers)
+
+    @property
+    def open_loop(self) -> bool:
+        return self.rate is not None
+
+    def request_bytes(self) -> bytes:
+        t = self.target
+        return build_request(self.method, t.path, t.host_header, self.headers, self.body,
+                             self.closes)
+
+    def share(self, index: int) -> tuple[int, int]:
+        """(first global connection index, connection count) of process `index`."""
+        base, extra = divmod(self.connections, self.processes)
+        first = index * base + min(index, extra)
+        return first, base + (1 if index < extra else 0)
+
+    def with_(self, **changes: object) -> BenchSettings:
+        return replace(self, **changes)  # type: ignore[arg-type]
+
+    def describe(self) -> dict[str, object]:
+        """The settings as JSON data (the "settings" object of the result document)."""
+        return {
+            "url": self.target.url,
+            "method": self.method,
+            "connections": self.connections,
+            "processes": self.processes,
+            "duration_s": self.duration,
+            "rate": self.rate,
+            "mode": "open" if self.open_loop else "closed",
+            "keep_alive": not self.closes,
+            "headers": [[n, v] for n, v in self.headers],
+            "body_bytes": len(self.body) if self.body is not None else 0,
+            "script": self.script,
+            "timeout_s": self.timeout,
+            "warmup_s": self.warmup,
+        }

@@ -1,0 +1,52 @@
+"""The layers import one way only (docs/design.md): each module is imported in a fresh
+interpreter and the veloxy modules it pulled in are checked against the table below."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+# package -> packages it may import (besides itself). A module's layer is its first
+# component under veloxy ("veloxy.net.client" -> "net").
+ALLOWED: dict[str, set[str]] = {
+    "errors": set(),
+    "config": {"errors"},
+    "h1": {"errors"},
+    "net": {"errors", "h1"},
+    "upstream": {"errors", "h1", "net", "config"},
+    "proxy": {"errors", "h1", "net", "upstream", "config"},
+    "origin": {"errors", "h1", "net", "config"},
+    "server": {"errors", "h1", "net", "config"},
+    "loadgen": {"errors", "h1", "net", "config"},
+}
+
+PROBE = """
+import importlib, json, sys
+before = set(sys.modules)
+importlib.import_module(sys.argv[1])
+print(json.dumps(sorted(m for m in set(sys.modules) - before if m.startswith("veloxy."))))
+"""
+
+
+def layer(module: str) -> str:
+    return module.split(".")[1]
+
+
+@pytest.mark.parametrize("package", sorted(ALLOWED))
+def test_layer_imports_only_what_it_may(package: str) -> None:
+    module = f"veloxy.{package}"
+    out = subprocess.run([sys.executable, "-c", PROBE, module], capture_output=True,
+                         text=True, check=True).stdout
+    imported = {layer(m) for m in json.loads(out)} - {package, "__main__"}
+    assert imported <= ALLOWED[package], (
+        f"{module} pulls in {sorted(imported - ALLOWED[package])}")
+
+
+def test_h1_has_no_asyncio() -> None:
+    out = subprocess.run(
+        [sys.executable, "-c", "import sys, veloxy.h1.parser, veloxy.h1.serialize; "
+         "print('asyncio' in sys.modules)"], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

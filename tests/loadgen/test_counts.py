@@ -1,0 +1,103 @@
+"""The report's counts are exact: a server that records every request agrees with it, on both
+event loops, with keep-alive and with a connection per request, across processes."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from tests.loadgen.conftest import Backends, ok
+from tests.support.backends import Conn, Request, response
+from veloxy.loadgen import histogram as hdr
+from veloxy.loadgen.report import document
+from veloxy.loadgen.runner import run_bench
+from veloxy.loadgen.settings import BenchSettings
+from veloxy.loadgen.worker import RAW_SAMPLES_ENV
+
+
+@pytest.mark.parametrize("loop", ["uvloop", "asyncio"])
+def test_keep_alive_counts_match_the_server(backends: Backends, loop: str,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("VELOXY_LOOP", loop)
+    server = backends(ok)
+    outcome = run_bench(BenchSettings(url=server.url + "/count", connections=4, duration=0.8,
+                                      processes=2))
+    doc = document(outcome)
+    got = len(server.requests)
+    assert doc["tool"]["loop"] == loop
+    assert doc["requests"]["completed"] > 100
+    assert doc["requests"]["sent"] == doc["requests"]["completed"] == got
+    assert doc["requests"]["failed"] == doc["requests"]["abandoned"] == 0
+    assert doc["errors"]["total"] == 0
+    assert doc["status_codes"] == {"200": got}
+    assert doc["latency"]["count"] == got
+    assert sum(p["completed"] for p in doc["generator"]["processes"]) == got
+    # Keep-alive: one connection per slot, never reopened (+1: the pre-flight connect check).
+    assert server.accepted == 4 + 1
+    assert all(r.target == "/count" for r in server.requests)
+    # Bytes: every response is the same 38 bytes.
+    assert doc["bytes_read"] == got * len(response(200, b"ok"))
+
+
+def test_close_opens_one_connection_per_request(backends: Backends) -> None:
+    server = backends(ok)
+    outcome = run_bench(BenchSettings(url=server.url + "/", connections=3, duration=0.6,
+                                      processes=1, close=True))
+    doc = document(outcome)
+    got = len(server.requests)
+    assert doc["requests"]["completed"] == got > 20
+    # A connection per request; +1: the pre-flight check; and a slot whose connect was under
+    # way when the run ended closes it unused.
+    assert got + 1 <= server.accepted <= got + 1 + 3
+    assert all(len(c.requests) <= 1 for c in server.connections)
+    assert all(r.head.get("connection") == b"close" for r in server.requests)
+    assert doc["settings"]["keep_alive"] is False
+
+
+def test_non_2xx_and_errors_are_counted_apart(backends: Backends) -> None:
+    numbers = itertools.count(1)
+
+    def respond(req: Request, conn: Conn) -> bytes | None:
+        n = next(numbers)
+        if n % 10 == 0:
+            conn.abort()  # reset before any answer: a read error
+            return None
+        return response(503 if n % 2 else 200, b"x")
+
+    server = backends(respond)
+    outcome = run_bench(BenchSettings(url=server.url + "/", connections=2, duration=0.6,
+                                      processes=1))
+    doc = document(outcome)
+    got = len(server.requests)
+    req, err = doc["requests"], doc["errors"]
+    assert err["read"] == req["failed"] > 0
+    assert req["sent"] == req["completed"] + req["failed"] == got
+    assert err["status"] == doc["status_codes"]["503"] > 0
+    assert doc["status_codes"]["503"] + doc["status_codes"]["200"] == req["completed"]
+    assert err["total"] == err["read"] + err["status"] + err["connect"]
+
+
+def test_raw_samples_of_all_processes_make_the_reported_histogram(
+        backends: Backends, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """End to end: each worker's raw samples, put in one histogram, give exactly the merged
+    histogram the report carries."""
+    monkeypatch.setenv(RAW_SAMPLES_ENV, str(tmp_path / "raw"))
+    server = backends(ok)
+    outcome = run_bench(BenchSettings(url=server.url + "/", connections=4, duration=0.8,
+                                      processes=2))
+    files = sorted(tmp_path.glob("raw.*"))
+    assert [f.name for f in files] == ["raw.0", "raw.1"]
+    samples = [int(line) for f in files for line in f.read_text().split()]
+    assert len(samples) == outcome.completed == len(server.requests)
+    whole = hdr.new_histogram()
+    for v in samples:
+        whole.record_value(v)
+    reported = hdr.decode(document(outcome)["latency"]["histogram"])
+    assert list(reported.counts) == list(whole.counts)
+    assert reported.get_value_at_percentile(99) == whole.get_value_at_percentile(99)
+    assert os.environ.get(RAW_SAMPLES_ENV)  # (monkeypatch restores it)
+    json.dumps(document(outcome))  # JSON-serialisable as is

@@ -1,0 +1,88 @@
+"""`veloxy demo` runs end to end with nothing but veloxy, prints its table and the one-line
+interpretation, and leaves no process behind, also when interrupted."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+from tests.support.proc import SRC, child_env
+
+# Per-row seconds for the tests (the real --quick takes 1.5 s per row).
+FAST = "0.4"
+
+
+def _marked(mark: str) -> list[int]:
+    """Pids of live processes whose environment carries `mark`."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/environ", "rb") as f:
+                environ = f.read()
+            with open(f"/proc/{entry}/stat") as f:
+                state = f.read().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if mark.encode() in environ and state != "Z":
+            found.append(int(entry))
+    return found
+
+
+def _demo_env(mark: str) -> dict[str, str]:
+    return child_env(None, {"VELOXY_DEMO_SECONDS": FAST, "VELOXY_TEST_MARK": mark})
+
+
+def test_demo_quick_prints_the_table_and_cleans_up(tmp_path: Path) -> None:
+    mark = uuid.uuid4().hex
+    out = tmp_path / "demo.json"
+    result = subprocess.run([sys.executable, "-m", "veloxy", "demo", "--quick", "--json",
+                             str(out)], capture_output=True, text=True, timeout=60,
+                            env=_demo_env(mark), cwd=str(SRC.parent))
+    assert result.returncode == 0, result.stdout + result.stderr
+    text = result.stdout
+    for column in ("scenario", "avg", "p50", "p99", "max", "req/s", "errors", "proxy CPU/req"):
+        assert column in text
+    assert "direct, keep-alive" in text and "veloxy, close" in text
+    assert "veloxy adds" in text and "keep-alive serves" in text
+    data = json.loads(out.read_text())
+    rows = data["rows"]
+    assert len(rows) == 6
+    assert all(r["requests_per_s"] > 0 and r["completed"] > 0 for r in rows)
+    assert {r["mode"] for r in rows} == {"closed", "open"}
+    fixed = [r for r in rows if r["mode"] == "open"]
+    assert fixed[0]["rate"] == fixed[1]["rate"] > 0
+    proxied = [r for r in rows if r["through_proxy"]]
+    assert all(r["proxy_cpu_us_per_request"] is not None for r in proxied)  # Linux: /proc
+    assert all(r["proxy_cpu_us_per_request"] is None for r in rows if not r["through_proxy"])
+    assert data["interpretation"].endswith(".")
+    assert _marked(mark) == []
+
+
+def test_demo_ctrl_c_stops_everything() -> None:
+    mark = uuid.uuid4().hex
+    env = _demo_env(mark)
+    env["VELOXY_DEMO_SECONDS"] = "20"
+    proc = subprocess.Popen([sys.executable, "-m", "veloxy", "demo"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env, cwd=str(SRC.parent),
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    deadline = time.monotonic() + 15
+    # Wait until the origin, the proxy and a bench worker are all running.
+    while len(_marked(mark)) < 4 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert len(_marked(mark)) >= 4
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=20)
+    assert proc.returncode == 130
+    assert "interrupted" in err and "Traceback" not in err
+    deadline = time.monotonic() + 5
+    while _marked(mark) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _marked(mark) == []

@@ -1,0 +1,79 @@
+"""Open loop (-R): the rate is held, and a server stall shows in the corrected percentiles while
+the uncorrected histogram hides it, which is the whole point of correcting for coordinated
+omission."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from tests.loadgen.conftest import Backends, ok
+from tests.support.backends import Conn, Request, response
+from tests.support.proc import VeloxyProcess
+from veloxy.loadgen.report import document
+from veloxy.loadgen.runner import run_bench
+from veloxy.loadgen.settings import BenchSettings
+
+
+def test_rate_is_held_against_the_origin(origin: VeloxyProcess) -> None:
+    rate, seconds = 600.0, 2.0
+    outcome = run_bench(BenchSettings(url=f"http://127.0.0.1:{origin.port}/?size=200",
+                                      connections=6, duration=seconds, processes=2, rate=rate))
+    doc = document(outcome)
+    assert doc["settings"]["mode"] == "open"
+    assert doc["rate"]["requested"] == rate
+    assert 0.99 * rate <= doc["rate"]["achieved"] <= 1.02 * rate
+    assert doc["rate"]["held"] is True
+    assert abs(doc["requests"]["completed"] - rate * seconds) <= 0.02 * rate * seconds
+    assert doc["errors"]["total"] == 0
+    assert doc["latency_uncorrected"]["count"] == doc["latency"]["count"]
+    assert doc["schedule_lag"]["count"] > 0
+
+
+def test_rate_is_held_at_the_server(backends: Backends) -> None:
+    """What arrives at the server, not only what the report says."""
+    server = backends(ok)
+    rate, seconds = 300.0, 1.5
+    outcome = run_bench(BenchSettings(url=server.url + "/", connections=3, duration=seconds,
+                                      processes=1, rate=rate))
+    got = len(server.requests)
+    assert got == outcome.completed
+    assert abs(got - rate * seconds) <= 0.03 * rate * seconds
+
+
+def stalling_server(backends: Backends, after: float, stall: float) -> object:
+    """Answers at once, except that `after` seconds into the run it stops answering on every
+    connection for `stall` seconds (as a GC pause or a blocked event loop would)."""
+    lock = threading.Lock()
+    state: dict[str, float] = {}
+
+    def respond(req: Request, conn: Conn) -> bytes:
+        now = time.monotonic()
+        with lock:
+            first = state.setdefault("first", now)
+            if "until" not in state and now - first >= after:
+                state["until"] = now + stall
+            until = state.get("until", 0.0)
+        if now < until:
+            time.sleep(until - now)
+        return response(200, b"ok")
+
+    return backends(respond, name="stalling")
+
+
+def test_a_stall_shows_in_corrected_p99_not_in_uncorrected(backends: Backends) -> None:
+    server = stalling_server(backends, after=1.0, stall=1.0)
+    outcome = run_bench(BenchSettings(url=server.url + "/", connections=4,  # type: ignore[attr-defined]
+                                      duration=3.5, processes=1, rate=400.0))
+    doc = document(outcome)
+    corrected, raw = doc["latency"], doc["latency_uncorrected"]
+    # ~400 requests were due during the stall: a quarter of them waited 0.5 s or more.
+    assert corrected["percentiles"]["99"] >= 500_000, corrected["percentiles"]
+    assert corrected["percentiles"]["90"] >= 100_000, corrected["percentiles"]
+    # Only the 4 requests in flight when it began saw it uncorrected: 0.3% of ~1400 samples.
+    assert raw["percentiles"]["99"] < 100_000, raw["percentiles"]
+    assert raw["max_us"] >= 900_000  # ... and the stall is there, in the max
+    assert corrected["count"] == raw["count"] == doc["requests"]["completed"]
+    assert doc["errors"]["total"] == 0
+    # The backlog was sent at once after the stall, so the rate was still held overall.
+    assert doc["rate"]["achieved"] >= 0.97 * 400.0
