@@ -107,7 +107,8 @@ class Nginx:
                     return
             except OSError:
                 if self.proc.poll() is not None:
-                    raise SystemExit(f"nginx failed: {self.proc.stderr.read().decode()}")  # type: ignore[union-attr]
+                    detail = self.proc.stderr.read().decode()  # type: ignore[union-attr]
+                    raise SystemExit(f"nginx failed: {detail}") from None
                 time.sleep(0.05)
         raise SystemExit("nginx did not start")
 
@@ -163,15 +164,15 @@ def run_wrk(url: str, connections: int, threads: int, duration: float,
     argv = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration:g}s", "--latency"]
     script = None
     if delay_ms is not None:
-        script = tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False)
-        script.write(f"function delay()\n  return {delay_ms}\nend\n")
-        script.close()
-        argv += ["-s", script.name]
+        with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
+            f.write(f"function delay()\n  return {delay_ms}\nend\n")
+        script = f.name
+        argv += ["-s", script]
     try:
-        out, wall, cpu = _run([*argv, url], duration + 30)
+        out, _, cpu = _run([*argv, url], duration + 30)
     finally:
         if script is not None:
-            os.unlink(script.name)
+            os.unlink(script)
     figures = parse_wrk(out)
     figures["cpu_percent"] = 100 * cpu / duration
     return figures
@@ -186,7 +187,7 @@ def run_veloxy(url: str, connections: int, processes: int, duration: float,
     if rate is not None:
         argv += ["-R", f"{rate:.0f}"]
     try:
-        _, wall, cpu = _run(argv, duration + 30)
+        _run(argv, duration + 30)
         doc = json.loads(Path(out_path).read_text())
     finally:
         os.unlink(out_path)

@@ -46,7 +46,7 @@ class DemoError(RuntimeError):
     pass
 
 
-# -- child processes -------------------------------------------------------------------------------
+# -- child processes ------------------------------------------------------------------------------
 
 
 class Child:
@@ -121,7 +121,7 @@ def cpu_seconds(pid: int) -> float | None:
         return None
 
 
-# -- the matrix ---------------------------------------------------------------------------------------
+# -- the matrix -----------------------------------------------------------------------------------
 
 
 @dataclass
@@ -228,8 +228,9 @@ def interpretation(rows: list[Row]) -> str:
                      f"({extra99:+.2f} ms at p99)")
     ka, close = by.get(MATRIX[1].name), by.get(MATRIX[3].name)
     if ka and close and close.requests_per_s > 0:
-        parts.append(f"through veloxy keep-alive serves {ka.requests_per_s / close.requests_per_s:.1f}x "
-                     "the requests/s of Connection: close")
+        ratio = ka.requests_per_s / close.requests_per_s
+        parts.append(f"through veloxy keep-alive serves {ratio:.1f}x the requests/s of "
+                     "Connection: close")
     cpu = [r.proxy_cpu_us for r in rows if r.proxy_cpu_us is not None and r.cell.keep_alive
            and not r.cell.open_loop]
     if cpu:
@@ -246,16 +247,19 @@ def render_table(rows: list[Row], seconds: float) -> Any:
 
     table = Table(title=f"veloxy demo: {CONNECTIONS} connections, {seconds:g} s per row, "
                         "127.0.0.1")
-    table.add_column("scenario", no_wrap=True)
+    for name in ("target", "connection", "load"):
+        table.add_column(name, no_wrap=True)
     for name in ("avg", "p50", "p99", "max", "req/s", "errors", "proxy CPU/req"):
-        table.add_column(name, justify="right")
+        table.add_column(name, justify="right", no_wrap=True)
     for r in rows:
-        name = r.cell.name + (f" ({r.rate:,.0f}/s)" if r.rate else "")
+        load = f"{r.rate:,.0f}/s" if r.rate else "saturated"
         if r.warnings:
-            name += " *"
+            load += " *"
         cpu = "—" if not r.cell.through_proxy else (
             "n/a" if r.proxy_cpu_us is None else f"{r.proxy_cpu_us:.1f} µs")
-        table.add_row(name, _fmt_us(r.mean_us), _fmt_us(r.p50_us), _fmt_us(r.p99_us),
+        table.add_row("veloxy" if r.cell.through_proxy else "direct",
+                      "keep-alive" if r.cell.keep_alive else "close", load,
+                      _fmt_us(r.mean_us), _fmt_us(r.p50_us), _fmt_us(r.p99_us),
                       _fmt_us(r.max_us), f"{r.requests_per_s:,.0f}", str(r.errors), cpu)
     return table
 
@@ -309,7 +313,7 @@ def run_demo(mode: str, json_out: str | None) -> int:
                     progress.update(current, description=cell.name, completed=0.0)
 
                     def step(fraction: float) -> None:
-                        progress.update(current, completed=fraction)  # noqa: B023
+                        progress.update(current, completed=fraction)
 
                     row = _measure(cell, urls[cell.through_proxy], seconds, warmup,
                                    rate if cell.open_loop else None, proxy.pid, step)

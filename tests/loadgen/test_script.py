@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.loadgen.conftest import Backends
-from tests.support.backends import Conn, Request, response
+from tests.loadgen.conftest import Backends, ok
+from tests.support.backends import Conn, Request, ScriptedBackend, response, serve
 from veloxy.loadgen.report import document
 from veloxy.loadgen.runner import run_bench
 from veloxy.loadgen.settings import BenchInputError, BenchSettings
@@ -39,8 +39,6 @@ def test_script_hooks_shape_requests_and_judge_responses(backends: Backends,
                                                          tmp_path: Path) -> None:
     script = tmp_path / "hooks.py"
     script.write_text(SCRIPT)
-    from tests.support.backends import ScriptedBackend, serve
-
     server = ScriptedBackend(serve(echo), name="echo")  # keeps bodies
     backends.started.append(server)
     outcome = run_bench(BenchSettings(url=server.url + "/", connections=3, duration=0.5,
@@ -73,8 +71,6 @@ def test_a_hook_raising_during_the_run_stops_it(backends: Backends, tmp_path: Pa
                       "    if calls > 20:\n"
                       "        raise KeyError('session expired')\n"
                       "    return 'GET', '/'\n")
-    from tests.loadgen.conftest import ok
-
     server = backends(ok)
     with pytest.raises(BenchInputError, match=r"late\.py: request\(\) raised KeyError"):
         run_bench(BenchSettings(url=server.url + "/", connections=2, duration=5.0,
@@ -92,8 +88,6 @@ def test_a_hook_raising_during_the_run_stops_it(backends: Backends, tmp_path: Pa
 ])
 def test_bad_scripts_are_refused_before_the_run(source: str, message: str, backends: Backends,
                                                 tmp_path: Path) -> None:
-    from tests.loadgen.conftest import ok
-
     server = backends(ok)
     script = tmp_path / "s.py"
     script.write_text(source)

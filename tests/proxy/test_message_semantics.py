@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from tests.support.backends import Conn, Request, continue_script, echo_headers, response, serve
+from tests.support.backends import Conn, Request, echo_headers, response, serve
 from tests.support.client import Client
 
 pytestmark = pytest.mark.timeout(30)
@@ -63,9 +63,8 @@ def test_204_and_304_have_no_body(semantics):
         assert after.status == 200 and after.body == b"after /after-304", after
 
 
-def test_expect_100_continue_relays_interim_then_final(start_proxy, make_backend):
-    backend = make_backend(continue_script())
-    proxy = start_proxy(backend)
+def test_expect_100_continue_relays_interim_then_final(semantics):
+    proxy, _ = semantics
     body = b"hello world"
     with Client(proxy.port, timeout=3) as c:
         c.send(b"POST /upload HTTP/1.1\r\nHost: test.local\r\nExpect: 100-continue\r\n"

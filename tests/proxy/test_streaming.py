@@ -19,13 +19,13 @@ from tests.support.backends import (
     Conn,
     Request,
     echo_headers,
-    echo_script,
     pattern_block,
     pattern_sha256,
     response,
     serve,
 )
 from tests.support.client import Client
+from tests.support.config import prefix_routes, proxy_config
 from tests.support.proc import RssSampler
 
 pytestmark = pytest.mark.timeout(60)
@@ -52,18 +52,73 @@ def drain_exact(client: Client, n: int, digest, timeout: float = 30.0) -> int:
 
 
 def download_respond(req: Request, conn: Conn) -> bytes | None:
-    if req.target == "/warm":
-        return response(200, b"warm")
-    conn.send(response(200, b"", [("Content-Length", str(DOWNLOAD))]))
-    block = pattern_block(PIECE)
-    for _ in range(DOWNLOAD // PIECE):
-        conn.send(block, timeout=30)
-    return None
+    if req.target == "/big":
+        conn.send(response(200, b"", [("Content-Length", str(DOWNLOAD))]))
+        block = pattern_block(PIECE)
+        for _ in range(DOWNLOAD // PIECE):
+            conn.send(block, timeout=30)
+        return None
+    if req.target.startswith("/chunked-down"):
+        return chunked_response(CHUNKED_BODY)
+    if req.target == "/close-delimited":
+        conn.send(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n" + CLOSE_BODY)
+        conn.close()
+        return None
+    return response(200, req.body if req.method == "POST" else b"warm", echo_headers(req))
 
 
-def test_large_response_streams_with_backpressure(start_proxy, make_backend):
-    backend = make_backend(serve(download_respond))
-    proxy = start_proxy(backend)
+CHUNKED_BODY = os.urandom(2 * MiB + 3)
+CLOSE_BODY = os.urandom(512 * 1024)
+CHUNK_SIZES = [1, 10, 65535, 65536, 65537, 1000, MiB]
+
+
+def chunked_response(body: bytes) -> bytes:
+    out = bytearray()
+    pos = 0
+    i = 0
+    while pos < len(body):
+        n = CHUNK_SIZES[i % len(CHUNK_SIZES)]
+        piece = body[pos:pos + n]
+        out += b"%x\r\n" % len(piece) + piece + b"\r\n"
+        pos += n
+        i += 1
+    out += b"0\r\n\r\n"
+    return response(200, bytes(out), [("Transfer-Encoding", "chunked")], length=False)
+
+
+def slow_reader_script(conn: Conn) -> None:
+    """Reads a request body, pausing 0.6 s once the first MiB of /upload has arrived."""
+    paused = conn.backend.event("paused")
+    while True:
+        seen = 0
+
+        def on_data(piece: bytes) -> None:
+            nonlocal seen
+            seen += len(piece)
+            if seen >= MiB and not paused.is_set():
+                paused.set()
+                time.sleep(0.6)  # the slow reader
+
+        req = conn.read_request(keep_body=False, on_data=on_data, timeout=30)
+        if req is None:
+            return
+        conn.send(response(200, b"stored", echo_headers(req)))
+
+
+@pytest.fixture(scope="module")
+def streaming(module_stack):
+    """One proxy: /upload goes to a slow-reading backend, everything else to `main`."""
+    make_backend, start_proxy = module_stack
+    main = make_backend(serve(download_respond), name="main")
+    slow = make_backend(slow_reader_script, name="slow", rcvbuf=65536)
+    proxy = start_proxy(config=proxy_config(
+        {"main": main, "slow": slow}, routes=prefix_routes({"/upload": "slow"}, default="main"),
+        timeouts={"read": "30s"}))
+    return proxy, main, slow
+
+
+def test_large_response_streams_with_backpressure(streaming):
+    proxy, _, _ = streaming
     with Client(proxy.port, timeout=30, rcvbuf=65536) as c:
         assert c.request("GET", "/warm").body == b"warm"
         time.sleep(0.1)
@@ -91,30 +146,12 @@ def test_large_response_streams_with_backpressure(start_proxy, make_backend):
         f"instead of applying backpressure")
 
 
-def test_large_chunked_upload_streams_to_slow_backend(start_proxy, make_backend):
-    paused = threading.Event()
-
-    def script(conn: Conn) -> None:
-        while True:
-            seen = 0
-
-            def on_data(piece: bytes) -> None:
-                nonlocal seen
-                seen += len(piece)
-                if seen >= MiB and not paused.is_set():
-                    paused.set()
-                    time.sleep(0.6)  # the slow reader
-
-            req = conn.read_request(keep_body=False, on_data=on_data, timeout=30)
-            if req is None:
-                return
-            conn.send(response(200, b"stored", echo_headers(req)))
-
-    backend = make_backend(script, rcvbuf=65536)
-    proxy = start_proxy(backend)
+def test_large_chunked_upload_streams_to_slow_backend(streaming):
+    proxy, _, slow = streaming
+    paused = slow.event("paused")
     block = pattern_block(PIECE)
     with Client(proxy.port, timeout=30) as c:
-        assert c.request("POST", "/warm", body=b"x").status == 200
+        assert c.request("POST", "/upload-warm", body=b"x").status == 200
         time.sleep(0.1)
         baseline = proxy.rss_kib()
         sent = 0
@@ -151,9 +188,8 @@ def test_large_chunked_upload_streams_to_slow_backend(start_proxy, make_backend)
         f"backend (client had sent {sent_while_paused >> 20} MiB while the backend paused)")
 
 
-def test_content_length_bodies_forwarded_intact(start_proxy, make_backend):
-    backend = make_backend(echo_script())
-    proxy = start_proxy(backend)
+def test_content_length_bodies_forwarded_intact(streaming):
+    proxy, backend, _ = streaming
     body = os.urandom(3 * MiB + 7)
     with Client(proxy.port, timeout=20) as c:
         resp = c.request("POST", "/echo-cl", body=body, timeout=20)
@@ -164,9 +200,8 @@ def test_content_length_bodies_forwarded_intact(start_proxy, make_backend):
     assert len(resp.body) == len(body) and resp.body == body, "response body corrupted"
 
 
-def test_chunked_request_body_reframed_correctly(start_proxy, make_backend):
-    backend = make_backend(echo_script())
-    proxy = start_proxy(backend)
+def test_chunked_request_body_reframed_correctly(streaming):
+    proxy, backend, _ = streaming
     body = os.urandom(300_001)
     # Irregular chunks, upper- and lower-case hex, a chunk extension and a trailer section.
     pieces = [body[:1], body[1:4097], body[4097:4098], body[4098:200_000], body[200_000:]]
@@ -192,25 +227,9 @@ def test_chunked_request_body_reframed_correctly(start_proxy, make_backend):
     assert resp.body == body
 
 
-def test_chunked_response_forwarded_intact(start_proxy, make_backend):
-    body = os.urandom(2 * MiB + 3)
-    sizes = [1, 10, 65535, 65536, 65537, 1000, MiB]
-
-    def respond(req: Request, conn: Conn) -> bytes:
-        out = bytearray()
-        pos = 0
-        i = 0
-        while pos < len(body):
-            n = sizes[i % len(sizes)]
-            piece = body[pos:pos + n]
-            out += b"%x\r\n" % len(piece) + piece + b"\r\n"
-            pos += n
-            i += 1
-        out += b"0\r\n\r\n"
-        return response(200, bytes(out), [("Transfer-Encoding", "chunked")], length=False)
-
-    backend = make_backend(serve(respond))
-    proxy = start_proxy(backend)
+def test_chunked_response_forwarded_intact(streaming):
+    proxy, _, _ = streaming
+    body = CHUNKED_BODY
     with Client(proxy.port, timeout=20) as c:
         resp = c.request("GET", "/chunked-down")
         assert resp.status == 200, resp
@@ -219,12 +238,10 @@ def test_chunked_response_forwarded_intact(start_proxy, make_backend):
         assert resp2.body == body
 
 
-def test_close_delimited_response_forwarded_intact(start_proxy, make_backend):
+def test_close_delimited_response_forwarded_intact(streaming):
     """A response framed by the backend closing the connection arrives whole."""
-    body = os.urandom(512 * 1024)
-    backend = make_backend(serve(lambda req, conn: (conn.send(
-        b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n" + body), conn.close(), None)[-1]))
-    proxy = start_proxy(backend)
+    proxy, _, _ = streaming
+    body = CLOSE_BODY
     with Client(proxy.port, timeout=20) as c:
         resp = c.request("GET", "/close-delimited")
     assert resp.status == 200, resp

@@ -8,12 +8,21 @@ import pytest
 
 from tests.support.backends import ok_script
 from tests.support.client import Client
+from tests.support.config import proxy_config
 
 pytestmark = pytest.mark.timeout(30)
 
 
-def test_idle_keepalive_connection_closed_after_idle_timeout(proxy_for):
-    proxy, _ = proxy_for(ok_script(), limits={"idle_timeout": "1s", "header_timeout": "5s"})
+@pytest.fixture(scope="module")
+def short_timeouts(module_stack):
+    make_backend, start_proxy = module_stack
+    backend = make_backend(ok_script(), name="ok")
+    return start_proxy(config=proxy_config(
+        backend, limits={"idle_timeout": "1s", "header_timeout": "1s"}))
+
+
+def test_idle_keepalive_connection_closed_after_idle_timeout(short_timeouts):
+    proxy = short_timeouts
     with Client(proxy.port, timeout=5) as c:
         assert c.request("GET", "/first").status == 200
         time.sleep(0.4)
@@ -25,10 +34,10 @@ def test_idle_keepalive_connection_closed_after_idle_timeout(proxy_for):
     assert elapsed >= 0.7, f"idle connection closed after {elapsed:.2f}s, before idle_timeout: 1s"
 
 
-def test_silent_new_connection_is_closed(proxy_for):
+def test_silent_new_connection_is_closed(short_timeouts):
     """A connection that never sends a byte does not stay open forever: it is closed (with a
     408 or silently) once idle_timeout/header_timeout (both 1s here) has passed."""
-    proxy, _ = proxy_for(ok_script(), limits={"idle_timeout": "1s", "header_timeout": "1s"})
+    proxy = short_timeouts
     with Client(proxy.port, timeout=5) as c:
         started = time.monotonic()
         data = c.read_to_eof(timeout=3.5)

@@ -13,43 +13,62 @@ from tests.support.backends import (
     silent_script,
 )
 from tests.support.client import Client, get, refusing_port
+from tests.support.config import prefix_routes, proxy_config
 
 pytestmark = pytest.mark.timeout(30)
 
 
-def test_refused_upstream_gives_502(start_proxy):
-    sock = refusing_port()
-    try:
-        proxy = start_proxy(f"http://127.0.0.1:{sock.getsockname()[1]}")
-        started = time.monotonic()
-        resp = get(proxy.port, "/refused", timeout=5)
-        assert resp.status == 502, resp
-        assert time.monotonic() - started < 3
-        assert resp.raw_head.startswith(b"HTTP/1.1 502"), resp
-    finally:
-        sock.close()
+@pytest.fixture(scope="module")
+def failing(module_stack):
+    """One proxy; each path prefix leads to an upstream that fails in its own way."""
+    make_backend, start_proxy = module_stack
+    refusing = refusing_port()  # bound, not listening: connects are refused
+    upstreams = {
+        "refused": f"http://127.0.0.1:{refusing.getsockname()[1]}",
+        "silent": {"servers": [make_backend(silent_script(), name="silent")],
+                   "timeouts": {"response_header": "1s"}},
+        "garbage": make_backend(garbage_script(b"\x00\x01garbage that is not HTTP\r\n\r\n"),
+                                name="garbage"),
+        "cut-length": make_backend(early_close_length_script(declared=1000, sent=100),
+                                   name="cut-length"),
+        "cut-chunked": make_backend(early_close_chunked_script(), name="cut-chunked"),
+    }
+    proxy = start_proxy(config=proxy_config(
+        upstreams, routes=prefix_routes({f"/{name}/": name for name in upstreams}),
+        limits={"shutdown_timeout": "2s"}))
+    yield proxy, upstreams
+    refusing.close()
 
 
-def test_silent_backend_gives_504_after_response_header_timeout(proxy_for):
-    proxy, backend = proxy_for(silent_script(), timeouts={"response_header": "1s"})
+def test_refused_upstream_gives_502(failing):
+    proxy, _ = failing
     started = time.monotonic()
-    resp = get(proxy.port, "/silent", timeout=6)
+    resp = get(proxy.port, "/refused/x", timeout=5)
+    assert resp.status == 502, resp
+    assert time.monotonic() - started < 3
+    assert resp.raw_head.startswith(b"HTTP/1.1 502"), resp
+
+
+def test_silent_backend_gives_504_after_response_header_timeout(failing):
+    proxy, upstreams = failing
+    started = time.monotonic()
+    resp = get(proxy.port, "/silent/x", timeout=6)
     elapsed = time.monotonic() - started
     assert resp.status == 504, resp
     assert 0.8 <= elapsed <= 3.0, f"504 after {elapsed:.2f}s with response_header: 1s"
-    assert backend.find("/silent")
+    assert upstreams["silent"]["servers"][0].find("/silent/x")
 
 
-def test_garbage_response_gives_502(proxy_for):
-    proxy, _ = proxy_for(garbage_script(b"\x00\x01garbage that is not HTTP\r\n\r\n"))
-    resp = get(proxy.port, "/garbage", timeout=5)
+def test_garbage_response_gives_502(failing):
+    proxy, _ = failing
+    resp = get(proxy.port, "/garbage/x", timeout=5)
     assert resp.status == 502, resp
 
 
-def test_backend_dies_mid_content_length_body(proxy_for):
-    proxy, _ = proxy_for(early_close_length_script(declared=1000, sent=100))
+def test_backend_dies_mid_content_length_body(failing):
+    proxy, _ = failing
     with Client(proxy.port, timeout=5) as c:
-        c.send(b"GET /truncated HTTP/1.1\r\nHost: test.local\r\n\r\n")
+        c.send(b"GET /cut-length/x HTTP/1.1\r\nHost: test.local\r\n\r\n")
         resp = c.read_response(allow_incomplete=True)
         assert resp.status == 200, resp
         assert resp.header("content-length") == "1000", resp
@@ -59,10 +78,10 @@ def test_backend_dies_mid_content_length_body(proxy_for):
         assert c.wait_closed(1.0)
 
 
-def test_backend_dies_mid_chunked_body(proxy_for):
-    proxy, _ = proxy_for(early_close_chunked_script())
+def test_backend_dies_mid_chunked_body(failing):
+    proxy, _ = failing
     with Client(proxy.port, timeout=5) as c:
-        c.send(b"GET /truncated-chunked HTTP/1.1\r\nHost: test.local\r\n\r\n")
+        c.send(b"GET /cut-chunked/x HTTP/1.1\r\nHost: test.local\r\n\r\n")
         head = c.read_message(method="HEAD")  # the head alone
         assert head.status == 200, head
         assert head.framing_of_body() == "chunked", (

@@ -71,11 +71,17 @@ class Conn:
         self.reader = Reader(sock, log=self.received)
         self.closed = False
         self.requests: list[Request] = []
+        self.current: Head | None = None
 
     # -- reading ---------------------------------------------------------------------------
     def read_request(self, timeout: float = SCRIPT_TIMEOUT, keep_body: bool = True,
-                     body: bool = True, on_data=None) -> Request | None:
-        """Next request, body included (unless body=False). None if the peer closed first."""
+                     body: bool = True, on_data=None,
+                     expect_continue: bool = True) -> Request | None:
+        """Next request, body included (unless body=False). None if the peer closed first.
+
+        Like a real server, answers `Expect: 100-continue` with an interim 100 before
+        reading the body (unless expect_continue=False). `self.current` is the head being
+        read, so an `on_data` callback can tell which request its bytes belong to."""
         try:
             head = read_head(self.reader, timeout=timeout, what="request head")
         except PeerClosed as exc:
@@ -84,6 +90,11 @@ class Conn:
             raise
         method, target, version = head.start_line.decode("latin-1").split(" ", 2)
         framing, length = body_framing(head)
+        self.current = head
+        if (body and expect_continue and framing != "none"
+                and b"100-continue" in (head.get("expect") or b"").lower()):
+            self.backend.event("expect-seen").set()
+            self.send(b"HTTP/1.1 100 Continue\r\n\r\n")
         digest = hashlib.sha256()
         parts: list[bytes] = []
         total = 0

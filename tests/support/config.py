@@ -26,16 +26,21 @@ def _url(server: Any) -> str:
 def proxy_config(upstreams: dict[str, Any] | Any, routes: list[dict] | None = None,
                  limits: dict[str, Any] | None = None,
                  timeouts: dict[str, str] | None = None) -> dict[str, Any]:
-    """A config dict. `upstreams`: one server (backend or URL), or {name: server or [servers]}.
-    Without `routes`, everything goes to the first upstream."""
+    """A config dict. `upstreams`: one server (backend or URL), or {name: server, [servers]
+    or {"servers": [...], "timeouts": {...}}}. Without `routes`, everything goes to the
+    first upstream."""
     if not isinstance(upstreams, dict):
         upstreams = {"default": upstreams}
     ups = {}
-    for name, servers in upstreams.items():
+    for name, spec in upstreams.items():
+        if isinstance(spec, dict):  # {"servers": [...], "timeouts": {...}}: per-upstream
+            servers, own = spec["servers"], spec.get("timeouts", {})
+        else:
+            servers, own = spec, {}
         if not isinstance(servers, list | tuple):
             servers = [servers]
         ups[name] = {"servers": [_url(s) for s in servers],
-                     "timeouts": {**FAST_TIMEOUTS, **(timeouts or {})}}
+                     "timeouts": {**FAST_TIMEOUTS, **(timeouts or {}), **own}}
     if routes is None:
         routes = [{"match": {"path_prefix": "/"}, "upstream": next(iter(ups))}]
     return {
@@ -50,3 +55,12 @@ def write_config(path: Path, config: dict[str, Any] | str) -> Path:
     text = config if isinstance(config, str) else yaml.safe_dump(config, sort_keys=False)
     path.write_text(text)
     return path
+
+
+def prefix_routes(prefixes: dict[str, str], default: str | None = None) -> list[dict[str, Any]]:
+    """Routes by path prefix, {"/pool/": "pool", ...}, plus an optional catch-all."""
+    routes: list[dict[str, Any]] = [{"match": {"path_prefix": prefix}, "upstream": name}
+                                    for prefix, name in prefixes.items()]
+    if default:
+        routes.append({"match": {"path_prefix": "/"}, "upstream": default})
+    return routes

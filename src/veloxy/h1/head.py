@@ -1,12 +1,29 @@
 """Parsed message heads: plain data handed from the parser to the connection's application.
 
-Headers are kept as (name, value) byte pairs in arrival order with their original case,
-minus the hop-by-hop fields (h1/rules.py), which are summarised in typed attributes instead.
+Header fields are kept in arrival order with their original case, minus the hop-by-hop
+fields (h1/rules.py), which are summarised in typed attributes instead. They are stored
+flat, already in wire form: `fields` is [name, b": ", value, b"\r\n", name, ...], so that
+forwarding a head is one `b"".join`. Formatting pairs (`b"%s: %s\r\n" % pair`) cost about
+0.35 µs per header; the join costs a tenth of that. `headers` gives (name, value) pairs
+for the slow paths (route matching on a header, tests).
 """
 
 from __future__ import annotations
 
 Headers = list[tuple[bytes, bytes]]
+SEP = b": "
+CRLF = b"\r\n"
+
+
+def pairs(fields: list[bytes]) -> Headers:
+    return list(zip(fields[0::4], fields[2::4], strict=True))
+
+
+def flatten(headers: Headers) -> list[bytes]:
+    fields: list[bytes] = []
+    for name, value in headers:
+        fields += (name, SEP, value, CRLF)
+    return fields
 
 
 class RequestHead:
@@ -15,8 +32,8 @@ class RequestHead:
         "close",
         "content_length",
         "expect_continue",
+        "fields",
         "forwarded_for",
-        "headers",
         "host",
         "method",
         "target",
@@ -28,7 +45,7 @@ class RequestHead:
         self.method: bytes = b""
         self.target: bytes = b""
         self.version: str = "1.1"
-        self.headers: Headers = []
+        self.fields: list[bytes] = []
         self.host: bytes | None = None
         self.content_length: int | None = None
         self.chunked: bool = False
@@ -45,11 +62,16 @@ class RequestHead:
     def has_body(self) -> bool:
         return self.chunked or bool(self.content_length)
 
+    @property
+    def headers(self) -> Headers:
+        return pairs(self.fields)
+
     def header(self, name: bytes) -> bytes | None:
         """First value of an end-to-end header, by lowercase name (slow path: a scan)."""
-        for key, value in self.headers:
-            if key.lower() == name:
-                return value
+        fields = self.fields
+        for i in range(0, len(fields), 4):
+            if fields[i].lower() == name:
+                return fields[i + 2]
         return None
 
     def __repr__(self) -> str:
@@ -57,18 +79,22 @@ class RequestHead:
 
 
 class ResponseHead:
-    __slots__ = ("chunked", "close", "content_length", "headers", "reason", "status", "upgrade",
+    __slots__ = ("chunked", "close", "content_length", "fields", "reason", "status", "upgrade",
                  "version")
 
     def __init__(self) -> None:
         self.status: int = 0
         self.reason: bytes = b""
         self.version: str = "1.1"
-        self.headers: Headers = []
+        self.fields: list[bytes] = []
         self.content_length: int | None = None
         self.chunked: bool = False
         self.close: bool = False
         self.upgrade: bytes | None = None
+
+    @property
+    def headers(self) -> Headers:
+        return pairs(self.fields)
 
     def __repr__(self) -> str:
         return f"<ResponseHead {self.status}>"

@@ -26,7 +26,7 @@ from veloxy.errors import (
     UriTooLong,
 )
 from veloxy.h1 import rules
-from veloxy.h1.head import RequestHead, ResponseHead
+from veloxy.h1.head import CRLF, SEP, RequestHead, ResponseHead, flatten
 
 
 class RequestHandler(Protocol):
@@ -167,15 +167,15 @@ class RequestParser:
             raise HeaderFieldsTooLarge("request header fields too large")
         role = rules.REQUEST_ROLES.get(name.lower())
         if role is None:
-            head.headers.append((name, value))
+            head.fields += (name, SEP, value, CRLF)
         elif role == rules.HOST:
             if head.host is not None:
                 raise BadRequest("duplicate Host header")  # RFC 9112 §3.2
             head.host = value
-            head.headers.append((name, value))
+            head.fields += (name, SEP, value, CRLF)
         elif role == rules.CONTENT_LENGTH:
             head.content_length = int(value)  # digits only: llhttp checked
-            head.headers.append((name, value))
+            head.fields += (name, SEP, value, CRLF)
         elif role == rules.TRANSFER_ENCODING:
             if value.strip().lower() != b"chunked":
                 raise NotImplementedByProxy("only the chunked transfer coding is supported")
@@ -190,7 +190,7 @@ class RequestParser:
             head.upgrade = value
         elif role == rules.EXPECT:
             head.expect_continue = value.strip().lower() == b"100-continue"
-            head.headers.append((name, value))
+            head.fields += (name, SEP, value, CRLF)
         elif role == rules.FORWARDED_FOR:
             head.forwarded_for = value if head.forwarded_for is None else (
                 head.forwarded_for + b", " + value)
@@ -215,7 +215,7 @@ class RequestParser:
         if self._connection_names is not None:
             names = set(self._connection_names)
             self._connection_names = None
-            head.headers = [(n, v) for n, v in head.headers if n.lower() not in names]
+            head.fields = flatten([(n, v) for n, v in head.headers if n.lower() not in names])
         limit = self._max_body_bytes
         if limit is not None and head.content_length is not None and head.content_length > limit:
             raise PayloadTooLarge("request body too large")
@@ -307,10 +307,10 @@ class ResponseParser:
             return  # trailer field: dropped, we re-frame the body ourselves
         role = rules.RESPONSE_ROLES.get(name.lower())
         if role is None:
-            head.headers.append((name, value))
+            head.fields += (name, SEP, value, CRLF)
         elif role == rules.CONTENT_LENGTH:
             head.content_length = int(value)
-            head.headers.append((name, value))
+            head.fields += (name, SEP, value, CRLF)
         elif role == rules.TRANSFER_ENCODING:
             head.chunked = value.strip().lower().endswith(b"chunked")
         elif role == rules.CONNECTION:
@@ -330,7 +330,7 @@ class ResponseParser:
         if self._connection_names is not None:
             names = set(self._connection_names)
             self._connection_names = None
-            head.headers = [(n, v) for n, v in head.headers if n.lower() not in names]
+            head.fields = flatten([(n, v) for n, v in head.headers if n.lower() not in names])
         parser = self._parser
         status = parser.get_status_code()
         head.status = status

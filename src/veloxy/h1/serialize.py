@@ -27,6 +27,7 @@ def status_line(status: int, reason: bytes = b"") -> bytes:
 
 
 def encode_headers(headers: Headers) -> bytes:
+    """Pairs to wire form (slow path; heads from the parser carry `fields` ready to join)."""
     return b"".join([b"%s: %s\r\n" % pair for pair in headers])
 
 

@@ -35,7 +35,7 @@ examples:
   veloxy bench http://127.0.0.1:8080/ -c 64 -d 10s --latency
   veloxy bench http://127.0.0.1:8080/ -R 5000 -d 30s --json run.json --hdr-log run.hlog
   veloxy bench http://127.0.0.1:8080/ --baseline run.json --fail-on-regression 5
-  veloxy bench http://127.0.0.1:8080/api -m POST --body payload.json -H "Content-Type: application/json"
+  veloxy bench http://127.0.0.1:8080/api --body req.json -H "Content-Type: application/json"
 
 exit status: 0 done, 1 regression (or the generator failed), 2 bad input, 130 interrupted.
 The --json format is documented in src/veloxy/loadgen/result.schema.json.

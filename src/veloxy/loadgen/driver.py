@@ -113,9 +113,24 @@ class WorkerHooks:
 class BaseDriver:
     """State shared by both drivers; the ResponseSink methods nobody on the fast path needs."""
 
-    __slots__ = ("busy", "conn", "ctx", "done", "ended_at", "head_request", "hooks", "record",
-                 "request", "running", "script", "sent_at", "tally", "waiter", "_body",
-                 "_head")
+    __slots__ = (
+        "_body",
+        "_head",
+        "busy",
+        "conn",
+        "ctx",
+        "done",
+        "ended_at",
+        "head_request",
+        "hooks",
+        "record",
+        "request",
+        "running",
+        "script",
+        "sent_at",
+        "tally",
+        "waiter",
+    )
 
     def __init__(self, request: bytes, head_request: bool, record: Callable[[int], None],
                  tally: Tally, hooks: WorkerHooks, script: Script | None = None,

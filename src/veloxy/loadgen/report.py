@@ -63,7 +63,7 @@ def format_count(n: float) -> str:
     return f"{n / 1_000_000:.2f}M"
 
 
-# -- JSON -------------------------------------------------------------------------------------------
+# -- JSON -----------------------------------------------------------------------------------------
 
 
 def latency_json(hist: HdrHistogram) -> dict[str, Any]:
@@ -99,9 +99,10 @@ def document(outcome: BenchOutcome, comparison: dict[str, Any] | None = None) ->
         "version": 1,
         "tool": {"name": "veloxy bench", "version": __version__,
                  "loop": outcome.loop or "uvloop", "python": platform.python_version()},
-        "started_at": started.strftime("%Y-%m-%dT%H:%M:%S.") + f"{started.microsecond // 1000:03d}Z",
+        "started_at": started.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
         "settings": s.describe(),
         "duration_s": round(elapsed, 6),
+        "drain_s": round(outcome.drain_s, 6),
         "interrupted": outcome.interrupted,
         "requests": {"sent": outcome.total("sent"), "completed": completed, "failed": failed,
                      "abandoned": outcome.total("abandoned"),
@@ -138,7 +139,7 @@ def write_json(path: str, doc: dict[str, Any]) -> None:
         out.write("\n")
 
 
-# -- baseline ---------------------------------------------------------------------------------------
+# -- baseline -------------------------------------------------------------------------------------
 
 
 def load_baseline(path: str) -> dict[str, Any]:
@@ -193,7 +194,7 @@ def compare(baseline: dict[str, Any], current: dict[str, Any], path: str,
             "regressions": regressions}
 
 
-# -- text -------------------------------------------------------------------------------------------
+# -- text -----------------------------------------------------------------------------------------
 
 
 def _stats_row(label: str, lat: dict[str, Any]) -> str:

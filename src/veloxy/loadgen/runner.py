@@ -81,7 +81,13 @@ class BenchOutcome:
 
     @property
     def elapsed_s(self) -> float:
+        """The measured window (the longest over the workers): requests/s are per second of
+        it. Answers drained after it count, since their requests were sent in it."""
         return max((w.elapsed_s for w in self.workers), default=0.0)
+
+    @property
+    def drain_s(self) -> float:
+        return max((w.drain_s for w in self.workers), default=0.0)
 
     def total(self, name: str) -> int:
         return sum(getattr(w, name) for w in self.workers)
@@ -112,7 +118,8 @@ class BenchOutcome:
 
     @property
     def cpu_shares(self) -> list[float]:
-        return [w.cpu_s / w.elapsed_s if w.elapsed_s > 0 else 0.0 for w in self.workers]
+        return [w.cpu_s / (w.elapsed_s + w.drain_s) if w.elapsed_s > 0 else 0.0
+                for w in self.workers]
 
     def warnings(self) -> list[str]:
         """Why the result may not be trusted (empty when it may)."""

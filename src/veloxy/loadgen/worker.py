@@ -81,7 +81,8 @@ class WorkerPlan:
 @dataclass
 class WorkerResult:
     index: int
-    elapsed_s: float = 0.0
+    elapsed_s: float = 0.0  # the measured window: requests were started during it
+    drain_s: float = 0.0  # then waiting for the answers still in flight
     cpu_s: float = 0.0
     sent: int = 0
     completed: int = 0
@@ -239,7 +240,8 @@ class Worker(WorkerHooks):
         open_loop = self.open_loop
         return WorkerResult(
             index=self.plan.index,
-            elapsed_s=(self._end - self._measure_t0) / 1e9,
+            elapsed_s=(self._measure_end - self._measure_t0) / 1e9,
+            drain_s=(self._end - self._measure_end) / 1e9,
             cpu_s=self._cpu,
             sent=t.sent,
             completed=self.completed,

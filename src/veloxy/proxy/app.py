@@ -33,8 +33,7 @@ class ProxyApp:
         were dropped by the parser). Framing is ours too: Content-Length passes through,
         a chunked body is re-chunked, and Connection is only sent to ask for an upgrade.
         """
-        parts = [head.method, b" ", target, b" HTTP/1.1\r\n"]
-        parts.extend([b"%s: %s\r\n" % pair for pair in head.headers])
+        parts = [head.method, b" ", target, b" HTTP/1.1\r\n", *head.fields]
         if head.forwarded_for is None:
             forwarding = self._forwarding_cache.get(client_ip)
             if forwarding is None:

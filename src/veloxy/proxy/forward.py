@@ -35,7 +35,7 @@ from veloxy.errors import (
     UpstreamResetError,
 )
 from veloxy.h1 import rules
-from veloxy.h1.serialize import LAST_CHUNK, chunk, encode_headers, error_response, status_line
+from veloxy.h1.serialize import LAST_CHUNK, chunk, error_response, status_line
 
 if TYPE_CHECKING:
     from veloxy.h1.head import RequestHead, ResponseHead
@@ -234,7 +234,7 @@ class ProxyExchange:
         # client waits for after `Expect: 100-continue`.
         if self.head.version == "1.1":
             self._out.append(status_line(head.status, head.reason)
-                             + encode_headers(head.headers) + b"\r\n")
+                             + b"".join(head.fields) + b"\r\n")
 
     def on_response_head(self, head: ResponseHead) -> None:
         self.response_started = True
@@ -245,11 +245,11 @@ class ProxyExchange:
                 return
             self._tunnel = True
             self._out.append(
-                status_line(101) + encode_headers(head.headers)
+                status_line(101) + b"".join(head.fields)
                 + b"Connection: Upgrade\r\nUpgrade: " + head.upgrade + b"\r\n\r\n"
             )
             return
-        parts = [status_line(head.status, head.reason), encode_headers(head.headers)]
+        parts = [status_line(head.status, head.reason), *head.fields]
         close = head.close and head.content_length is None and not head.chunked
         if (self._head_request or rules.status_has_no_body(head.status)
                 or head.content_length is not None):
