@@ -15,9 +15,11 @@ saturation   `wrk -t2 -c64 -d D --latency` vs `veloxy bench -p 2 -c 64 -d D --la
              requests/s, p50, p99, and the CPU the generator used (getrusage of the children).
 fixed rate   at `--rate-share` (default 50%) of veloxy's median saturated rate, so that both
              can hold it: `veloxy bench -R RATE` (open loop) vs wrk paced by a Lua `delay()`
-             of 64/RATE seconds per request on each connection (Debian's wrk has no -R; the
-             pacing is closed-loop with think time, so wrk's achieved rate is a little lower).
-             p50 of both; veloxy's corrected and uncorrected p50 are shown.
+             (Debian's wrk has no -R): a think time of 64/RATE s before each request on each
+             connection, fixed ("wrk paced") or uniform in [0, 2 x 64/RATE] ("wrk random").
+             This is closed loop with think time, so wrk's achieved rate is a little lower, and
+             how the think time is drawn moves wrk's own p50 a lot (see docs/BENCHMARKS.md):
+             both are shown. p50 of all; veloxy's corrected and uncorrected p50.
 
 Usage (from the repository root, wrk and nginx installed)::
 
@@ -160,12 +162,13 @@ def parse_wrk(out: str) -> dict[str, float]:
 
 
 def run_wrk(url: str, connections: int, threads: int, duration: float,
-            delay_ms: int | None = None) -> dict[str, float]:
+            delay_ms: int | None = None, random_delay: bool = False) -> dict[str, float]:
     argv = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration:g}s", "--latency"]
     script = None
     if delay_ms is not None:
+        think = f"math.random(0, {2 * delay_ms})" if random_delay else str(delay_ms)
         with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
-            f.write(f"function delay()\n  return {delay_ms}\nend\n")
+            f.write(f"function delay()\n  return {think}\nend\n")
         script = f.name
         argv += ["-s", script]
     try:
@@ -252,7 +255,7 @@ def main() -> int:
     results: dict[str, Any] = {"started": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
                                "machine": machine(), "tools": tool_versions(),
                                "settings": vars(args), "saturation": {"wrk": [], "veloxy": []},
-                               "fixed_rate": {"wrk": [], "veloxy": []}}
+                               "fixed_rate": {"wrk": [], "wrk_random": [], "veloxy": []}}
     try:
         run_wrk(nginx.url, c, t, 1.0)  # warm nginx and the page cache
         sat = results["saturation"]
@@ -268,11 +271,14 @@ def main() -> int:
         results["wrk_delay_ms"] = delay_ms
         fixed = results["fixed_rate"]
         for rep in range(args.reps):
-            order = ("wrk", "veloxy") if rep % 2 == 0 else ("veloxy", "wrk")
-            for tool in order:
+            order = ["wrk", "wrk_random", "veloxy"]
+            for tool in order if rep % 2 == 0 else order[::-1]:
                 log(f"fixed rate {rate:.0f}/s rep {rep + 1}/{args.reps}: {tool}")
-                fixed[tool].append(run_wrk(nginx.url, c, t, d, delay_ms) if tool == "wrk"
-                                   else run_veloxy(nginx.url, c, t, d, rate))
+                if tool == "veloxy":
+                    fixed[tool].append(run_veloxy(nginx.url, c, t, d, rate))
+                else:
+                    fixed[tool].append(run_wrk(nginx.url, c, t, d, delay_ms,
+                                               random_delay=tool == "wrk_random"))
     finally:
         nginx.stop()
 
@@ -312,17 +318,26 @@ def markdown(r: dict[str, Any], args: argparse.Namespace) -> str:
         "",
         f"**Fixed rate {r['rate']:,.0f} req/s** ({args.rate_share:.0%} of veloxy's saturated "
         f"rate): `veloxy bench -R {r['rate']:.0f}` vs wrk paced by a Lua `delay()` of "
-        f"{r['wrk_delay_ms']} ms per request and connection",
+        f"{r['wrk_delay_ms']} ms per request and connection (fixed, or uniform in "
+        f"[0, {2 * r['wrk_delay_ms']}] ms)",
         "",
         "| tool | achieved req/s | p50 | p99 |",
         "|---|---:|---:|---:|",
-        f"| wrk (paced) | {median(fixed['wrk'], 'requests_per_s'):,.0f} | {fmt_us(w50)} | "
-        f"{fmt_us(median(fixed['wrk'], 'p99_us'))} |",
+        f"| wrk paced (fixed think time) | {median(fixed['wrk'], 'requests_per_s'):,.0f} | "
+        f"{fmt_us(w50)} | {fmt_us(median(fixed['wrk'], 'p99_us'))} |",
+        f"| wrk random (uniform think time) | "
+        f"{median(fixed['wrk_random'], 'requests_per_s'):,.0f} | "
+        f"{fmt_us(median(fixed['wrk_random'], 'p50_us'))} | "
+        f"{fmt_us(median(fixed['wrk_random'], 'p99_us'))} |",
         f"| veloxy bench -R (corrected) | {median(fixed['veloxy'], 'requests_per_s'):,.0f} | "
         f"{fmt_us(v50)} | {fmt_us(median(fixed['veloxy'], 'p99_us'))} |",
         f"| veloxy bench -R (uncorrected) | | {fmt_us(v50u)} | |",
         "",
-        f"p50 veloxy / wrk: **{100 * v50 / w50:.0f}%** (target within 80-120%).",
+        f"p50 veloxy / wrk paced: **{100 * v50 / w50:.0f}%**; veloxy / wrk random: "
+        f"**{100 * v50 / median(fixed['wrk_random'], 'p50_us'):.0f}%**; at saturation "
+        f"(nginx-bound, both at the same rate): "
+        f"**{100 * median(sat['veloxy'], 'p50_us') / median(sat['wrk'], 'p50_us'):.0f}%** "
+        "(target within 80-120%).",
     ]
     warnings = sorted({w for row in sat["veloxy"] + fixed["veloxy"] for w in row["warnings"]})
     if warnings:

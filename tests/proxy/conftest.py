@@ -142,9 +142,10 @@ def proxy_for(start_proxy, make_backend) -> Callable[..., tuple[VeloxyProcess, S
     return make
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def origin(veloxy_loop: str) -> Iterator[VeloxyProcess]:
-    """The built-in backend, `veloxy origin --listen 127.0.0.1:0`, on the same loop."""
+    """The built-in backend, `veloxy origin --listen 127.0.0.1:0`, on the same loop (one
+    per module and loop; it is stateless)."""
     proc = VeloxyProcess(["origin", "--listen", "127.0.0.1:0"], veloxy_loop,
                          ready_prefix="veloxy origin listening on")
     try:

@@ -20,8 +20,9 @@ pytestmark = pytest.mark.timeout(60)
 MiB = 1 << 20
 
 
-@pytest.fixture
-def via_proxy(origin, start_proxy):
+@pytest.fixture(scope="module")
+def via_proxy(origin, module_stack):
+    _, start_proxy = module_stack
     return start_proxy(f"http://127.0.0.1:{origin.port}")
 
 
@@ -80,15 +81,14 @@ def test_origin_large_body_streams_through_proxy(via_proxy):
     assert growth < 24 * 1024, f"proxy RSS grew by {growth} KiB relaying 64 MiB"
 
 
-def test_event_loop_selection_is_honoured(start_proxy, make_backend, veloxy_loop):
+def test_event_loop_selection_is_honoured(via_proxy, origin, veloxy_loop):
     """VELOXY_LOOP=uvloop loads uvloop into the serving process; =asyncio does not."""
-    from tests.support.backends import ok_script
-
-    proxy = start_proxy(make_backend(ok_script()))
-    with Client(proxy.port) as c:
-        assert c.request("GET", "/loop").status == 200
-    maps = "".join(loaded_libraries(pid) for pid in proxy.tree())
-    if veloxy_loop == "uvloop":
-        assert "uvloop" in maps, "VELOXY_LOOP=uvloop but uvloop is not loaded in the proxy"
-    else:
-        assert "uvloop" not in maps, "VELOXY_LOOP=asyncio but the proxy loaded uvloop"
+    with Client(via_proxy.port) as c:
+        assert c.request("GET", "/loop?size=1").status == 200
+    for proc in (via_proxy, origin):
+        maps = "".join(loaded_libraries(pid) for pid in proc.tree())
+        name = " ".join(proc.args[:1])
+        if veloxy_loop == "uvloop":
+            assert "uvloop" in maps, f"VELOXY_LOOP=uvloop but `veloxy {name}` did not load uvloop"
+        else:
+            assert "uvloop" not in maps, f"VELOXY_LOOP=asyncio but `veloxy {name}` loaded uvloop"

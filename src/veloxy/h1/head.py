@@ -27,36 +27,27 @@ def flatten(headers: Headers) -> list[bytes]:
 
 
 class RequestHead:
-    __slots__ = (
-        "chunked",
-        "close",
-        "content_length",
-        "expect_continue",
-        "fields",
-        "forwarded_for",
-        "host",
-        "method",
-        "target",
-        "upgrade",
-        "version",
-    )
+    """A request head. Attributes other than `fields` are class-level defaults that the
+    parser overrides only when the request says otherwise: most requests set three of
+    them, and every attribute store costs on the per-request path."""
+
+    method: bytes = b""
+    target: bytes = b""
+    version: str = "1.1"
+    host: bytes | None = None
+    content_length: int | None = None
+    chunked: bool = False
+    #: The client asked for the connection to end after this exchange (or is HTTP/1.0
+    #: without keep-alive).
+    close: bool = False
+    #: The protocol named in Upgrade when the request asks to switch (WebSocket).
+    upgrade: bytes | None = None
+    expect_continue: bool = False
+    #: The X-Forwarded-For value(s) the client sent, joined; ours is appended to it.
+    forwarded_for: bytes | None = None
 
     def __init__(self) -> None:
-        self.method: bytes = b""
-        self.target: bytes = b""
-        self.version: str = "1.1"
         self.fields: list[bytes] = []
-        self.host: bytes | None = None
-        self.content_length: int | None = None
-        self.chunked: bool = False
-        #: The client asked for the connection to end after this exchange (or is HTTP/1.0
-        #: without keep-alive).
-        self.close: bool = False
-        #: The protocol named in Upgrade when the request asks to switch (WebSocket).
-        self.upgrade: bytes | None = None
-        self.expect_continue: bool = False
-        #: The X-Forwarded-For value(s) the client sent, joined; ours is appended to it.
-        self.forwarded_for: bytes | None = None
 
     @property
     def has_body(self) -> bool:
@@ -79,18 +70,18 @@ class RequestHead:
 
 
 class ResponseHead:
-    __slots__ = ("chunked", "close", "content_length", "fields", "reason", "status", "upgrade",
-                 "version")
+    """A response head; defaults at class level as in RequestHead."""
+
+    status: int = 0
+    reason: bytes = b""
+    version: str = "1.1"
+    content_length: int | None = None
+    chunked: bool = False
+    close: bool = False
+    upgrade: bytes | None = None
 
     def __init__(self) -> None:
-        self.status: int = 0
-        self.reason: bytes = b""
-        self.version: str = "1.1"
         self.fields: list[bytes] = []
-        self.content_length: int | None = None
-        self.chunked: bool = False
-        self.close: bool = False
-        self.upgrade: bytes | None = None
 
     @property
     def headers(self) -> Headers:

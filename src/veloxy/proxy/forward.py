@@ -57,56 +57,35 @@ _KEEP_ALIVE = b"Connection: keep-alive\r\n"
 
 
 class ProxyExchange:
-    __slots__ = (
-        "_app",
-        "_attempts",
-        "_connect_task",
-        "_head_request",
-        "_out",
-        "_rechunk",
-        "_replay",
-        "_request_complete",
-        "_response_close",
-        "_response_done",
-        "_sent",
-        "_to_upstream",
-        "_to_upstream_size",
-        "_tunnel",
-        "_tunnel_eofs",
-        "down",
-        "group",
-        "head",
-        "response_started",
-        "server",
-        "up",
-        "upstream_head",
-    )
+    # State with a common default lives on the class: an exchange stores only what differs,
+    # which is most of the saving of a per-request object (docs/design.md, hot path).
+    up: ClientConnection | None = None
+    server: Server | None = None
+    group: Group | None = None
+    response_started = False
+    upstream_head = b""
+    _request_complete = False
+    _response_done = False
+    _response_close = False
+    _rechunk = False
+    _tunnel = False
+    _tunnel_eofs = 0
+    _sent = False
+    _attempts = 0
+    _to_upstream_size = 0
+    _connect_task: asyncio.Task[None] | None = None
 
     def __init__(self, app: ProxyApp, down: ServerConnection, head: RequestHead) -> None:
         self._app = app
         self.down = down
         self.head = head
-        self.up: ClientConnection | None = None
-        self.server: Server | None = None
-        self.group: Group | None = None
-        self.response_started = False
         self._head_request = head.method == b"HEAD"
-        self._request_complete = False
-        self._response_done = False
-        self._response_close = False
-        self._rechunk = False
-        self._tunnel = False
-        self._tunnel_eofs = 0
-        self._sent = False
-        self._attempts = 0
         self._out: list[bytes] = []
         self._to_upstream: list[bytes] = []
-        self._to_upstream_size = 0
+        # A request is kept for a retry only while it may be replayed (RFC 9110 §9.2.2).
         self._replay: list[bytes] | None = (
             [] if head.method in rules.IDEMPOTENT_METHODS else None
         )
-        self._connect_task: asyncio.Task[None] | None = None
-        self.upstream_head = b""
 
     # -- phase 1: route and pick --------------------------------------------------------------
 

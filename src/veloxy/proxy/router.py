@@ -36,6 +36,11 @@ class CompiledRoute:
         self.headers = tuple((n.encode("latin-1"), v.encode("latin-1"))
                              for n, v in match.headers)
 
+    @property
+    def matches_everything(self) -> bool:
+        return (self.prefix == b"/" and self.methods is None and self.exact_host is None
+                and self.host_suffix is None and not self.headers)
+
     def matches(self, head: RequestHead, host: bytes | None) -> bool:
         if self.methods is not None and head.method not in self.methods:
             return False
@@ -45,7 +50,9 @@ class CompiledRoute:
             return False
         if self.host_suffix is not None and (host is None or not host.endswith(self.host_suffix)):
             return False
-        return all(head.header(name) == value for name, value in self.headers)
+        if self.headers:
+            return all(head.header(name) == value for name, value in self.headers)
+        return True
 
     def rewrite(self, target: bytes) -> bytes:
         """The upstream request target: the prefix removed when strip_prefix is set."""
@@ -63,8 +70,13 @@ class Router:
         self._needs_host = any(
             r.exact_host is not None or r.host_suffix is not None for r in self.routes
         )
+        first = self.routes[0] if self.routes else None
+        #: The first route takes every request (the common single-route set-up).
+        self._catch_all = first if first is not None and first.matches_everything else None
 
     def match(self, head: RequestHead) -> CompiledRoute | None:
+        if self._catch_all is not None:
+            return self._catch_all
         host = None
         if self._needs_host and head.host is not None:
             host = head.host.lower()
