@@ -8,7 +8,8 @@ import threading
 import time
 
 from tests.loadgen.conftest import Backends, ok
-from tests.support.backends import Conn, Request, response
+from tests.support.backends import Conn, Request, ScriptedBackend, response
+from tests.support.wire import PeerTimeout
 from tests.support.proc import VeloxyProcess
 from veloxy.loadgen.report import document
 from veloxy.loadgen.runner import run_bench
@@ -77,3 +78,29 @@ def test_a_stall_shows_in_corrected_p99_not_in_uncorrected(backends: Backends) -
     assert doc["errors"]["total"] == 0
     # The backlog was sent at once after the stall, so the rate was still held overall.
     assert doc["rate"]["achieved"] >= 0.97 * 400.0
+
+
+def test_connections_the_server_closes_while_idle_are_replaced(backends: Backends) -> None:
+    """A server whose keep-alive timeout is shorter than the gap between two requests of a
+    connection: every request finds its connection closed, and none of them fails."""
+
+    def script(conn: Conn) -> None:
+        while True:
+            try:
+                req = conn.read_request(timeout=0.02)  # 20 ms keep-alive timeout
+            except PeerTimeout:
+                return  # idle too long: close
+            if req is None:
+                return
+            conn.send(response(200, b"ok"))
+
+    server = ScriptedBackend(script, name="short-keepalive")
+    backends.started.append(server)
+    rate, seconds = 40.0, 1.5  # 2 connections: 50 ms between two requests of one connection
+    outcome = run_bench(BenchSettings(url=server.url + "/", connections=2, duration=seconds,
+                                      processes=1, rate=rate, timeout=1.0))
+    doc = document(outcome)
+    assert doc["errors"]["total"] == 0, doc["errors"]
+    assert doc["requests"]["completed"] == len(server.requests)
+    assert abs(doc["requests"]["completed"] - rate * seconds) <= 3
+    assert server.accepted >= doc["requests"]["completed"] - 2  # reconnected for nearly all

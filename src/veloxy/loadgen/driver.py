@@ -189,6 +189,17 @@ class BaseDriver:
         waiter = self.waiter = loop.create_future()
         return waiter
 
+    def connection_closed(self, conn: ClientConnection) -> None:
+        """ClientConnection's on_closed: a connection closed while idle (the server's
+        keep-alive timeout, between two open-loop requests) must be replaced before the next
+        request, not discovered by a timeout. A busy one is reported by on_upstream_error."""
+        if conn is self.conn and not self.busy:
+            self.cancel_timer()
+            self.lost()
+
+    def cancel_timer(self) -> None:
+        pass
+
     def lost(self) -> None:
         """The connection cannot carry another request: wake the slot to open a new one."""
         self.conn = None
@@ -352,7 +363,11 @@ class OpenLoopDriver(BaseDriver):
 
     def _fire(self) -> None:
         self.timer = None
-        if not self.running or self.conn is None:
+        conn = self.conn
+        if not self.running or conn is None:
+            return
+        if not conn.usable:  # closed by the server while we waited
+            self.lost()
             return
         now = perf_counter_ns()
         lag = now - self.due
@@ -366,8 +381,11 @@ class OpenLoopDriver(BaseDriver):
         self.due = self.base + int(self.n * self.interval)
         self._write(self.conn)  # type: ignore[arg-type]
 
-    def stop(self) -> None:
+    def cancel_timer(self) -> None:
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
+
+    def stop(self) -> None:
+        self.cancel_timer()
         super().stop()

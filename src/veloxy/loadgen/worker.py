@@ -261,10 +261,11 @@ class Worker(WorkerHooks):
 
     # -- connections -------------------------------------------------------------------------------
 
-    async def _connect(self) -> BenchConnection | None:
+    async def _connect(self, d: BaseDriver) -> BenchConnection | None:
         try:
             conn = await BenchConnection.open(self.plan.connect_host, self.settings.target.port,
-                                              self.sweeper, self.timeouts)
+                                              self.sweeper, self.timeouts,
+                                              on_closed=d.connection_closed)
         except UpstreamConnectError:
             if self.phase != "connect":
                 self.tally.errors_connect += 1
@@ -274,13 +275,15 @@ class Worker(WorkerHooks):
 
     async def _slot(self, d: BaseDriver) -> None:
         """Open connections for one driver for the whole run (see driver.py for the timing)."""
-        conn = await self._connect()
+        conn = await self._connect(d)
         if conn is None:
             self._initial_failures += 1
         self._attempted += 1
         if self._attempted == len(self.drivers):
             self._connected.set()
         await self._started.wait()
+        if conn is not None and not conn.usable:  # closed by the server before the start
+            conn = None
         charge: int | None = None
         try:
             while d.running:
@@ -294,7 +297,7 @@ class Worker(WorkerHooks):
                         if not d.running:
                             break
                     started = perf_counter_ns()
-                    conn = await self._connect()
+                    conn = await self._connect(d)
                     if conn is None:
                         await asyncio.sleep(RECONNECT_PAUSE)
                         continue
