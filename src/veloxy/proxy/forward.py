@@ -73,6 +73,7 @@ class ProxyExchange:
     _sent = False
     _attempts = 0
     _to_upstream_size = 0
+    _replay_size = 0
     _connect_task: asyncio.Task[None] | None = None
 
     def __init__(self, app: ProxyApp, down: ServerConnection, head: RequestHead) -> None:
@@ -82,10 +83,10 @@ class ProxyExchange:
         self._head_request = head.method == b"HEAD"
         self._out: list[bytes] = []
         self._to_upstream: list[bytes] = []
-        # A request is kept for a retry only while it may be replayed (RFC 9110 §9.2.2).
-        self._replay: list[bytes] | None = (
-            [] if head.method in rules.IDEMPOTENT_METHODS else None
-        )
+        # An idempotent request may be replayed after a stale keep-alive connection failed
+        # (RFC 9110 §9.2.2); its body, if any, is kept for that while under REPLAY_LIMIT.
+        self._idempotent = head.method in rules.IDEMPOTENT_METHODS
+        self._replay: list[bytes] | None = [] if self._idempotent and head.has_body else None
 
     # -- phase 1: route and pick --------------------------------------------------------------
 
@@ -101,18 +102,18 @@ class ProxyExchange:
         self._to_upstream.append(self.upstream_head)
         self._connect(route.group.balancer.pick())
 
-    def _connect(self, server: Server) -> None:
+    def _connect(self, server: Server, *, fresh: bool = False) -> None:
         self.server = server
         self._attempts += 1
-        conn = server.pool.acquire_idle()
+        conn = None if fresh else server.pool.acquire_idle()
         if conn is not None:
             self.up = conn
             return  # the head goes out in flush(), with any body bytes of the same read
-        self._connect_task = asyncio.get_running_loop().create_task(self._open(server))
+        self._connect_task = asyncio.get_running_loop().create_task(self._open(server, fresh))
 
-    async def _open(self, server: Server) -> None:
+    async def _open(self, server: Server, fresh: bool) -> None:
         try:
-            conn = await server.pool.acquire()
+            conn = await server.pool.acquire(fresh=fresh)
         except UpstreamError as exc:
             self._connect_task = None
             self.on_upstream_error(exc, False)
@@ -154,7 +155,8 @@ class ProxyExchange:
             replay = self._replay
             if replay is not None:
                 replay.append(data)
-                if sum(map(len, replay)) > REPLAY_LIMIT:
+                self._replay_size += len(data)
+                if self._replay_size > REPLAY_LIMIT:
                     self._replay = None
             if not self._sent:
                 self._sent = True
@@ -181,11 +183,7 @@ class ProxyExchange:
             self._connect_task = None
         up, self.up = self.up, None
         if up is not None and self.server is not None:
-            if self._tunnel:
-                self.server.pool.in_use -= 1
-                up.close()
-            else:
-                self.server.pool.discard(up)
+            self.server.pool.discard(up, graceful=self._tunnel)
 
     def tunnel_data(self, data: bytes) -> None:
         """Client bytes after a 101 (WebSocket frames); b"" is the client's EOF."""
@@ -313,8 +311,8 @@ class ProxyExchange:
             # A reused connection the server closed as we sent on it (the keep-alive race):
             # safe only if the request can be replayed whole. One such retry is always
             # allowed, on top of `retries` (Go's transport does the same).
-            replayable = self._replay is not None and (
-                self._request_complete or not self.head.has_body
+            replayable = self._idempotent and (
+                not self.head.has_body or (self._request_complete and self._replay is not None)
             )
             return replayable and self._attempts <= group.retries + 1
         return False
@@ -324,12 +322,17 @@ class ProxyExchange:
         replay = self._replay
         self._to_upstream = [b"".join(replay)] if replay else [self.upstream_head]
         self._replay = [] if replay is not None else None
+        self._replay_size = 0
         self._sent = False
         assert self.group is not None
         server = self.server
         if isinstance(exc, UpstreamConnectError):
             server = self.group.balancer.pick(exclude=server)
-        self._connect(server)  # type: ignore[arg-type]
+            self._connect(server)  # type: ignore[arg-type]
+        else:
+            # A stale pooled connection: the others in the stack may be just as stale (the
+            # server restarted), so the retry opens a fresh one.
+            self._connect(server, fresh=True)  # type: ignore[arg-type]
         if self.up is not None:
             self.flush()
 
@@ -361,8 +364,8 @@ class ProxyExchange:
     def _close_tunnel(self) -> None:
         up, self.up = self.up, None
         if up is not None and self.server is not None:
-            self.server.pool.in_use -= 1
-            up.close()  # not abort: bytes still buffered must reach the upstream
+            # close, not abort: bytes still buffered must reach the upstream
+            self.server.pool.discard(up, graceful=True)
         self.down.close()
 
 

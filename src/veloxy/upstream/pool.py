@@ -81,15 +81,21 @@ class ConnectionPool:
             conn.close()
         return None
 
-    async def acquire(self) -> ClientConnection:
-        """An idle connection, a new one, or the next released one within wait_timeout."""
-        conn = self.acquire_idle()
-        if conn is not None:
-            return conn
-        if self.open >= self.max_connections:
-            conn = await self._wait()
+    async def acquire(self, *, fresh: bool = False) -> ClientConnection:
+        """An idle connection, a new one, or the next released one within wait_timeout.
+
+        `fresh` skips the idle stack (a retry after a stale one: its neighbours may be too).
+        """
+        if not fresh:
+            conn = self.acquire_idle()
             if conn is not None:
                 return conn
+        if self.open >= self.max_connections:
+            conn = await self._wait()
+            if conn is not None and not fresh:
+                return conn
+            if conn is not None:
+                self.release(conn)  # handed to us, but we want a new one: back to the stack
         self.open += 1
         self.in_use += 1
         try:
@@ -129,10 +135,14 @@ class ConnectionPool:
         conn.deadline = self._sweeper.now + self.idle_timeout
         self._idle.append(conn)
 
-    def discard(self, conn: ClientConnection) -> None:
-        """An exchange gives up a connection it will not finish (aborted mid-request)."""
+    def discard(self, conn: ClientConnection, *, graceful: bool = False) -> None:
+        """An exchange gives up a connection that cannot carry another request: aborted
+        mid-request, or (graceful) a finished tunnel whose last bytes must still go out."""
         self.in_use -= 1
-        conn.abort()
+        if graceful:
+            conn.close()
+        else:
+            conn.abort()
         self._wake_one()
 
     def close(self) -> None:

@@ -1,0 +1,188 @@
+"""One upstream server as the balancers and the health machinery see it.
+
+A `Server` is one address (host:port) of a group, with its connection pool and the few
+numbers that selection and passive health need. Why they live here, on plain slots, rather
+than in a statistics object: the exchange updates them on every request (`active` at the
+start and end of an attempt, `failures` when an answer is a failure or ends a run of them),
+and an attribute increment is the cheapest bookkeeping Python has.
+
+The numbers, and who reads them:
+
+- `active`: attempts in flight (picked, not yet finished, including the wait for a pooled
+  connection). least_conn, p2c_ewma and adaptive read it; the exchange maintains it.
+- `failures`: failures in a row (connect error, reset, timeout, 5xx). Passive health ejects
+  the server when it reaches the group's threshold; any success resets it.
+- `latency`: a peak-sensitive moving average of the time from the start of an attempt to
+  the response head (Finagle's "peak EWMA"): a slower sample is taken at once, a faster one
+  is blended in with a weight that grows with the time since the previous sample (decay time
+  `DECAY`). Only kept for the policies that read it (`timed`), because it costs two clock
+  reads per request.
+- `error_rate`: a moving average of failures (1) and successes (0) over about the last 20
+  answers, for adaptive.
+
+Estimates of a server that stops getting traffic go stale. Rather than a timer per server,
+`cost_latency` and `cost_errors` decay them toward zero when read after `STALE` seconds
+without a sample, so a server that was slow once is tried again after a few decay times
+(and then either proves itself fast or refreshes its bad estimate).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from veloxy.net.timers import NEVER
+from veloxy.upstream.pool import ConnectionPool
+
+if TYPE_CHECKING:
+    from veloxy.upstream.group import Group
+
+#: Decay time of the latency average, seconds: a 10x slower server is noticed at its first
+#: slow answer (the peak is taken at once); after it recovers, its estimate falls back within
+#: about 2.3 decay times (ln 10). Finagle and Linkerd use 10 s; a proxy in front of a handful
+#: of servers gains from a shorter memory.
+DECAY = 2.0
+#: An estimate older than this is decayed when read (see the module docstring).
+STALE = 0.5
+#: Weight of one answer in `error_rate` (about the last 1/ERROR_ALPHA answers count).
+ERROR_ALPHA = 0.05
+
+
+class Server:
+    """One address of an upstream group, with its pool, health and load numbers."""
+
+    __slots__ = (
+        "active",
+        "address",
+        "clock",
+        "deadline",
+        "ejected",
+        "ejections",
+        "error_at",
+        "error_rate",
+        "failures",
+        "group",
+        "healthy",
+        "host",
+        "latency",
+        "latency_at",
+        "name",
+        "pool",
+        "port",
+        "timed",
+        "url",
+        "weight",
+    )
+
+    def __init__(self, url: str, host: str, port: int, weight: int, pool: ConnectionPool,
+                 *, name: str | None = None, group: Group | None = None,
+                 clock: Callable[[], float] | None = None) -> None:
+        self.url = url
+        #: The configured host name when the address came from DNS, else the address itself.
+        self.name = name or host
+        self.host = host
+        self.port = port
+        self.weight = weight
+        self.pool = pool
+        self.group = group
+        self.address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        self.active = 0
+        #: Active health: False after unhealthy_threshold failed probes in a row.
+        self.healthy = True
+        #: Passive health: out of the rotation until `deadline` (a sweeper deadline).
+        self.ejected = False
+        self.ejections = 0
+        self.failures = 0
+        self.deadline = NEVER
+        #: Clock for latency samples (the loop's); set with `timed` by the group.
+        self.clock = clock
+        self.timed = False
+        self.latency = 0.0
+        self.latency_at = 0.0
+        self.error_rate = 0.0
+        self.error_at = 0.0
+
+    def __repr__(self) -> str:
+        state = "up" if self.available else "down"
+        return f"<Server {self.address} weight={self.weight} {state}>"
+
+    @property
+    def available(self) -> bool:
+        """Healthy by the active checks and not ejected by the passive ones."""
+        return self.healthy and not self.ejected
+
+    # -- passive health: called by the exchange ----------------------------------------------
+
+    def succeeded(self) -> None:
+        """An answer below 500 arrived. The exchange calls this only when `failures` is
+        set, or through `observe`: the common case costs it nothing."""
+        self.failures = 0
+        self.ejections = 0
+
+    def failed(self) -> None:
+        """An attempt failed: connect error, reset, timeout, garbage, or a 5xx status."""
+        self.failures += 1
+        if self.group is not None:
+            self.error_rate += (1.0 - self.error_rate) * ERROR_ALPHA
+            self.error_at = self.group.sweeper.now
+            self.group.server_failed(self)
+
+    def observe(self, status: int, started: float) -> None:
+        """A response head arrived for an attempt started at `started` (by `clock`; only
+        latency-aware policies call this): update the latency average, the error rate and
+        passive health. One clock read: the one that ends the sample."""
+        now = self.clock()  # type: ignore[misc]
+        elapsed = now - started
+        previous = self.latency
+        if elapsed >= previous or self.latency_at == 0.0:
+            self.latency = elapsed  # peak: a slowdown counts at once
+        else:
+            keep = math.exp(-(now - self.latency_at) / DECAY)
+            self.latency = previous * keep + elapsed * (1.0 - keep)
+        self.latency_at = now
+        if status >= 500:
+            self.failed()
+        else:
+            self.error_rate -= self.error_rate * ERROR_ALPHA
+            self.error_at = now
+            if self.failures:
+                self.succeeded()
+
+    # -- estimates as the balancers read them ------------------------------------------------
+
+    def cost_latency(self, now: float) -> float:
+        """`latency`, decayed toward 0 if no sample arrived for STALE seconds."""
+        age = now - self.latency_at
+        if age > STALE:
+            return self.latency * math.exp(-age / DECAY)
+        return self.latency
+
+    def cost_errors(self, now: float) -> float:
+        """`error_rate`, decayed toward 0 if no answer arrived for STALE seconds."""
+        age = now - self.error_at
+        if age > STALE and self.error_rate:
+            return self.error_rate * math.exp(-age / DECAY)
+        return self.error_rate
+
+    # -- sweeper: the end of an ejection -----------------------------------------------------
+
+    def on_deadline(self, now: float) -> None:
+        self.deadline = NEVER
+        if self.group is not None:
+            self.group.readmit(self)
+
+    def stats(self) -> dict[str, object]:
+        """Numbers for /status and metrics: health, load, and the pool's counters."""
+        return {
+            "address": self.address,
+            "name": self.name,
+            "weight": self.weight,
+            "healthy": self.healthy,
+            "ejected": self.ejected,
+            "active": self.active,
+            "failures": self.failures,
+            "latency_ms": round(self.latency * 1000, 3),
+            "error_rate": round(self.error_rate, 4),
+            "pool": self.pool.snapshot(),
+        }
