@@ -110,7 +110,8 @@ def start_proxy(veloxy_loop: str, tmp_path: Path, make_backend) -> Iterator[Prox
 
 
 @pytest.fixture(scope="module")
-def module_stack(veloxy_loop: str, tmp_path_factory) -> Iterator[tuple[BackendStarter, ProxyStarter]]:
+def module_stack(veloxy_loop: str,
+                 tmp_path_factory) -> Iterator[tuple[BackendStarter, ProxyStarter]]:
     """(make_backend, start_proxy) shared by a module's tests, per loop: for many small
     checks against one proxy. Strict teardown at the end of the module."""
     backends = BackendStarter()

@@ -20,7 +20,9 @@ routes:
   - {match: {host: "api.example.com", path_prefix: "/api/"}, upstream: api, strip_prefix: false}
   - {match: {path_prefix: "/"}, upstream: web}
 upstreams:
-  api: {servers: ["http://127.0.0.1:9001"], timeouts: {connect: 2s, response_header: 30s, read: 60s}}
+  api:
+    servers: ["http://127.0.0.1:9001"]
+    timeouts: {connect: 2s, response_header: 30s, read: 60s}
   web: {servers: ["http://127.0.0.1:9002", "http://127.0.0.1:9003"]}
 """
 
@@ -28,7 +30,7 @@ upstreams:
 def check(tmp_path: Path, text: str) -> tuple[int, str]:
     path = tmp_path / "veloxy.yaml"
     path.write_text(text)
-    proc = subprocess.run(base_command() + ["check", str(path)], capture_output=True,
+    proc = subprocess.run([*base_command(), "check", str(path)], capture_output=True,
                           text=True, timeout=30, env=child_env(None), cwd=REPO)
     return proc.returncode, proc.stdout + proc.stderr
 

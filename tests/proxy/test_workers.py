@@ -15,7 +15,8 @@ from tests.support.proc import established_inodes, process_tree, socket_inodes
 pytestmark = pytest.mark.timeout(40)
 
 
-def wait_children(proxy, n: int, timeout: float = 5.0, exclude: set[int] = frozenset()) -> list[int]:
+def wait_children(proxy, n: int, timeout: float = 5.0,
+                  exclude: set[int] = frozenset()) -> list[int]:
     deadline = time.monotonic() + timeout
     kids: list[int] = []
     while time.monotonic() < deadline:

@@ -283,7 +283,7 @@ class ScriptedBackend:
             conn.close()
         self._accept_thread.join(2)
         # Script threads are daemons; one still sleeping in a script is not waited for long.
-        deadline = time.monotonic() + 1.0
+        deadline = time.monotonic() + 0.3
         for t in self._threads:
             t.join(max(0.01, deadline - time.monotonic()))
 
@@ -383,7 +383,7 @@ def slow_script(head_delay: float = 0.0, chunks: int = 1, chunk_size: int = 1024
 
     def respond(req: Request, conn: Conn) -> None:
         time.sleep(head_delay)
-        conn.send(response(200, b"", [("Content-Length", str(total))] + echo_headers(req)))
+        conn.send(response(200, b"", [("Content-Length", str(total)), *echo_headers(req)]))
         for i in range(chunks):
             if i:
                 time.sleep(chunk_delay)

@@ -118,7 +118,8 @@ class Client:
         te = head.get_all("transfer-encoding")
         cl = head.get_all("content-length")
         if te and cl:
-            raise FramingError(f"response with both Transfer-Encoding and Content-Length: {head.raw!r}")
+            raise FramingError(f"response with both Transfer-Encoding and Content-Length: "
+                               f"{head.raw!r}")
         try:
             if te:
                 if len(te) != 1 or te[0].strip().lower() != b"chunked":
@@ -222,4 +223,5 @@ def refusing_port() -> socket.socket:
     return s
 
 
-__all__ = ["Client", "PeerClosed", "PeerTimeout", "Response", "build_request", "get", "refusing_port", "wait_refused"]
+__all__ = ["Client", "PeerClosed", "PeerTimeout", "Response", "build_request", "get",
+           "refusing_port", "wait_refused"]

@@ -14,6 +14,7 @@ command line (shell words, e.g. "python /tmp/other/proxy.py"); the default is
 
 from __future__ import annotations
 
+import atexit
 import os
 import re
 import shlex
@@ -41,6 +42,31 @@ STRAY_EXCEPTION_MARKERS = (
 )
 
 _LISTEN_RE = re.compile(r"listening on (\S+):(\d+)\s*$")
+
+
+try:  # looked up once here: after fork, the child only makes the call
+    import ctypes
+
+    _prctl = ctypes.CDLL(None, use_errno=True).prctl
+except (OSError, AttributeError):
+    _prctl = None
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: SIGKILL me if the test process dies (Linux
+    PR_SET_PDEATHSIG), so a test run that is killed never leaves a proxy behind."""
+    if _prctl is not None:
+        _prctl(1, int(signal.SIGKILL))  # 1 = PR_SET_PDEATHSIG
+
+
+_live: set[VeloxyProcess] = set()
+
+
+@atexit.register
+def _kill_live() -> None:
+    """Last resort at interpreter exit: end any veloxy process a teardown did not stop."""
+    for proc in list(_live):
+        proc.kill()
 
 
 def base_command() -> list[str]:
@@ -77,7 +103,9 @@ class VeloxyProcess:
         self.proc = subprocess.Popen(
             self.argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             env=child_env(loop, env), cwd=cwd or str(REPO), start_new_session=True,
+            preexec_fn=_die_with_parent,
         )
+        _live.add(self)
         self._threads = [
             threading.Thread(target=self._drain, args=(self.proc.stderr, self.lines, True),
                              daemon=True),
@@ -158,6 +186,7 @@ class VeloxyProcess:
 
     def kill(self) -> None:
         """SIGKILL the process and, through its session, anything it started."""
+        _live.discard(self)
         if self.proc.poll() is None:
             try:
                 os.killpg(self.proc.pid, signal.SIGKILL)
@@ -184,6 +213,7 @@ class VeloxyProcess:
         free of unhandled loop exceptions."""
         if self.stopped:
             return self.returncode
+        _live.discard(self)
         self.send_signal(signal.SIGTERM)
         rc = self.wait(timeout)
         self.stopped = True
@@ -211,6 +241,7 @@ class VeloxyProcess:
             self.kill()
             raise AssertionError(f"veloxy still running {timeout}s later\n" + self.describe())
         self.stopped = True
+        _live.discard(self)
         self._kill_leftovers()
         assert rc == code, f"veloxy exited with {rc}, expected {code}\n{self.describe()}"
         self.assert_no_stray_exceptions()

@@ -190,7 +190,7 @@ def parse_head(raw: bytes, strict: bool = True) -> Head:
         if strict and not _TOKEN_RE.match(name):
             raise FramingError(f"invalid header name {name!r}")
         value = value.strip(b" \t")
-        if strict and any(c < 0x20 and c != 0x09 or c == 0x7F for c in value):
+        if strict and any((c < 0x20 and c != 0x09) or c == 0x7F for c in value):
             raise FramingError(f"control character in value of {name!r}: {value!r}")
         headers.append((name, value))
     return Head(lines[0], headers, raw)
