@@ -6,7 +6,13 @@ what veloxy's own code adds on top of the kernel's reads and writes (which the s
 benchmark, proxy_compare.py, includes). It is steady to within a few percent even on a busy
 machine, so it is the tool for judging a change to the hot path.
 
-    python benchmarks/hotpath.py [--requests 200000] [--headers 10]
+    python benchmarks/hotpath.py [--requests 200000] [--variant minimal|browser|both]
+
+On a machine too noisy for timings, count instructions instead (deterministic; the
+difference of two runs cancels start-up):
+
+    valgrind --tool=callgrind --callgrind-out-file=/dev/null \
+        python benchmarks/hotpath.py --variant minimal --requests N
 """
 
 from __future__ import annotations
@@ -99,10 +105,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--requests", type=int, default=200_000)
+    parser.add_argument("--variant", choices=["minimal", "browser", "both"], default="both")
     args = parser.parse_args()
     from veloxy.net import loop
 
-    for browser in (False, True):
+    variants = {"minimal": (False,), "browser": (True,), "both": (False, True)}[args.variant]
+    for browser in variants:
         us = loop.run(measure(args.requests, browser))
         kind = "browser-like (11 headers)" if browser else "minimal (Host only)"
         print(f"{kind:28} {us:6.2f} µs of Python CPU per proxied request")

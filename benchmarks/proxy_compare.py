@@ -835,8 +835,16 @@ def target_command(
     upstream = f"http://{HOST}:{ctx.origin_port}"
     wd = ctx.workdir
     if name == "veloxy":
-        argv = [sys.executable, "-m", "veloxy", "serve", "--listen", f"{HOST}:{port}",
-                "--upstream", upstream, "--workers", "1", *shlex.split(ctx.args.veloxy_args)]
+        argv = [sys.executable, "-m", "veloxy", "serve", "--listen", f"{HOST}:{port}"]
+        if ctx.args.veloxy_config is not None:
+            # a config template: {upstream} becomes the origin's URL
+            text = ctx.args.veloxy_config.read_text().replace("{upstream}", upstream)
+            conf = wd / "veloxy.yaml"
+            conf.write_text(text)
+            argv += ["--config", str(conf)]
+        else:
+            argv += ["--upstream", upstream]
+        argv += ["--workers", "1", *shlex.split(ctx.args.veloxy_args)]
         return argv, python_env(), r"veloxy listening on"
     if name.startswith("go-"):
         binary, msg = ctx.args.goproxy_binary
@@ -1305,6 +1313,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--go-maxprocs", type=int, default=1)
     p.add_argument("--veloxy-args", default="",
                    help="extra arguments appended to `python -m veloxy serve`")
+    p.add_argument("--veloxy-config", type=Path, metavar="YAML",
+                   help="run veloxy with this config (instead of --upstream); the text "
+                   "{upstream} in it is replaced by the origin's URL; --listen and --workers 1 "
+                   "are still given as flags")
     p.add_argument("--wrk-timeout", type=parse_duration, default=5.0,
                    help="wrk --timeout (a response slower than this is a timeout error)")
     p.add_argument("--conn-sample-interval", type=float, default=1.0,
@@ -1453,6 +1465,8 @@ def main(argv: list[str] | None = None) -> int:
     refs = [r for r in args.reference if r in running]
     origin_desc = (f"nginx {BODY_SIZE}-byte `return 200`, 1 worker" if args.origin == "nginx"
                    else f"`python -m veloxy origin`, GET {REQUEST_PATH}")
+    if args.veloxy_config is not None:
+        origin_desc += f"; veloxy config: `{args.veloxy_config}`"
     pin_desc = (f"proxy on CPU {proxy_cpu}; wrk, origin and the driver on CPU {client_cpu}"
                 if pin else "none")
     meta: dict[str, Any] = {

@@ -109,6 +109,11 @@ upstreams:
       timeout: 1s
       healthy_threshold: 2
       unhealthy_threshold: 3
+    passive_health:
+      failures: 5
+      ejection: 10s
+      max_ejection: 5m
+    dns_ttl: 30s
 """
 
 MINIMAL = """\
@@ -207,7 +212,7 @@ def test_defaults_match_the_contract() -> None:
                               max_body_bytes=None, header_timeout="10s", idle_timeout="60s",
                               shutdown_timeout="30s")
     assert Timeouts() == Timeouts(connect="2s", response_header="30s", read="60s")
-    assert PoolSettings() == PoolSettings(max_connections=1024, max_idle=256,
+    assert PoolSettings() == PoolSettings(max_connections=1024, max_idle=1024,
                                           idle_timeout="60s", max_lifetime="300s",
                                           max_waiting=1024, wait_timeout="5s")
     assert HealthCheck() == HealthCheck(path="/healthz", interval="5s", timeout="1s",
@@ -263,3 +268,9 @@ def test_models_can_be_built_in_code() -> None:
     assert str(ListenAddress(host="::", port=80)) == "[::]:80"
     with pytest.raises(ValidationError):
         Config(routes=[Route(upstream="apo")], upstreams={"api": group})
+
+
+def test_max_idle_follows_max_connections_unless_given() -> None:
+    assert PoolSettings(max_connections=100).max_idle == 100
+    assert PoolSettings().max_idle == 1024
+    assert PoolSettings(max_connections=100, max_idle=10).max_idle == 10

@@ -15,7 +15,7 @@ from pathlib import Path
 from tests.support.proc import SRC, child_env
 
 # Per-row seconds for the tests (the real --quick takes 1.5 s per row).
-FAST = "0.4"
+FAST = "0.3"
 
 
 def _marked(mark: str) -> list[int]:

@@ -304,6 +304,8 @@ def config_to_data(config: Config) -> dict[str, Any]:
             "pool": timing(g.pool),
             "retries": g.retries,
             "health_check": timing(g.health_check) if g.health_check else None,
+            "passive_health": timing(g.passive_health) if g.passive_health else None,
+            "dns_ttl": format_duration(g.dns_ttl),
         } for name, g in config.upstreams.items()},
     }
 

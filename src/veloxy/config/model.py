@@ -63,6 +63,7 @@ __all__ = [
     "HealthCheck",
     "Limits",
     "ListenAddress",
+    "PassiveHealth",
     "PoolSettings",
     "Route",
     "RouteMatch",
@@ -494,7 +495,8 @@ class UpstreamServer(_Model):
     """Port from the URL, 80 when absent."""
     weight: Annotated[int, _int_in(1)] = 1
     """Share of the traffic relative to the group's other servers (weight 3 gets three times
-    the requests of weight 1) under round_robin, random and hash. Default 1."""
+    the requests of weight 1) under round_robin, random and hash; least_conn, p2c_ewma and
+    adaptive divide a server's load by it. Default 1."""
 
     @model_validator(mode="before")
     @classmethod
@@ -577,10 +579,12 @@ class PoolSettings(_Model):
     max_connections: Annotated[int, _int_in(1)] = 1024
     """Most connections open to one server, busy or idle. Default 1024. The cap protects the
     upstream from a flood; requests beyond it wait (see max_waiting)."""
-    max_idle: Annotated[int, _int_in(0)] = 256
-    """Most idle keep-alive connections kept per server; at most max_connections. Default 256.
-    More idle connections absorb bursts without new handshakes but hold upstream sockets
-    (and upstream worker slots on thread-per-connection servers). 0 disables reuse."""
+    max_idle: Annotated[int, _int_in(0)] = 1024
+    """Most idle keep-alive connections kept per server; at most max_connections. Default:
+    max_connections (1024), so that every connection a burst opened is reused: with fewer,
+    a steady 1000 concurrent clients made veloxy close and reopen ~1000 upstream connections
+    a second (benchmarks/proxy_compare.py, c=1000). Lower it for upstreams that cannot hold
+    many idle sockets (thread-per-connection servers). 0 disables reuse."""
     idle_timeout: PositiveDuration = 60.0
     """An idle pooled connection is closed after this long. Default 60s. Keep it below the
     upstream's own keep-alive timeout (Node's is 5s, nginx 75s): when the upstream closes
@@ -598,6 +602,8 @@ class PoolSettings(_Model):
 
     @model_validator(mode="after")
     def _idle_within_total(self) -> PoolSettings:
+        if "max_idle" not in self.model_fields_set and self.max_idle > self.max_connections:
+            object.__setattr__(self, "max_idle", self.max_connections)  # the default follows
         if self.max_idle > self.max_connections:
             raise located("pool", [(("max_idle",), f"max_idle ({self.max_idle}) is larger "
                                    f"than max_connections ({self.max_connections})",
@@ -636,6 +642,36 @@ class HealthCheck(_Model):
         return self
 
 
+class PassiveHealth(_Model):
+    """Passive health checking (outlier detection): watch the answers to real requests.
+
+    A server whose requests fail `failures` times in a row (connect failure, reset or
+    timeout before a complete answer, or a 5xx status) is ejected: it gets no new requests
+    for `ejection`, doubled on each ejection that follows without a success in between, up
+    to `max_ejection`. The last server of a group still taking traffic is never ejected, so a
+    group that is entirely failing keeps trying (and answers 503 once every server is known
+    to fail). Costs nothing on a successful request beyond one comparison.
+    """
+
+    failures: Annotated[int, _int_in(1)] = 5
+    """Failures in a row that eject a server. Default 5 (Envoy's consecutive_5xx). Lower
+    fails over sooner but lets a short burst of application errors (a 500 for one bad
+    input, repeated) take a healthy server out."""
+    ejection: PositiveDuration = 10.0
+    """How long the first ejection lasts. Default 10s: long enough to stop hammering a
+    restarting server, short enough that a server back from a crash is used again soon."""
+    max_ejection: PositiveDuration = 300.0
+    """Ceiling of the doubling ejection time. Default 5m; at least `ejection`."""
+
+    @model_validator(mode="after")
+    def _max_covers_base(self) -> PassiveHealth:
+        if self.max_ejection < self.ejection:
+            raise located("passive_health", [(
+                ("max_ejection",), f"max_ejection ({format_duration(self.max_ejection)}) is "
+                f"shorter than ejection ({format_duration(self.ejection)})", self.max_ejection)])
+        return self
+
+
 class UpstreamGroup(_Model):
     """A named set of servers that share a balancing policy, timeouts and a pool shape."""
 
@@ -650,10 +686,10 @@ class UpstreamGroup(_Model):
     balance: Annotated[BalancePolicy, BeforeValidator(_balance)] = "round_robin"
     """How a server is picked: round_robin (default: even spread, nothing to tune),
     least_conn (fewest requests in flight; better when request costs vary), random, p2c_ewma
-    (two random choices, take the lower moving-average latency; best tail latency with
-    uneven servers), hash (same key -> same server, see hash_key; for caches and sticky
-    sessions, uneven if keys are skewed), adaptive (veloxy adapts the choice to observed
-    latencies and errors; see the upstream package)."""
+    (two random choices, take the lower moving-average latency times requests in flight;
+    best tail latency with uneven servers), hash (same key -> same server, see hash_key;
+    for caches and sticky sessions, uneven if keys are skewed), adaptive (veloxy adapts the
+    choice to observed latencies, load and errors; see veloxy/upstream/balance.py)."""
     hash_key: Annotated[str, BeforeValidator(parse_hash_key)] = "client_ip"
     """What `balance: hash` hashes: client_ip (default), "header:NAME" or "cookie:NAME"
     (requests without it fall back to client_ip). Ignored by the other policies, so that
@@ -669,6 +705,17 @@ class UpstreamGroup(_Model):
     on an already failing group, so keep it small."""
     health_check: HealthCheck | None = None
     """Active health checks; default null = none (passive checks only)."""
+    passive_health: PassiveHealth | None = Field(default_factory=PassiveHealth)
+    """Ejection of servers whose requests keep failing; default: each field of PassiveHealth
+    at its own default. null turns it off (every server keeps its share whatever happens;
+    retries still avoid a server that just failed)."""
+    dns_ttl: Duration = 30.0
+    """How long the addresses of a server written with a host name are used before the
+    name is resolved again (servers are added and removed as the answer changes, so a group
+    can follow a Kubernetes headless service or Consul DNS). Default 30s; 0 = resolve once at
+    start-up. The system resolver (getaddrinfo) does not report the records' own TTL, hence
+    this setting. IPv4 addresses are used when the name has any, else IPv6 (Envoy's
+    V4_PREFERRED). Servers written as IP addresses are never resolved."""
 
     @property
     def hash_source(self) -> tuple[str, str | None]:

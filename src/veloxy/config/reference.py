@@ -20,6 +20,7 @@ from veloxy.config.model import (
     Config,
     HealthCheck,
     Limits,
+    PassiveHealth,
     PoolSettings,
     Route,
     RouteMatch,
@@ -37,6 +38,7 @@ SECTIONS: tuple[tuple[str, type[BaseModel]], ...] = (
     ("upstreams.NAME.timeouts", Timeouts),
     ("upstreams.NAME.pool", PoolSettings),
     ("upstreams.NAME.health_check", HealthCheck),
+    ("upstreams.NAME.passive_health", PassiveHealth),
 )
 
 # Fields filled in by veloxy itself, never written in a file.
@@ -83,9 +85,7 @@ def render() -> str:
         "like `64k` or a number of bytes. Unknown keys are errors. `veloxy check FILE` validates",
         "a file and names the key path of every problem.",
         "",
-        "Validated but not yet in effect in this version: `balance` policies other than",
-        "`round_robin` (veloxy warns at start-up and uses round_robin), `health_check`, and the",
-        "`admin` listener. `retries` applies to connect failures and to the keep-alive race.",
+        "Validated but not yet in effect in this version: the `admin` listener.",
         "",
     ]
     for path, model in SECTIONS:

@@ -74,7 +74,6 @@ class ResponseHead:
 
     status: int = 0
     reason: bytes = b""
-    version: str = "1.1"
     content_length: int | None = None
     chunked: bool = False
     close: bool = False

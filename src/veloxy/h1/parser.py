@@ -25,8 +25,19 @@ from veloxy.errors import (
     UpstreamProtocolError,
     UriTooLong,
 )
-from veloxy.h1 import rules
 from veloxy.h1.head import CRLF, SEP, RequestHead, ResponseHead, flatten
+from veloxy.h1.rules import (
+    CONNECTION,
+    CONTENT_LENGTH,
+    EXPECT,
+    FORWARDED_FOR,
+    HOST,
+    REQUEST_ROLES,
+    RESPONSE_ROLES,
+    TRANSFER_ENCODING,
+    UPGRADE,
+    connection_tokens,
+)
 
 
 class RequestHandler(Protocol):
@@ -69,14 +80,15 @@ class RequestParser:
     """
 
     __slots__ = (
-        "_begun",
         "_body_bytes",
+        "_completed",
         "_connection_names",
         "_handler",
         "_head",
         "_head_bytes",
         "_header_bytes",
         "_in_head",
+        "_keep_alive_token",
         "_max_body_bytes",
         "_max_header_bytes",
         "_max_request_line",
@@ -101,11 +113,12 @@ class RequestParser:
         self._head: RequestHead | None = None
         self._connection_names: list[bytes] | None = None
         self._in_head = True
+        self._keep_alive_token = False
         self._head_bytes = 0
         self._url_bytes = 0
         self._header_bytes = 0
         self._body_bytes = 0
-        self._begun = 0
+        self._completed = 0
         # Straight to the handler unless a chunked body must be counted against the limit.
         self.on_body = handler.on_request_body if max_body_bytes is None else self._counted_body
         self.on_message_complete = self._message_complete
@@ -115,7 +128,7 @@ class RequestParser:
 
     def feed(self, data: bytes) -> None:
         was_in_head = self._in_head
-        begun = self._begun
+        completed = self._completed
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade as exc:
@@ -133,7 +146,7 @@ class RequestParser:
             # complete, so bytes pile up before on_header can count them. Count the reads
             # that went wholly to one unfinished head (a head begun mid-read is counted from
             # the next read on: at most one read of slack).
-            if was_in_head and begun == self._begun:
+            if was_in_head and completed == self._completed:
                 self._head_bytes += len(data)
                 if self._head_bytes > self._max_request_line + self._max_header_bytes:
                     raise HeaderFieldsTooLarge("request head too large")
@@ -141,22 +154,21 @@ class RequestParser:
                 self._head_bytes = 0
 
     # -- httptools callbacks ---------------------------------------------------------------
-
-    def on_message_begin(self) -> None:
-        self._head = RequestHead()
-        self._begun += 1
-        self._in_head = True
-        self._url_bytes = 0
-        self._header_bytes = 0
-        self._body_bytes = 0
+    # No on_message_begin: a callback costs a C-to-Python call per request, so the head is
+    # made by the first on_url of a message and the counters reset where a message ends.
 
     def on_url(self, url: bytes) -> None:
         # Called once per read that carries a piece of the target.
-        self._url_bytes += len(url)
+        head = self._head
+        if head is None:
+            head = self._head = RequestHead()
+            head.target = url
+            self._url_bytes = len(url)
+        else:
+            head.target += url
+            self._url_bytes += len(url)
         if self._url_bytes > self._max_request_line:
             raise UriTooLong("request line too long")
-        head = self._head
-        head.target = head.target + url if head.target else url  # type: ignore[union-attr]
 
     def on_header(self, name: bytes, value: bytes) -> None:
         head = self._head
@@ -165,47 +177,57 @@ class RequestParser:
         self._header_bytes += len(name) + len(value) + 4  # "name: value\r\n"
         if self._header_bytes > self._max_header_bytes:
             raise HeaderFieldsTooLarge("request header fields too large")
-        role = rules.REQUEST_ROLES.get(name.lower())
+        role = REQUEST_ROLES.get(name.lower())
         if role is None:
             head.fields += (name, SEP, value, CRLF)
-        elif role == rules.HOST:
+        elif role == HOST:
             if head.host is not None:
                 raise BadRequest("duplicate Host header")  # RFC 9112 §3.2
             head.host = value
             head.fields += (name, SEP, value, CRLF)
-        elif role == rules.CONTENT_LENGTH:
+        elif role == CONTENT_LENGTH:
             head.content_length = int(value)  # digits only: llhttp checked
             head.fields += (name, SEP, value, CRLF)
-        elif role == rules.TRANSFER_ENCODING:
+        elif role == TRANSFER_ENCODING:
             if value.strip().lower() != b"chunked":
                 raise NotImplementedByProxy("only the chunked transfer coding is supported")
             head.chunked = True
-        elif role == rules.CONNECTION:
-            for token in rules.connection_tokens(value):
-                if token not in (b"close", b"keep-alive", b"upgrade"):
+        elif role == CONNECTION:
+            for token in connection_tokens(value):
+                if token == b"keep-alive":
+                    self._keep_alive_token = True
+                elif token not in (b"close", b"upgrade"):
                     if self._connection_names is None:
                         self._connection_names = []
                     self._connection_names.append(token)
-        elif role == rules.UPGRADE:
+        elif role == UPGRADE:
             head.upgrade = value
-        elif role == rules.EXPECT:
+        elif role == EXPECT:
             head.expect_continue = value.strip().lower() == b"100-continue"
             head.fields += (name, SEP, value, CRLF)
-        elif role == rules.FORWARDED_FOR:
+        elif role == FORWARDED_FOR:
             head.forwarded_for = value if head.forwarded_for is None else (
                 head.forwarded_for + b", " + value)
         # DROP and FORWARDING: left out; FORWARDING fields are set again by the proxy.
 
     def on_headers_complete(self) -> None:
         head = self._head
-        assert head is not None
+        if head is None:  # no target seen: llhttp refuses that earlier, but be sure
+            raise BadRequest("request without a target")
         self._head = None
         self._in_head = False
         self._head_bytes = 0
+        self._header_bytes = 0
         parser = self._parser
         head.method = parser.get_method()
-        head.version = parser.get_http_version()
-        head.close = not parser.should_keep_alive()
+        keep_alive = parser.should_keep_alive()
+        if not keep_alive or self._keep_alive_token or head.host is None:
+            # get_http_version formats a string (0.6 µs): ask only when it can be 1.0. A
+            # request kept alive without an explicit keep-alive token is HTTP/1.1.
+            head.version = parser.get_http_version()
+            self._keep_alive_token = False
+        if not keep_alive:
+            head.close = True
         if not parser.should_upgrade():
             head.upgrade = None
         elif head.method == b"CONNECT":
@@ -230,6 +252,9 @@ class RequestParser:
     def _message_complete(self) -> None:
         self._in_head = True
         self._head_bytes = 0
+        self._completed += 1
+        if self._body_bytes:
+            self._body_bytes = 0
         self._handler.on_request_end()
 
 
@@ -251,7 +276,7 @@ class ResponseParser:
 
     def __init__(self, handler: ResponseHandler) -> None:
         self._handler = handler
-        self._head: ResponseHead | None = None
+        self._head: ResponseHead | None = ResponseHead()
         self._informational = False
         self._no_body = False
         self._connection_names: list[bytes] | None = None
@@ -273,6 +298,7 @@ class ResponseParser:
             cause = _unwrap(exc)
             if isinstance(cause, _HeadResponseDone):
                 self._parser = httptools.HttpResponseParser(self)
+                self._head = ResponseHead()
                 return None
             if isinstance(cause, Exception) and cause is not exc:
                 raise cause from None
@@ -291,35 +317,33 @@ class ResponseParser:
     @property
     def idle(self) -> bool:
         """No response is in progress (nothing received since the last complete one)."""
-        return self._head is None and self.in_body is None
+        return self.in_body is None and self._head is not None and not self._head.fields
 
     # -- httptools callbacks ---------------------------------------------------------------
 
-    def on_message_begin(self) -> None:
-        self._head = ResponseHead()
-
-    def on_status(self, reason: bytes) -> None:
-        self._head.reason = reason  # type: ignore[union-attr]
+    # No on_message_begin and no on_status: the next head is made where a message ends
+    # (one C-to-Python call less per response), and the reason phrase is not kept, as Go
+    # does not keep it either: status lines are written from veloxy's own table.
 
     def on_header(self, name: bytes, value: bytes) -> None:
         head = self._head
         if head is None:
             return  # trailer field: dropped, we re-frame the body ourselves
-        role = rules.RESPONSE_ROLES.get(name.lower())
+        role = RESPONSE_ROLES.get(name.lower())
         if role is None:
             head.fields += (name, SEP, value, CRLF)
-        elif role == rules.CONTENT_LENGTH:
+        elif role == CONTENT_LENGTH:
             head.content_length = int(value)
             head.fields += (name, SEP, value, CRLF)
-        elif role == rules.TRANSFER_ENCODING:
+        elif role == TRANSFER_ENCODING:
             head.chunked = value.strip().lower().endswith(b"chunked")
-        elif role == rules.CONNECTION:
-            for token in rules.connection_tokens(value):
+        elif role == CONNECTION:
+            for token in connection_tokens(value):
                 if token not in (b"close", b"keep-alive", b"upgrade"):
                     if self._connection_names is None:
                         self._connection_names = []
                     self._connection_names.append(token)
-        elif role == rules.UPGRADE:
+        elif role == UPGRADE:
             head.upgrade = value
         # DROP: left out
 
@@ -334,8 +358,8 @@ class ResponseParser:
         parser = self._parser
         status = parser.get_status_code()
         head.status = status
-        head.version = parser.get_http_version()
-        head.close = not parser.should_keep_alive()
+        if not parser.should_keep_alive():
+            head.close = True
         if 100 <= status < 200 and status != 101:
             self._informational = True
             self._handler.on_informational(head)
@@ -347,11 +371,12 @@ class ResponseParser:
             self._handler.on_response_head(head)
             self._handler.on_response_end()
             raise _HeadResponseDone
-        if not rules.status_has_no_body(status):
+        if status >= 200 and status != 204 and status != 304:  # RFC 9112 §6.3
             self.in_body = head
         self._handler.on_response_head(head)
 
     def on_message_complete(self) -> None:
+        self._head = ResponseHead()
         if self._informational:
             self._informational = False
             return

@@ -152,6 +152,17 @@ class BaseDriver:
         self._head: ResponseHead | None = None
         self._body: list[bytes] | None = None
 
+    # -- what each loop defines ------------------------------------------------------------------
+
+    def begin(self, started: int | None, slept: bool = False) -> None:
+        raise NotImplementedError
+
+    def on_response_end(self) -> None:
+        raise NotImplementedError
+
+    def on_read_done(self) -> None:
+        raise NotImplementedError
+
     # -- ResponseSink: rarely used parts ------------------------------------------------------
 
     def on_informational(self, head: ResponseHead) -> None:
@@ -174,6 +185,9 @@ class BaseDriver:
         pass
 
     def on_tunnel_data(self, data: bytes) -> None:
+        pass  # the generator never asks for an upgrade
+
+    def on_tunnel_closed(self) -> None:
         pass
 
     def on_upstream_error(self, exc: UpstreamError, received: bool) -> None:
@@ -260,11 +274,11 @@ class ClosedLoopDriver(BaseDriver):
 
     __slots__ = ()
 
-    def begin(self, charge_from: int | None) -> None:
-        """A fresh connection is attached: send a request, timed from `charge_from` (when the
-        slot began connecting for it), or from now at the start of the run (None)."""
+    def begin(self, started: int | None, slept: bool = False) -> None:
+        """A fresh connection is attached: send a request, timed from `started` (when the slot
+        began connecting for it), or from now at the start of the run (None)."""
         self._want_body()
-        self.sent_at = perf_counter_ns() if charge_from is None else charge_from
+        self.sent_at = perf_counter_ns() if started is None else started
         self._write(self.conn)  # type: ignore[arg-type]
 
     def on_response_end(self) -> None:
@@ -319,17 +333,21 @@ class OpenLoopDriver(BaseDriver):
         self.n = 0
         self.due = base_ns
 
-    def begin(self, charge_from: int | None) -> None:
-        """A fresh connection is attached. None: the run is starting, follow the schedule.
-        Else the slot connected for the due request and says where its latency starts: the
-        due time when it was already past (backlog), the connect when the slot slept until
-        the due time first (see `Slot.run`)."""
+    def begin(self, started: int | None, slept: bool = False) -> None:
+        """A fresh connection is attached. `started` None: the run is starting, follow the
+        schedule. Else the slot began connecting for the due request at `started`: after
+        sleeping until its due time (`slept`: timed from the connect, the sleep's slack is
+        schedule lag), or at once because it was already due (backlog: timed from the due
+        time). Both histograms include the connect; they differ only by the correction."""
         self._want_body()
-        now = perf_counter_ns()
-        if charge_from is None:
-            self._free(now)
+        if started is None:
+            self._free(perf_counter_ns())
+        elif slept:
+            lag = started - self.due
+            self.record_lag(lag // 1000 if lag > 0 else 0)
+            self._send(started, started)
         else:
-            self._send(charge_from, now)
+            self._send(min(self.due, started), started)
 
     def on_response_end(self) -> None:
         now = perf_counter_ns()
@@ -374,9 +392,10 @@ class OpenLoopDriver(BaseDriver):
         self.record_lag(lag // 1000 if lag > 0 else 0)
         self._send(now, now)
 
-    def _send(self, start: int, now: int) -> None:
+    def _send(self, start: int, sent: int) -> None:
+        """Send the due request; corrected latency from `start`, uncorrected from `sent`."""
         self.start_at = start
-        self.sent_at = now
+        self.sent_at = sent
         self.n += 1
         self.due = self.base + int(self.n * self.interval)
         self._write(self.conn)  # type: ignore[arg-type]

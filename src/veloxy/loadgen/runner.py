@@ -28,7 +28,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from hdrh.histogram import HdrHistogram
 
@@ -220,12 +220,13 @@ class _Coordinator:
         if not live:
             time.sleep(min(timeout, 0.05))
             return
-        for pipe in multiprocessing.connection.wait(live, timeout):
-            index = self.pipes.index(pipe)  # type: ignore[arg-type]
+        for ready in multiprocessing.connection.wait(live, timeout):
+            pipe = cast(multiprocessing.connection.Connection, ready)
+            index = self.pipes.index(pipe)
             try:
-                message = pipe.recv()  # type: ignore[union-attr]
+                message = pipe.recv()
             except (EOFError, OSError):
-                pipe.close()  # type: ignore[union-attr]
+                pipe.close()
                 if index not in self.results and self.failure is None:
                     code = self.procs[index].exitcode
                     if not self.interrupted:

@@ -32,7 +32,7 @@ import traceback
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from time import perf_counter_ns
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from veloxy.errors import UpstreamConnectError
 from veloxy.loadgen import histogram as hdr
@@ -61,7 +61,7 @@ class Channel(Protocol):
     def fileno(self) -> int: ...
 
 
-@dataclass(frozen=True)
+@dataclass
 class Timeouts:
     connect: float
     response_header: float
@@ -178,9 +178,10 @@ class Worker(WorkerHooks):
             if self._stop.is_set():
                 return
             t0 = perf_counter_ns()
-            if self.open_loop:
+            if s.rate is not None:
                 for i, d in enumerate(self.drivers):
-                    d.set_schedule(t0 + int((plan.first_conn + i) * 1e9 / s.rate))  # type: ignore[attr-defined,operator]
+                    if isinstance(d, OpenLoopDriver):
+                        d.set_schedule(t0 + int((plan.first_conn + i) * 1e9 / s.rate))
             self._started.set()
             ticker = loop.create_task(self._ticker())
             if s.warmup > 0:
@@ -270,8 +271,9 @@ class Worker(WorkerHooks):
             if self.phase != "connect":
                 self.tally.errors_connect += 1
             return None
-        conn.tally = self.tally
-        return conn
+        bench_conn = cast(BenchConnection, conn)  # open() is a classmethod: it made one
+        bench_conn.tally = self.tally
+        return bench_conn
 
     async def _slot(self, d: BaseDriver) -> None:
         """Open connections for one driver for the whole run (see driver.py for the timing)."""
@@ -284,13 +286,14 @@ class Worker(WorkerHooks):
         await self._started.wait()
         if conn is not None and not conn.usable:  # closed by the server before the start
             conn = None
-        charge: int | None = None
+        started: int | None = None  # None: the first request of the run
+        slept = False
         try:
             while d.running:
                 if conn is None:
                     slept = False
-                    if self.open_loop:
-                        wait = d.due - perf_counter_ns()  # type: ignore[attr-defined]
+                    if isinstance(d, OpenLoopDriver):
+                        wait = d.due - perf_counter_ns()
                         if wait > 0:
                             await asyncio.sleep(wait * 1e-9)
                             slept = True
@@ -303,9 +306,8 @@ class Worker(WorkerHooks):
                         continue
                     if not d.running:
                         break
-                    charge = started if slept or not self.open_loop else d.due  # type: ignore[attr-defined]
                 waiter = d.attach(conn, self.loop)
-                d.begin(charge)  # type: ignore[attr-defined]
+                d.begin(started, slept)
                 await waiter
                 if not d.running:
                     break

@@ -208,11 +208,22 @@ class ClientConnection(asyncio.Protocol):
         else:
             self._state = _SENDING
             self.deadline = NEVER
-        self.transport.write(data)  # type: ignore[union-attr]
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            # Closed under us (the peer's close was seen after the caller checked `usable`):
+            # report it as a reset before any byte, from the loop, never from inside send().
+            # Without this the stdlib loop drops the write silently and, the connection being
+            # out of the sweeper, the request would wait forever.
+            asyncio.get_running_loop().call_soon(
+                self._fail, UpstreamResetError("upstream connection closed before the request"))
+            return
+        transport.write(data)
 
     def write(self, data: bytes) -> None:
         """More of the request body."""
-        self.transport.write(data)  # type: ignore[union-attr]
+        transport = self.transport
+        if transport is not None and not transport.is_closing():
+            transport.write(data)
 
     def request_sent(self) -> None:
         """The whole request is written: the response-header timeout starts now."""
