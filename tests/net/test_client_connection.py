@@ -59,10 +59,10 @@ class Sink:
 
 
 @pytest.fixture(params=["uvloop", "asyncio"])
-def run(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch):  # noqa: ANN201
+def run(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setenv("VELOXY_LOOP", request.param)
 
-    def runner(coro):  # noqa: ANN001, ANN202
+    def runner(coro):
         loop = new_event_loop()
         try:
             return loop.run_until_complete(asyncio.wait_for(coro, 10))
@@ -72,7 +72,7 @@ def run(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch):  # noq
     return runner
 
 
-def test_send_on_a_connection_the_server_closed_reports_a_reset(run) -> None:  # noqa: ANN001
+def test_send_on_a_connection_the_server_closed_reports_a_reset(run) -> None:
     async def scenario() -> list[object]:
         listener = socket.create_server(("127.0.0.1", 0))
         port = listener.getsockname()[1]
@@ -94,7 +94,7 @@ def test_send_on_a_connection_the_server_closed_reports_a_reset(run) -> None:  #
     assert events == [("error", UpstreamResetError, False)]
 
 
-def test_response_delimited_by_close_completes(run) -> None:  # noqa: ANN001
+def test_response_delimited_by_close_completes(run) -> None:
     async def scenario() -> list[object]:
         async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
             await reader.readuntil(b"\r\n\r\n")
