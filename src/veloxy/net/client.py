@@ -26,6 +26,7 @@ from veloxy.errors import (
 )
 from veloxy.h1.head import ResponseHead
 from veloxy.h1.parser import ResponseParser
+from veloxy.net.halfclose import half_close
 from veloxy.net.timers import NEVER, DeadlineSweeper
 
 
@@ -233,12 +234,7 @@ class ClientConnection(asyncio.Protocol):
 
     def write_eof(self) -> None:
         """Half-close (a tunnel whose client finished sending)."""
-        transport = self.transport
-        if transport is not None and not transport.is_closing():
-            if transport.can_write_eof():
-                transport.write_eof()
-            else:
-                transport.close()
+        half_close(self.transport)
 
     def start_tunnel(self) -> None:
         self._state = _TUNNEL

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Protocol
 from veloxy.errors import DownstreamError, RequestTimeout
 from veloxy.h1.parser import RequestParser, UpgradeRequested
 from veloxy.h1.serialize import error_response
+from veloxy.net.halfclose import half_close
 from veloxy.net.timers import NEVER, DeadlineSweeper
 
 if TYPE_CHECKING:
@@ -322,12 +323,7 @@ class ServerConnection(asyncio.Protocol):
 
     def write_eof(self) -> None:
         """Half-close towards the client (a tunnel whose upstream finished sending)."""
-        transport = self.transport
-        if transport is not None and not transport.is_closing():
-            if transport.can_write_eof():
-                transport.write_eof()
-            else:
-                transport.close()
+        half_close(self.transport)
 
     def close(self) -> None:
         """Close after writing what is buffered."""
