@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import weakref
 from typing import Protocol
 
 NEVER = math.inf
@@ -63,12 +64,15 @@ class DeadlineSweeper:
         self._members.clear()
 
 
-_sweepers: dict[asyncio.AbstractEventLoop, DeadlineSweeper] = {}
+# Weak keys: a closed loop (one per test, or per worker restart) takes its sweeper with it.
+_sweepers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, DeadlineSweeper] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 def sweeper_for(loop: asyncio.AbstractEventLoop) -> DeadlineSweeper:
     """The sweeper of this loop, made on first use."""
     sweeper = _sweepers.get(loop)
-    if sweeper is None or sweeper._loop.is_closed():
+    if sweeper is None:
         sweeper = _sweepers[loop] = DeadlineSweeper(loop)
     return sweeper

@@ -18,6 +18,8 @@ class ProxyApp:
                  ) -> None:
         self.config = config
         self.groups = {name: Group(group, sweeper) for name, group in config.upstreams.items()}
+        for group in self.groups.values():
+            group.start()  # health checks and DNS refresh, where configured
         self.router = Router(config.routes, self.groups)
         self._scheme = scheme
         self._forwarding_cache: dict[bytes, bytes] = {}

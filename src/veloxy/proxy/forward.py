@@ -75,6 +75,10 @@ class ProxyExchange:
     _to_upstream_size = 0
     _replay_size = 0
     _connect_task: asyncio.Task[None] | None = None
+    # The server whose `active` count this exchange's current attempt holds (None between
+    # attempts), and when the attempt started (only for latency-aware balancing).
+    _in_flight: Server | None = None
+    _started = 0.0
 
     def __init__(self, app: ProxyApp, down: ServerConnection, head: RequestHead) -> None:
         self._app = app
@@ -100,10 +104,17 @@ class ProxyExchange:
             self.head, route.rewrite(self.head.target), self.down.client_ip
         )
         self._to_upstream.append(self.upstream_head)
-        self._connect(route.group.balancer.pick())
+        server = route.group.balancer.pick(self.head, self.down.client_ip)
+        if server is None:  # every server is down: say so at once rather than try
+            self._respond_error(503, route.group.unavailable_reason(), keep_alive=True)
+            return
+        self._connect(server)
 
     def _connect(self, server: Server, *, fresh: bool = False) -> None:
-        self.server = server
+        self.server = self._in_flight = server
+        server.active += 1
+        if server.timed:  # p2c_ewma and adaptive: time the attempt up to the response head
+            self._started = server.clock()  # type: ignore[misc]
         self._attempts += 1
         conn = None if fresh else server.pool.acquire_idle()
         if conn is not None:
@@ -181,6 +192,7 @@ class ProxyExchange:
         if task is not None:
             task.cancel()
             self._connect_task = None
+        self._leave()
         up, self.up = self.up, None
         if up is not None and self.server is not None:
             self.server.pool.discard(up, graceful=self._tunnel)
@@ -215,6 +227,15 @@ class ProxyExchange:
 
     def on_response_head(self, head: ResponseHead) -> None:
         self.response_started = True
+        # Passive health and latency, per server. The common case (a good answer from a
+        # server with nothing on record, under a policy that ignores latency) costs two tests.
+        server: Server = self.server  # type: ignore[assignment]
+        if self._started:
+            server.observe(head.status, self._started)
+        elif head.status >= 500:
+            server.failed()
+        elif server.failures:
+            server.succeeded()
         request = self.head
         if head.status == 101:
             if request.upgrade is None or head.upgrade is None:
@@ -277,14 +298,21 @@ class ProxyExchange:
 
     def on_tunnel_closed(self) -> None:
         """The upstream side of the tunnel is gone: close the client side once flushed."""
+        self._leave()
         self.up = None
         self.down.close()
 
     def on_upstream_error(self, exc: UpstreamError, received: bool) -> None:
+        self._leave()
         up, self.up = self.up, None
         server = self.server
         if up is not None and server is not None:
             server.pool.discard(up)
+        if server is not None and not isinstance(exc, NoUpstreamAvailable) and (
+                up is None or up.requests == 1 or received):
+            # A failure of the server (passive health), unless it is our own pool's limit or
+            # the keep-alive race on a reused connection, which says nothing about health.
+            server.failed()
         if self.response_started:
             # The head is out: the status cannot change. Closing without the rest of the
             # body (or the last chunk) is the only way the client can see the truncation.
@@ -296,7 +324,12 @@ class ProxyExchange:
             self._retry(exc)
             return
         log.info("upstream %s: %s", server and server.url, exc)
-        self._respond_error(exc.status, str(exc), keep_alive=False)
+        status, message = exc.status, str(exc)
+        group = self.group
+        if status == 502 and group is not None and group.all_failing():
+            status = 503  # not one bad answer: the whole group is known to be failing
+            message = f"every server of upstream group {group.name!r} is failing; last: {exc}"
+        self._respond_error(status, message, keep_alive=False)
 
     # -- internals -------------------------------------------------------------------------
 
@@ -307,36 +340,48 @@ class ProxyExchange:
         if isinstance(exc, UpstreamConnectError):
             # Nothing was sent: safe for any method.
             return self._attempts <= group.retries
-        if isinstance(exc, UpstreamResetError) and up is not None and up.requests > 1:
-            # A reused connection the server closed as we sent on it (the keep-alive race):
-            # safe only if the request can be replayed whole. One such retry is always
-            # allowed, on top of `retries` (Go's transport does the same).
+        if isinstance(exc, UpstreamResetError) and up is not None:
+            # Closed before any response byte: the server may have acted on the request, so
+            # only an idempotent one that can be replayed whole is sent again (RFC 9110
+            # §9.2.2). On a reused connection that is the keep-alive race (the server closed
+            # it as we sent): one such retry is allowed on top of `retries`, as Go's
+            # transport does; on a fresh one the server died mid-request (it was stopped or
+            # crashed), which `retries` covers.
             replayable = self._idempotent and (
                 not self.head.has_body or (self._request_complete and self._replay is not None)
             )
-            return replayable and self._attempts <= group.retries + 1
+            allowed = group.retries + 1 if up.requests > 1 else group.retries
+            return replayable and self._attempts <= allowed
         return False
 
     def _retry(self, exc: UpstreamError) -> None:
         log.debug("retrying after %s", exc)
-        replay = self._replay
-        self._to_upstream = [b"".join(replay)] if replay else [self.upstream_head]
-        self._replay = [] if replay is not None else None
-        self._replay_size = 0
-        self._sent = False
-        assert self.group is not None
-        server = self.server
-        if isinstance(exc, UpstreamConnectError):
-            server = self.group.balancer.pick(exclude=server)
-            self._connect(server)  # type: ignore[arg-type]
-        else:
-            # A stale pooled connection: the others in the stack may be just as stale (the
-            # server restarted), so the retry opens a fresh one.
-            self._connect(server, fresh=True)  # type: ignore[arg-type]
+        if self._sent:  # start over from what was kept; else all is still in _to_upstream
+            replay = self._replay
+            self._to_upstream = [b"".join(replay)] if replay else [self.upstream_head]
+            self._replay = [] if replay is not None else None
+            self._replay_size = 0
+            self._sent = False
+        group = self.group
+        assert group is not None
+        failed = self.server
+        # Another server when there is one (the failed one may be down); else the same.
+        server = group.balancer.pick(self.head, self.down.client_ip, exclude=failed)
+        if server is None:
+            self._respond_error(503, group.unavailable_reason(), keep_alive=False)
+            return
+        # Back to the same server after a stale pooled connection: the others in its stack
+        # may be just as stale (the server restarted), so the retry opens a fresh one.
+        self._connect(server, fresh=server is failed
+                      and not isinstance(exc, UpstreamConnectError))
         if self.up is not None:
             self.flush()
 
     def _complete(self) -> None:
+        counted = self._in_flight  # _leave(), inlined on the path every request takes
+        if counted is not None:
+            self._in_flight = None
+            counted.active -= 1
         up, self.up = self.up, None
         server = self.server
         if up is not None and server is not None:
@@ -361,7 +406,15 @@ class ProxyExchange:
         up.start_tunnel()
         self.down.start_tunnel(self)
 
+    def _leave(self) -> None:
+        """The current attempt is over: its server has one request fewer in flight."""
+        server = self._in_flight
+        if server is not None:
+            self._in_flight = None
+            server.active -= 1
+
     def _close_tunnel(self) -> None:
+        self._leave()
         up, self.up = self.up, None
         if up is not None and self.server is not None:
             # close, not abort: bytes still buffered must reach the upstream

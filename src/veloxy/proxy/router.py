@@ -1,8 +1,23 @@
 """Routes compiled once from config; first match wins.
 
-Matching runs per request, so the compiled form does the cheap tests first (method set,
-path prefix as a bytes startswith) and normalises the Host header only when some route
-looks at it.
+Matching runs per request, and a config may hold hundreds of routes, so the router never
+walks them all. It is indexed twice, at load:
+
+1. By host. Routes for an exact host sit in a dict under it, wildcard routes
+   ("*.example.com") under their suffix (".example.com"), and routes for any host in one
+   list. A request's candidates are its exact host's routes, those of every suffix of its
+   host that starts at a dot ("a.b.example.com": ".b.example.com", ".example.com", ".com"),
+   and the any-host ones, in config order. Which candidates a host gets depends only on which
+   of those keys exist, so the candidate sets are few and each is compiled once, on first
+   use, and cached (a Host header an attacker varies cannot grow the cache beyond the
+   number of distinct sets the config allows).
+2. By path prefix, within a candidate set (`PathIndex`): the prefixes grouped by length, so
+   a request costs one slice and one dict lookup per distinct prefix length, not one test
+   per route. The first route in config order among those that match wins, as in a scan.
+
+Everything else (methods, headers) is tested only on the routes whose prefix matched. The
+common single catch-all route skips all of it. benchmarks/balance_cost.py measures the cost
+with hundreds of routes.
 """
 
 from __future__ import annotations
@@ -15,12 +30,14 @@ from veloxy.upstream.group import Group
 
 
 class CompiledRoute:
-    __slots__ = ("exact_host", "group", "headers", "host_suffix", "methods", "prefix",
+    __slots__ = ("exact_host", "group", "headers", "host_suffix", "index", "methods", "prefix",
                  "strip_prefix")
 
-    def __init__(self, config: RouteConfig, group: Group) -> None:
+    def __init__(self, config: RouteConfig, group: Group, index: int = 0) -> None:
         match = config.match
         self.group = group
+        #: Position in the config: the lower wins when several routes match.
+        self.index = index
         self.prefix = match.path_prefix.encode("ascii")
         self.strip_prefix = config.strip_prefix and self.prefix != b"/"
         self.methods = frozenset(m.encode("ascii") for m in match.methods) if match.methods \
@@ -54,6 +71,14 @@ class CompiledRoute:
             return all(head.header(name) == value for name, value in self.headers)
         return True
 
+    def matches_rest(self, head: RequestHead) -> bool:
+        """The conditions besides host and path prefix, which the indexes have checked."""
+        if self.methods is not None and head.method not in self.methods:
+            return False
+        if self.headers:
+            return all(head.header(name) == value for name, value in self.headers)
+        return True
+
     def rewrite(self, target: bytes) -> bytes:
         """The upstream request target: the prefix removed when strip_prefix is set."""
         if not self.strip_prefix:
@@ -64,23 +89,106 @@ class CompiledRoute:
         return rest
 
 
+class PathIndex:
+    """Routes of one candidate set, indexed by path prefix (see the module docstring)."""
+
+    __slots__ = ("_by_length", "_lengths")
+
+    def __init__(self, routes: Sequence[CompiledRoute]) -> None:
+        by_length: dict[int, dict[bytes, list[CompiledRoute]]] = {}
+        for route in sorted(routes, key=lambda r: r.index):
+            by_length.setdefault(len(route.prefix), {}).setdefault(route.prefix, []).append(route)
+        self._lengths = sorted(by_length)
+        self._by_length = [by_length[length] for length in self._lengths]
+
+    def match(self, head: RequestHead) -> CompiledRoute | None:
+        target = head.target
+        size = len(target)
+        best: CompiledRoute | None = None
+        for length, prefixes in zip(self._lengths, self._by_length, strict=True):
+            if length > size:
+                break
+            routes = prefixes.get(target[:length])
+            if routes is None:
+                continue
+            for route in routes:
+                if best is not None and route.index > best.index:
+                    break
+                if route.matches_rest(head):
+                    best = route
+                    break
+        return best
+
+
 class Router:
     def __init__(self, routes: Sequence[RouteConfig], groups: Mapping[str, Group]) -> None:
-        self.routes = [CompiledRoute(route, groups[route.upstream]) for route in routes]
+        self.routes = [CompiledRoute(route, groups[route.upstream], index)
+                       for index, route in enumerate(routes)]
         self._needs_host = any(
             r.exact_host is not None or r.host_suffix is not None for r in self.routes
         )
         first = self.routes[0] if self.routes else None
         #: The first route takes every request (the common single-route set-up).
         self._catch_all = first if first is not None and first.matches_everything else None
+        self._exact: dict[bytes, list[CompiledRoute]] = {}
+        self._wild: dict[bytes, list[CompiledRoute]] = {}
+        self._any: list[CompiledRoute] = []
+        for route in self.routes:
+            if route.exact_host is not None:
+                self._exact.setdefault(route.exact_host, []).append(route)
+            elif route.host_suffix is not None:
+                self._wild.setdefault(route.host_suffix, []).append(route)
+            else:
+                self._any.append(route)
+        self._any_index = PathIndex(self._any)
+        #: Candidate sets by their key (exact host or None, matching wildcard suffixes).
+        self._sets: dict[tuple[bytes | None, tuple[bytes, ...]], PathIndex] = {}
+        #: Recent hosts and their candidate set: the per-request lookup.
+        self._hosts: dict[bytes, PathIndex] = {}
 
     def match(self, head: RequestHead) -> CompiledRoute | None:
         if self._catch_all is not None:
             return self._catch_all
+        if not self._needs_host or head.host is None:
+            return self._any_index.match(head)
+        index = self._hosts.get(head.host)
+        if index is None:
+            index = self._index_for(head.host)
+        return index.match(head)
+
+    def _index_for(self, raw_host: bytes) -> PathIndex:
+        """The candidate set of a Host header value, built on first use and cached."""
+        host = raw_host.lower()
+        if host.startswith(b"["):  # IPv6 literal: "[::1]:8080"
+            host = host[: host.find(b"]") + 1]
+        else:
+            colon = host.rfind(b":")
+            if colon >= 0:
+                host = host[:colon]
+        exact = host if host in self._exact else None
+        suffixes = tuple(host[dot:] for dot in range(len(host)) if host[dot] == 0x2E
+                         and host[dot:] in self._wild)
+        key = (exact, suffixes)
+        index = self._sets.get(key)
+        if index is None:
+            routes = list(self._any)
+            if exact is not None:
+                routes += self._exact[exact]
+            for suffix in suffixes:
+                routes += self._wild[suffix]
+            index = self._sets[key] = PathIndex(routes)
+        if len(self._hosts) >= 4096:
+            self._hosts.clear()  # bounded: Host headers come from clients
+        self._hosts[raw_host] = index
+        return index
+
+    def match_by_scan(self, head: RequestHead) -> CompiledRoute | None:
+        """The definition the indexes must agree with: the first route that matches, by a
+        scan of them all (tests compare the two)."""
         host = None
-        if self._needs_host and head.host is not None:
+        if head.host is not None:
             host = head.host.lower()
-            if host.startswith(b"["):  # IPv6 literal: "[::1]:8080"
+            if host.startswith(b"["):
                 host = host[: host.find(b"]") + 1]
             else:
                 colon = host.rfind(b":")

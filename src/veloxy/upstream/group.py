@@ -1,74 +1,259 @@
-"""The runtime form of one upstream group: its servers, their pools, and the selector.
+"""The runtime form of one upstream group: its servers, their pools, health, and the selector.
 
-Built once from config.UpstreamGroup; a reload (later) builds a new one and swaps it in,
-while requests in flight keep the one they started with.
+Built once from config.UpstreamGroup (a reload, later, builds a new one and swaps it in while
+requests in flight keep the one they started with). What changes at run time, and how:
+
+- Health. A server leaves the rotation when the active checks fail it (health.py) or when
+  passive health ejects it; either way the group rebuilds its selector over the servers
+  still available (`refresh`). These are rare events, so the request path never tests
+  health: it asks the selector, which only knows available servers.
+- Passive health (outlier detection). The exchange reports failures (connect error, reset,
+  timeout, 5xx) and, when a server has some on record, successes. After `failures` in a
+  row the server is ejected for `ejection`, doubled on each ejection that follows without a
+  success in between, up to `max_ejection`. When the time is up (a sweeper deadline, no
+  timer of its own) the server is back on probation: its next answer decides, a success
+  clears its record and a failure ejects it again, for twice as long. The last server
+  taking traffic is never ejected: with nothing else to send requests to, trying it is the
+  only way to notice that it came back.
+- DNS. Servers written with a host name are resolved at start-up and every `dns_ttl`; an
+  address that appears becomes a server (with its own pool and health check), one that
+  disappears is dropped (its pool is closed; requests in flight on it finish).
+
+When no server is available the selector answers None and the exchange answers 503 at once
+with `unavailable_reason()` as the body.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from veloxy.config import UpstreamGroup as GroupConfig
-from veloxy.net.timers import DeadlineSweeper
-from veloxy.upstream.balance import SmoothWeightedRoundRobin
+from veloxy.config import UpstreamServer
+from veloxy.net.timers import NEVER, DeadlineSweeper
+from veloxy.upstream import discovery
+from veloxy.upstream.balance import TIMED_POLICIES, Balancer, make_balancer
+from veloxy.upstream.health import HealthChecker
 from veloxy.upstream.pool import ConnectionPool
+from veloxy.upstream.server import Server
 
 log = logging.getLogger("veloxy.upstream")
 
-
-class Server:
-    """One upstream server of a group, with its connection pool."""
-
-    __slots__ = ("address", "host_header", "pool", "url", "weight")
-
-    def __init__(self, url: str, host: str, port: int, weight: int, pool: ConnectionPool) -> None:
-        self.url = url
-        self.weight = weight
-        self.pool = pool
-        self.address = f"{host}:{port}"
-        self.host_header = self.address.encode("ascii")
-
-    def __repr__(self) -> str:
-        return f"<Server {self.url} weight={self.weight}>"
+__all__ = ["Group", "Server"]
 
 
 class Group:
-    __slots__ = ("balancer", "name", "retries", "servers", "timeouts")
+    __slots__ = (
+        "_checkers",
+        "_dns_task",
+        "_entries",
+        "available",
+        "balancer",
+        "closed",
+        "config",
+        "name",
+        "retries",
+        "servers",
+        "sweeper",
+        "timeouts",
+    )
 
     def __init__(self, config: GroupConfig, sweeper: DeadlineSweeper) -> None:
         self.name = config.name
+        self.config = config
         self.timeouts = config.timeouts
         self.retries = config.retries
-        pool = config.pool
-        self.servers = [
-            Server(
-                s.url,
-                s.host,
-                s.port,
-                s.weight,
-                ConnectionPool(
-                    s.host,
-                    s.port,
-                    timeouts=config.timeouts,
-                    sweeper=sweeper,
-                    max_connections=pool.max_connections,
-                    max_idle=pool.max_idle,
-                    idle_timeout=pool.idle_timeout,
-                    max_lifetime=pool.max_lifetime,
-                    max_waiting=pool.max_waiting,
-                    wait_timeout=pool.wait_timeout,
-                ),
-            )
-            for s in config.servers
-        ]
-        if config.balance != "round_robin":
-            log.warning(
-                "upstreams.%s.balance: %s is not implemented yet; using round_robin",
-                config.name,
-                config.balance,
-            )
-        self.balancer = SmoothWeightedRoundRobin(self.servers)
+        self.sweeper = sweeper
+        self.closed = False
+        self._checkers: dict[Server, asyncio.Task[None]] = {}
+        self._dns_task: asyncio.Task[None] | None = None
+        #: Each configured server with the servers (addresses) it stands for now.
+        self._entries: list[tuple[UpstreamServer, list[Server]]] = []
+        for entry in config.servers:
+            try:
+                addresses = discovery.resolve_now(entry.host, entry.port)
+            except OSError as exc:
+                # Not fatal: the name may appear later (a service not deployed yet).
+                log.warning("upstreams.%s: cannot resolve %s (%s); retrying every %gs",
+                            self.name, entry.host, exc, config.dns_ttl)
+                addresses = []
+            self._entries.append((entry, [self._new_server(entry, a) for a in addresses]))
+        self.servers: list[Server] = []
+        self.available: list[Server] = []
+        self.balancer: Balancer = make_balancer(config.balance, [], sweeper)
+        self._rebuild()
+
+    def _new_server(self, entry: UpstreamServer, address: str) -> Server:
+        pool = self.config.pool
+        server = Server(
+            entry.url, address, entry.port, entry.weight,
+            ConnectionPool(
+                address, entry.port,
+                timeouts=self.config.timeouts,
+                sweeper=self.sweeper,
+                max_connections=pool.max_connections,
+                max_idle=pool.max_idle,
+                idle_timeout=pool.idle_timeout,
+                max_lifetime=pool.max_lifetime,
+                max_waiting=pool.max_waiting,
+                wait_timeout=pool.wait_timeout,
+            ),
+            name=entry.host, group=self, clock=self.sweeper.refresh,
+        )
+        server.timed = self.config.balance in TIMED_POLICIES
+        return server
+
+    # -- the selector ------------------------------------------------------------------------
+
+    def _rebuild(self) -> None:
+        self.servers = [server for _, servers in self._entries for server in servers]
+        self.refresh()
+
+    def refresh(self) -> None:
+        """Rebuild the selector over the servers that may take traffic now."""
+        available = [s for s in self.servers if s.healthy and not s.ejected]
+        if not available:
+            # Passive ejection never empties a group on its own; if the active checks took
+            # the rest, the ejected-but-healthy servers are better than a 503.
+            available = [s for s in self.servers if s.healthy]
+        self.available = available
+        self.balancer = make_balancer(self.config.balance, available, self.sweeper,
+                                      self.config.hash_source)
+
+    def unavailable_reason(self) -> str:
+        """The body of the 503 sent when no server is available: what is wrong, in words."""
+        if not self.servers:
+            return (f"upstream group {self.name!r} has no servers: "
+                    f"{', '.join(e.host for e, _ in self._entries)} did not resolve")
+        down = sum(not s.healthy for s in self.servers)
+        return (f"no server of upstream group {self.name!r} is available "
+                f"({down} of {len(self.servers)} failing health checks)")
+
+    def all_failing(self) -> bool:
+        """Every server is down by the checks or has failed `failures` times in a row (the
+        last one is kept in rotation, but it is failing too)."""
+        passive = self.config.passive_health
+        threshold = passive.failures if passive is not None else None
+        return all(not s.healthy or (threshold is not None and s.failures >= threshold)
+                   for s in self.servers)
+
+    # -- passive health ------------------------------------------------------------------------
+
+    def server_failed(self, server: Server) -> None:
+        """Called by Server.failed: eject it if its run of failures is long enough."""
+        passive = self.config.passive_health
+        if passive is None or server.ejected or server.failures < passive.failures:
+            return
+        if server not in self.available or not any(
+                s is not server for s in self.available):
+            return  # never eject the last server taking traffic
+        duration = min(passive.ejection * 2 ** server.ejections, passive.max_ejection)
+        server.ejections += 1
+        server.ejected = True
+        # The clock read afresh: `now` is stale while the sweeper has nothing to watch.
+        server.deadline = self.sweeper.refresh() + duration
+        self.sweeper.add(server)
+        log.warning("upstreams.%s: ejecting %s for %gs after %d failures in a row",
+                    self.name, server.address, duration, server.failures)
+        self.refresh()
+
+    def readmit(self, server: Server) -> None:
+        """An ejection is over: the server is back, on probation (see the module doc)."""
+        self.sweeper.discard(server)
+        server.deadline = NEVER
+        if not server.ejected:
+            return
+        server.ejected = False
+        log.info("upstreams.%s: %s back in rotation after ejection", self.name, server.address)
+        if not self.closed:
+            self.refresh()
+
+    # -- active health -------------------------------------------------------------------------
+
+    def set_healthy(self, server: Server, healthy: bool, why: str) -> None:
+        """The active checks changed their verdict on `server`."""
+        server.healthy = healthy
+        if healthy:
+            server.failures = 0  # proven healthy: its passive record starts over
+            server.ejections = 0
+            log.info("upstreams.%s: %s is healthy again (%s)", self.name, server.address, why)
+        else:
+            log.warning("upstreams.%s: %s is unhealthy (%s)", self.name, server.address, why)
+        if server in self.servers:
+            self.refresh()
+
+    # -- background tasks ----------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start health checks and DNS refresh, if configured. Needs the running loop."""
+        if self.config.health_check is not None:
+            for server in self.servers:
+                self._start_checker(server)
+        if self.config.dns_ttl > 0 and not all(discovery.is_ip(e.host) for e, _ in self._entries):
+            self._dns_task = asyncio.get_running_loop().create_task(self._follow_dns())
+
+    def _start_checker(self, server: Server) -> None:
+        check = self.config.health_check
+        if check is None or self.closed:
+            return
+        checker = HealthChecker(server, check, self.sweeper, self.set_healthy)
+        self._checkers[server] = asyncio.get_running_loop().create_task(checker.run())
+
+    async def _follow_dns(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.dns_ttl)
+            await self.resolve_again()
+
+    async def resolve_again(self) -> None:
+        """Resolve every named server once more and apply the differences."""
+        changed = False
+        for index, (entry, servers) in enumerate(self._entries):
+            if discovery.is_ip(entry.host):
+                continue
+            try:
+                addresses = await discovery.resolve(entry.host, entry.port)
+            except OSError as exc:
+                log.warning("upstreams.%s: cannot resolve %s (%s); keeping %d known addresses",
+                            self.name, entry.host, exc, len(servers))
+                continue
+            if self.closed:
+                return
+            known = {server.host: server for server in servers}
+            if set(known) == set(addresses):
+                continue
+            kept = [known[a] if a in known else self._new_server(entry, a) for a in addresses]
+            for server in servers:
+                if server.host not in addresses:
+                    self._drop(server)
+            for server in kept:
+                if server.host not in known:
+                    self._start_checker(server)
+            log.info("upstreams.%s: %s now resolves to %s", self.name, entry.host,
+                     ", ".join(addresses) or "nothing")
+            self._entries[index] = (entry, kept)
+            changed = True
+        if changed:
+            self._rebuild()
+
+    def _drop(self, server: Server) -> None:
+        task = self._checkers.pop(server, None)
+        if task is not None:
+            task.cancel()
+        self.sweeper.discard(server)
+        server.pool.close()
+
+    # -- the end -------------------------------------------------------------------------------
 
     def close(self) -> None:
+        self.closed = True
+        if self._dns_task is not None:
+            self._dns_task.cancel()
+            self._dns_task = None
         for server in self.servers:
-            server.pool.close()
+            self._drop(server)
+
+    def stats(self) -> dict[str, object]:
+        """The group's state for /status and metrics: policy and each server's numbers."""
+        return {"name": self.name, "balance": self.config.balance,
+                "available": len(self.available),
+                "servers": [server.stats() for server in self.servers]}

@@ -24,9 +24,16 @@ from veloxy.net.timers import DeadlineSweeper
 
 @dataclass
 class PoolStats:
+    """Counters since the pool was made (the gauges are on the pool: open, in_use, ...)."""
+
     created: int = 0
     reused: int = 0
     connect_failures: int = 0
+    #: Requests that had to queue because max_connections were busy.
+    waited: int = 0
+    #: Requests refused with 503: the queue was full, or the wait passed wait_timeout.
+    queue_full: int = 0
+    wait_timeouts: int = 0
 
 
 class ConnectionPool:
@@ -69,6 +76,15 @@ class ConnectionPool:
     def waiting(self) -> int:
         return len(self._waiters)
 
+    def snapshot(self) -> dict[str, int]:
+        """Gauges and counters, for /status and the metrics: open (connected or
+        connecting), idle, in use, waiting, and the PoolStats counters."""
+        return {"open": self.open, "idle": len(self._idle), "in_use": self.in_use,
+                "waiting": len(self._waiters), "created": self.stats.created,
+                "reused": self.stats.reused, "connect_failures": self.stats.connect_failures,
+                "waited": self.stats.waited, "queue_full": self.stats.queue_full,
+                "wait_timeouts": self.stats.wait_timeouts}
+
     def acquire_idle(self) -> ClientConnection | None:
         """An idle connection ready for a request, or None. Never waits."""
         idle = self._idle
@@ -90,22 +106,26 @@ class ConnectionPool:
             conn = self.acquire_idle()
             if conn is not None:
                 return conn
-        if self.open >= self.max_connections:
+        if self.open >= self.max_connections or self._waiters:  # FIFO: no jumping the queue
             conn = await self._wait()
-            if conn is not None and not fresh:
-                return conn
             if conn is not None:
-                self.release(conn)  # handed to us, but we want a new one: back to the stack
-        self.open += 1
-        self.in_use += 1
+                # Handed over by `release` as its exchange finished: it has just carried a
+                # whole response, so it is not stale even when a `fresh` one was asked for.
+                return conn
+            # None: `_wake_one` reserved a slot for us (counted in open and in_use), so
+            # that nobody arriving meanwhile takes it and open never passes max_connections.
+        else:
+            self.open += 1
+            self.in_use += 1
         try:
             conn = await ClientConnection.open(
                 self.host, self.port, self._sweeper, self._timeouts, self._connection_closed
             )
-        except BaseException:
+        except BaseException as exc:
             self.open -= 1
             self.in_use -= 1
-            self.stats.connect_failures += 1
+            if not isinstance(exc, asyncio.CancelledError):
+                self.stats.connect_failures += 1
             self._wake_one()
             raise
         self.stats.created += 1
@@ -114,13 +134,12 @@ class ConnectionPool:
     def release(self, conn: ClientConnection) -> None:
         """Return a connection after its exchange; it goes back to the stack if reusable."""
         self.in_use -= 1
-        expired = self._sweeper.now - conn.created_at > self.max_lifetime
-        if expired or self.closed:
-            conn.close()
-            self._wake_one()
+        now = self._sweeper.now
+        retire_at = conn.created_at + self.max_lifetime
+        if now > retire_at or self.closed:
+            conn.close()  # a waiter is woken when the close completes (_connection_closed)
             return
         if not conn.release():
-            self._wake_one()
             return
         while self._waiters:
             waiter = self._waiters.popleft()
@@ -132,7 +151,10 @@ class ConnectionPool:
         if len(self._idle) >= self.max_idle:
             conn.close()
             return
-        conn.deadline = self._sweeper.now + self.idle_timeout
+        # Idle until idle_timeout, or until its lifetime ends if that comes first: the
+        # sweeper closes it then, so an old connection is not kept only to be refused later.
+        deadline = now + self.idle_timeout
+        conn.deadline = deadline if deadline < retire_at else retire_at
         self._idle.append(conn)
 
     def discard(self, conn: ClientConnection, *, graceful: bool = False) -> None:
@@ -143,7 +165,8 @@ class ConnectionPool:
             conn.close()
         else:
             conn.abort()
-        self._wake_one()
+        # A waiter is woken when the close completes (_connection_closed): not before, so
+        # that `open` never passes max_connections.
 
     def close(self) -> None:
         self.closed = True
@@ -158,7 +181,11 @@ class ConnectionPool:
     # -- internals -------------------------------------------------------------------------
 
     async def _wait(self) -> ClientConnection | None:
+        """Queue (FIFO) for a connection: one handed over by `release`, or None when a
+        slot freed up and the caller may connect anew. Only under overload, so a timer per
+        waiter is acceptable here."""
         if len(self._waiters) >= self.max_waiting:
+            self.stats.queue_full += 1
             raise NoUpstreamAvailable(
                 f"{self.host}:{self.port}: all {self.max_connections} connections busy "
                 f"and {self.max_waiting} requests already waiting"
@@ -167,22 +194,44 @@ class ConnectionPool:
             asyncio.get_running_loop().create_future()
         )
         self._waiters.append(waiter)
+        self.stats.waited += 1
         try:
             async with asyncio.timeout(self.wait_timeout):
                 return await waiter
         except TimeoutError:
+            if waiter.done() and not waiter.cancelled():
+                return waiter.result()  # handed over as the timeout fired: take it
+            self.stats.wait_timeouts += 1
             raise NoUpstreamAvailable(
                 f"{self.host}:{self.port}: no connection free within {self.wait_timeout:g}s"
             ) from None
+        except asyncio.CancelledError:
+            # The request went away. What was handed to it goes to the next in line.
+            if waiter.done() and not waiter.cancelled():
+                conn = waiter.result()
+                if conn is not None:
+                    self.release(conn)
+                else:
+                    self.open -= 1  # the reserved slot
+                    self.in_use -= 1
+                    self._wake_one()
+            raise
         finally:
             if not waiter.done():
                 waiter.cancel()
+                try:
+                    self._waiters.remove(waiter)  # keep `waiting` exact
+                except ValueError:
+                    pass
 
     def _wake_one(self) -> None:
-        """A slot freed up without a connection to hand over: let a waiter connect anew."""
-        while self._waiters:
+        """A slot freed up without a connection to hand over: let the first waiter connect
+        anew, reserving the slot for it now (see `acquire`)."""
+        while self._waiters and self.open < self.max_connections:
             waiter = self._waiters.popleft()
             if not waiter.done():
+                self.open += 1
+                self.in_use += 1
                 waiter.set_result(None)
                 return
 
@@ -192,3 +241,5 @@ class ConnectionPool:
             self._idle.remove(conn)
         except ValueError:
             pass
+        if self._waiters:
+            self._wake_one()  # a slot is free: the first waiter connects anew

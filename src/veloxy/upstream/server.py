@@ -154,7 +154,7 @@ class Server:
     def cost_latency(self, now: float) -> float:
         """`latency`, decayed toward 0 if no sample arrived for STALE seconds."""
         age = now - self.latency_at
-        if age > STALE:
+        if age > STALE and self.latency:
             return self.latency * math.exp(-age / DECAY)
         return self.latency
 
