@@ -75,3 +75,27 @@ def test_hop_by_hop_response_fields_removed() -> None:
 def test_garbage_is_a_protocol_error() -> None:
     with pytest.raises(UpstreamProtocolError):
         ResponseParser(Recorder()).feed(b"SSH-2.0-OpenSSH\r\n\r\n")
+
+
+def test_status_parser_skips_headers_but_keeps_framing() -> None:
+    from veloxy.h1.parser import StatusResponseParser
+
+    recorder = Recorder()
+    parser = StatusResponseParser(recorder)
+    parser.feed(b"HTTP/1.1 200 OK\r\nX-Big: " + b"v" * 100 + b"\r\nContent-Length: 3\r\n\r\nabc"
+                b"HTTP/1.1 204 No Content\r\n\r\n")
+    assert recorder.events == [("head", 200, (), None, False, False), ("body", b"abc"), ("end",),
+                               ("head", 204, (), None, False, False), ("end",)]
+
+
+def test_status_parser_eof_completes_only_close_delimited_bodies() -> None:
+    from veloxy.h1.parser import StatusResponseParser
+
+    recorder = Recorder()
+    parser = StatusResponseParser(recorder)
+    parser.feed(b"HTTP/1.1 200 OK\r\n\r\npartial")
+    assert parser.finish() is True and recorder.events[-1] == ("end",)
+    recorder = Recorder()
+    parser = StatusResponseParser(recorder)
+    parser.feed(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc")
+    assert parser.finish() is False and ("end",) not in recorder.events

@@ -263,8 +263,8 @@ class _HeadResponseDone(Exception):
     Content-Length says (RFC 9110 §9.3.2); httptools cannot be told that otherwise."""
 
 
-class ResponseParser:
-    """Parses the responses of one upstream connection.
+class _ResponseParserBase:
+    """Status, framing and body events of upstream responses; no header callback.
 
     Raises UpstreamProtocolError from `feed` when the bytes are not HTTP. `finish()` is
     called at end of stream: a response framed by the connection's end is complete then,
@@ -325,28 +325,6 @@ class ResponseParser:
     # (one C-to-Python call less per response), and the reason phrase is not kept, as Go
     # does not keep it either: status lines are written from veloxy's own table.
 
-    def on_header(self, name: bytes, value: bytes) -> None:
-        head = self._head
-        if head is None:
-            return  # trailer field: dropped, we re-frame the body ourselves
-        role = RESPONSE_ROLES.get(name.lower())
-        if role is None:
-            head.fields += (name, SEP, value, CRLF)
-        elif role == CONTENT_LENGTH:
-            head.content_length = int(value)
-            head.fields += (name, SEP, value, CRLF)
-        elif role == TRANSFER_ENCODING:
-            head.chunked = value.strip().lower().endswith(b"chunked")
-        elif role == CONNECTION:
-            for token in connection_tokens(value):
-                if token not in (b"close", b"keep-alive", b"upgrade"):
-                    if self._connection_names is None:
-                        self._connection_names = []
-                    self._connection_names.append(token)
-        elif role == UPGRADE:
-            head.upgrade = value
-        # DROP: left out
-
     def on_headers_complete(self) -> None:
         head = self._head
         assert head is not None
@@ -382,3 +360,52 @@ class ResponseParser:
             return
         self.in_body = None
         self._handler.on_response_end()
+
+
+class ResponseParser(_ResponseParserBase):
+    """Responses with their headers: what the proxy forwards."""
+
+    __slots__ = ()
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        head = self._head
+        if head is None:
+            return  # trailer field: dropped, we re-frame the body ourselves
+        role = RESPONSE_ROLES.get(name.lower())
+        if role is None:
+            head.fields += (name, SEP, value, CRLF)
+        elif role == CONTENT_LENGTH:
+            head.content_length = int(value)
+            head.fields += (name, SEP, value, CRLF)
+        elif role == TRANSFER_ENCODING:
+            head.chunked = value.strip().lower().endswith(b"chunked")
+        elif role == CONNECTION:
+            for token in connection_tokens(value):
+                if token not in (b"close", b"keep-alive", b"upgrade"):
+                    if self._connection_names is None:
+                        self._connection_names = []
+                    self._connection_names.append(token)
+        elif role == UPGRADE:
+            head.upgrade = value
+        # DROP: left out
+
+
+class StatusResponseParser(_ResponseParserBase):
+    """Responses without their headers, for a load generator that only counts and times.
+
+    httptools installs its header callbacks only when the target has `on_header`, so
+    this parser costs no Python call per header (about half the generator's per-request
+    CPU on a small response). Without headers the framing is llhttp's alone: at end of
+    stream a body in progress counts as complete when the response said it would close
+    (close-delimited), else as truncated.
+    """
+
+    __slots__ = ()
+
+    def finish(self) -> bool:
+        head = self.in_body
+        if head is not None and head.close:
+            self.in_body = None
+            self._handler.on_response_end()
+            return True
+        return False

@@ -42,6 +42,7 @@ from veloxy.loadgen.driver import (
     BenchConnection,
     ClosedLoopDriver,
     OpenLoopDriver,
+    StatusBenchConnection,
     Tally,
     WorkerHooks,
 )
@@ -150,6 +151,8 @@ class Worker(WorkerHooks):
         script = None
         if s.script:
             script = Script(s.script, s.target.host_header, s.closes, s.method)
+        # Headers are parsed only when a script's response() may look at them.
+        self._conn_class = BenchConnection if script is not None else StatusBenchConnection
         request = s.request_bytes()
         head = s.method == "HEAD"
         interval_ns = s.connections * 1e9 / s.rate if s.rate else 0.0
@@ -264,7 +267,7 @@ class Worker(WorkerHooks):
 
     async def _connect(self, d: BaseDriver) -> BenchConnection | None:
         try:
-            conn = await BenchConnection.open(self.plan.connect_host, self.settings.target.port,
+            conn = await self._conn_class.open(self.plan.connect_host, self.settings.target.port,
                                               self.sweeper, self.timeouts,
                                               on_closed=d.connection_closed)
         except UpstreamConnectError:

@@ -25,7 +25,7 @@ from veloxy.errors import (
     UpstreamTimeout,
 )
 from veloxy.h1.head import ResponseHead
-from veloxy.h1.parser import ResponseParser
+from veloxy.h1.parser import ResponseParser, _ResponseParserBase
 from veloxy.net.halfclose import half_close
 from veloxy.net.timers import NEVER, DeadlineSweeper
 
@@ -54,6 +54,8 @@ _IDLE, _SENDING, _AWAIT_HEAD, _IN_BODY, _TUNNEL = range(5)
 
 
 class ClientConnection(asyncio.Protocol):
+    #: Headers are parsed for the proxy; `veloxy bench` swaps in StatusResponseParser.
+    parser_class: type[_ResponseParserBase] = ResponseParser
     __slots__ = (
         "_on_closed",
         "_parser",
@@ -82,7 +84,7 @@ class ClientConnection(asyncio.Protocol):
         self._response_header_timeout = timeouts.response_header
         self._read_timeout = timeouts.read
         self._on_closed = on_closed
-        self._parser = ResponseParser(self)
+        self._parser = self.parser_class(self)
         self._state = _IDLE
         self._read_paused = False
         self._reusable = True
