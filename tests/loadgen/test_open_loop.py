@@ -105,6 +105,8 @@ def test_connections_the_server_closes_while_idle_are_replaced(backends: Backend
     # keep-alive race every client has) would be a read error: tolerate one on a busy machine.
     assert doc["errors"]["timeout"] == 0, doc["errors"]
     assert doc["errors"]["total"] <= 1, doc["errors"]
-    assert doc["requests"]["completed"] + doc["requests"]["failed"] == len(server.requests)
+    # Every completed request reached the server; a failed one (the race above) may not have.
+    assert (doc["requests"]["completed"] <= len(server.requests)
+            <= doc["requests"]["completed"] + doc["requests"]["failed"])
     assert abs(doc["requests"]["completed"] - rate * seconds) <= 3
     assert server.accepted >= doc["requests"]["completed"] - 2  # reconnected for nearly all
