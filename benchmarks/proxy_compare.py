@@ -107,7 +107,6 @@ Ctrl-C or SIGTERM.
 import argparse
 import contextlib
 import datetime as dt
-import hashlib
 import http.client
 import json
 import os
@@ -117,7 +116,6 @@ import resource
 import shlex
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -130,6 +128,23 @@ from pathlib import Path
 from typing import Any, TextIO
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "src"))  # veloxy.lab, without installing the package
+
+# Process management and the peers' configs are shared with `veloxy suite` (veloxy/lab/).
+from veloxy.lab.peers import (  # noqa: E402
+    build_goproxy,
+    haproxy_conf,
+    nginx_origin_conf,
+    nginx_proxy_conf,
+)
+from veloxy.lab.procs import (  # noqa: E402
+    Proc,
+    free_port,
+    time_wait_count,
+    tree_cpu_seconds,
+    tree_pids,
+)
+
 GOPROXY_SRC = REPO / "benchmarks" / "peers" / "goproxy"
 HOST = "127.0.0.1"
 BODY_SIZE = 100
@@ -201,137 +216,7 @@ SCENARIOS: dict[str, Scenario] = {
 # Process management: every child in its own session/process group, all stopped on exit.
 
 
-def _proc_stat_fields(pid: int) -> list[str] | None:
-    """Fields of /proc/PID/stat after the command name (index 0 = state)."""
-    try:
-        data = Path(f"/proc/{pid}/stat").read_bytes()
-    except OSError:
-        return None
-    return data[data.rindex(b")") + 2 :].decode().split()
-
-
-def _all_pids() -> Iterator[int]:
-    for name in os.listdir("/proc"):
-        if name.isdigit():
-            yield int(name)
-
-
-def group_members(pgid: int) -> list[int]:
-    """Live (non-zombie) processes whose process group is pgid."""
-    out = []
-    for pid in _all_pids():
-        f = _proc_stat_fields(pid)
-        if f is not None and int(f[2]) == pgid and f[0] != "Z":
-            out.append(pid)
-    return out
-
-
-class Proc:
-    """A child process running in its own process group, output to a log file."""
-
-    def __init__(
-        self,
-        name: str,
-        argv: Sequence[str],
-        log_path: Path,
-        *,
-        env: dict[str, str] | None = None,
-        cpu: int | None = None,
-        cwd: Path | None = None,
-    ) -> None:
-        self.name = name
-        self.argv = list(argv)
-        self.log_path = log_path
-        self.env = env
-        self.cpu = cpu
-        self.cwd = cwd
-        self.popen: subprocess.Popen[bytes] | None = None
-        self._log: Any = None
-
-    @property
-    def command(self) -> list[str]:
-        if self.cpu is None:
-            return self.argv
-        return ["taskset", "-c", str(self.cpu), *self.argv]  # taskset execs: same pid
-
-    @property
-    def pid(self) -> int:
-        assert self.popen is not None
-        return self.popen.pid
-
-    def start(self) -> None:
-        self._log = open(self.log_path, "ab")  # noqa: SIM115 (closed in stop())
-        self._log.write(f"$ {shlex.join(self.command)}\n".encode())
-        self._log.flush()
-        self.popen = subprocess.Popen(
-            self.command,
-            stdin=subprocess.DEVNULL,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            env=self.env,
-            cwd=self.cwd,
-            start_new_session=True,
-        )
-        REGISTRY.append(self)
-
-    def alive(self) -> bool:
-        return self.popen is not None and self.popen.poll() is None
-
-    def tail(self, lines: int = 15) -> str:
-        try:
-            text = self.log_path.read_text(errors="replace")
-        except OSError:
-            return ""
-        return "\n".join(text.rstrip().splitlines()[-lines:])
-
-    def wait_ready(self, port: int, timeout: float, pattern: str | None = None) -> str | None:
-        """Wait until the port accepts connections (and pattern shows in the log).
-
-        Returns None when ready, else a reason."""
-        deadline = time.monotonic() + timeout
-        port_ok = False
-        while time.monotonic() < deadline:
-            if not self.alive():
-                assert self.popen is not None
-                return f"exited with code {self.popen.returncode}"
-            if not port_ok:
-                with contextlib.suppress(OSError), socket.create_connection((HOST, port), 0.5):
-                    port_ok = True
-            if port_ok and (
-                pattern is None or re.search(pattern, self.log_path.read_text(errors="replace"))
-            ):
-                return None
-            time.sleep(0.05)
-        return f"not ready after {timeout:.0f}s (port {'open' if port_ok else 'closed'})"
-
-    def stop(self, timeout: float = 5.0) -> None:
-        if self.popen is None:
-            return
-        pgid = self.popen.pid  # session leader: pgid == pid
-        for sig in (signal.SIGTERM, signal.SIGKILL):
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(pgid, sig)
-            deadline = time.monotonic() + (timeout if sig == signal.SIGTERM else 2.0)
-            while time.monotonic() < deadline:
-                self.popen.poll()
-                if self.popen.returncode is not None and not group_members(pgid):
-                    break
-                time.sleep(0.05)
-            else:
-                if sig == signal.SIGTERM:
-                    log(f"{self.name}: still running {timeout:.0f}s after SIGTERM, sending SIGKILL")
-                continue
-            break
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.popen.wait(timeout=1.0)
-        if self._log is not None:
-            self._log.close()
-            self._log = None
-        if self in REGISTRY:
-            REGISTRY.remove(self)
-
-
-REGISTRY: list[Proc] = []
+REGISTRY: list[Proc] = []  # every started Proc, stopped by stop_all()
 
 
 def stop_all() -> None:
@@ -349,33 +234,6 @@ def _raise_exit(signum: int, _frame: object) -> None:
 
 # --------------------------------------------------------------------------------------------
 # Measurements from /proc
-
-
-def tree_pids(root: int) -> list[int]:
-    children: dict[int, list[int]] = {}
-    for pid in _all_pids():
-        f = _proc_stat_fields(pid)
-        if f is not None:
-            children.setdefault(int(f[1]), []).append(pid)
-    out, todo = [], [root]
-    while todo:
-        pid = todo.pop()
-        out.append(pid)
-        todo.extend(children.get(pid, ()))
-    return out
-
-
-def tree_cpu_seconds(root: int) -> float:
-    """utime+stime+cutime+cstime of root and all its live descendants, in seconds.
-
-    A descendant that exited and was reaped moved its times into its parent's cutime/cstime, so
-    the sum over the live tree is monotonic as long as exits are reaped inside the tree."""
-    ticks = 0
-    for pid in tree_pids(root):
-        f = _proc_stat_fields(pid)
-        if f is not None:
-            ticks += sum(int(x) for x in f[11:15])  # utime stime cutime cstime
-    return ticks / CLK_TCK
 
 
 def cpu_times() -> dict[int, tuple[int, int]]:
@@ -405,17 +263,6 @@ def busy_now(seconds: float = 1.0) -> dict[int, float]:
     time.sleep(seconds)
     after = cpu_times()
     return {c: round(v, 1) for c in before if (v := cpu_busy_pct(before, after, c)) is not None}
-
-
-def time_wait_count() -> int | None:
-    try:
-        for line in Path("/proc/net/sockstat").read_text().splitlines():
-            if line.startswith("TCP:"):
-                parts = line.split()
-                return int(parts[parts.index("tw") + 1])
-    except (OSError, ValueError):
-        pass
-    return None
 
 
 def socket_inodes(root: int) -> set[str]:
@@ -631,7 +478,7 @@ def run_wrk(
     for h in scenario.headers:
         argv += ["-H", h]
     argv.append(url)
-    p = Proc("wrk", argv, log_path, cpu=cpu)
+    p = Proc("wrk", argv, log_path, cpu=cpu, registry=REGISTRY)
     log_path.write_text("")
     p.start()
     deadline = time.monotonic() + seconds + 30.0  # bounded, whatever wrk does
@@ -667,125 +514,12 @@ class Running:
     note: str = ""
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return int(s.getsockname()[1])
-
-
-def nginx_common(workdir: Path, tag: str) -> str:
-    nofile = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-    tmp = workdir / f"{tag}-tmp"
-    tmp.mkdir(exist_ok=True)
-    kinds = ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
-    paths = "\n".join(f"    {k}_temp_path {tmp}/{k};" for k in kinds)
-    return f"""worker_processes 1;
-daemon off;
-master_process on;
-pid {workdir}/{tag}.pid;
-error_log {workdir}/{tag}-error.log warn;
-worker_rlimit_nofile {nofile};
-events {{
-    worker_connections {max(1024, nofile - 256)};
-}}
-http {{
-    access_log off;
-{paths}
-    keepalive_requests 100000000;
-    keepalive_timeout 3600s;
-"""
-
-
-def nginx_origin_conf(workdir: Path, port: int) -> str:
-    return nginx_common(workdir, "origin") + f"""    server {{
-        listen {HOST}:{port} backlog=4096;
-        location = {STUB_PATH} {{
-            stub_status;
-        }}
-        location / {{
-            default_type text/plain;
-            return 200 "{NGINX_BODY[:-1]}\\n";
-        }}
-    }}
-}}
-"""
-
-
-def nginx_proxy_conf(workdir: Path, port: int, origin_port: int, keepalive: int) -> str:
-    return nginx_common(workdir, "nginx-proxy") + f"""    upstream origin {{
-        server {HOST}:{origin_port};
-        keepalive {keepalive};
-        keepalive_requests 100000000;
-        keepalive_timeout 3600s;
-    }}
-    server {{
-        listen {HOST}:{port} backlog=4096;
-        location / {{
-            proxy_pass http://origin;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-        }}
-    }}
-}}
-"""
-
-
-def haproxy_conf(port: int, origin_port: int) -> str:
-    # HAProxy wants 2 fds per connection plus a margin and refuses to start otherwise.
-    maxconn = max(256, min(65536, (resource.getrlimit(resource.RLIMIT_NOFILE)[0] - 500) // 2))
-    return f"""global
-    nbthread 1
-    maxconn {maxconn}
-
-defaults
-    mode http
-    maxconn {maxconn}
-    timeout connect 5s
-    timeout client 3600s
-    timeout server 3600s
-    timeout http-keep-alive 3600s
-    http-reuse always
-
-frontend fe
-    bind {HOST}:{port}
-    default_backend be
-
-backend be
-    server origin {HOST}:{origin_port} pool-purge-delay 3600s
-"""
-
-
 def python_env() -> dict[str, str]:
     env = dict(os.environ)
     src = str(REPO / "src")
     env["PYTHONPATH"] = src + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     env["PYTHONUNBUFFERED"] = "1"
     return env
-
-
-def build_goproxy() -> tuple[Path | None, str]:
-    """Build the Go peer into a cache dir keyed by source hash; (binary, message)."""
-    h = hashlib.sha256()
-    for name in ("main.go", "go.mod"):
-        h.update((GOPROXY_SRC / name).read_bytes())
-    go = shutil.which("go")
-    if go:
-        h.update(subprocess.run([go, "version"], capture_output=True, text=True).stdout.encode())
-    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "veloxy-bench"
-    binary = cache / f"goproxy-{h.hexdigest()[:16]}"
-    if binary.exists():
-        return binary, f"cached {binary}"
-    if not go:
-        return None, "go is not installed and no cached goproxy binary exists"
-    cache.mkdir(parents=True, exist_ok=True)
-    env = dict(os.environ, GOPROXY="off", GOFLAGS="-mod=mod", CGO_ENABLED="0")
-    r = subprocess.run(
-        [go, "build", "-o", str(binary), "."],
-        cwd=GOPROXY_SRC, env=env, capture_output=True, text=True, timeout=300,
-    )
-    if r.returncode != 0:
-        return None, f"go build failed: {r.stderr.strip()[-500:]}"
-    return binary, f"built {binary}"
 
 
 @dataclass
@@ -802,14 +536,15 @@ def start_origin(ctx: Ctx) -> Proc:
     port = ctx.origin_port
     if ctx.args.origin == "nginx":
         conf = ctx.workdir / "origin.conf"
-        conf.write_text(nginx_origin_conf(ctx.workdir, port))
+        conf.write_text(nginx_origin_conf(ctx.workdir, port, NGINX_BODY, STUB_PATH))
         argv = ["nginx", "-p", str(ctx.workdir), "-e", str(ctx.workdir / "origin-error.log"),
                 "-c", str(conf)]
-        proc = Proc("origin", argv, ctx.workdir / "origin.log", cpu=ctx.client_cpu)
+        proc = Proc("origin", argv, ctx.workdir / "origin.log", cpu=ctx.client_cpu,
+                    registry=REGISTRY)
         pattern = None
     else:
         argv = [sys.executable, "-m", "veloxy", "origin", "--listen", f"{HOST}:{port}"]
-        proc = Proc("origin", argv, ctx.workdir / "origin.log", env=python_env(),
+        proc = Proc("origin", argv, ctx.workdir / "origin.log", env=python_env(), registry=REGISTRY,
                     cpu=ctx.client_cpu, cwd=REPO)
         pattern = None
     proc.start()
@@ -886,7 +621,8 @@ def start_target(name: str, ctx: Ctx, origin: Proc) -> Running | str:
     if isinstance(spec, str):
         return spec
     argv, env, pattern = spec
-    proc = Proc(name, argv, ctx.workdir / f"{name}.log", env=env, cpu=ctx.proxy_cpu, cwd=REPO)
+    proc = Proc(name, argv, ctx.workdir / f"{name}.log", env=env, cpu=ctx.proxy_cpu, cwd=REPO,
+                registry=REGISTRY)
     try:
         proc.start()
     except OSError as e:
@@ -1392,7 +1128,7 @@ def main(argv: list[str] | None = None) -> int:
     ctx = Ctx(args, workdir, free_port(), proxy_cpu, client_cpu, max_conn)
 
     if any(t.startswith("go-") for t in args.targets):
-        args.goproxy_binary = build_goproxy()
+        args.goproxy_binary = build_goproxy(GOPROXY_SRC)
         log(f"goproxy: {args.goproxy_binary[1]}")
     else:
         args.goproxy_binary = (None, "not needed")

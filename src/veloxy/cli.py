@@ -91,6 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     from veloxy.loadgen.cli import add_bench_parser
 
     add_bench_parser(commands)
+    add_lab_parsers(commands)
     return parser
 
 
@@ -218,3 +219,45 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     mode = "quick" if args.quick else "full" if args.full else "default"
     return run_demo(mode, json_out=args.json)
+
+
+# -- the performance lab: doctor, suite ------------------------------------------------------
+
+
+def add_lab_parsers(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """`veloxy doctor` and `veloxy suite` (their work lives in doctor.py and lab/)."""
+    from veloxy.lab.cli import add_suite_parser
+
+    add_doctor_parser(commands)
+    add_suite_parser(commands)
+    commands.choices["suite"].set_defaults(run=cmd_suite)
+
+
+def add_doctor_parser(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    doctor = commands.add_parser(
+        "doctor", help="check the OS settings that limit a proxy, and say what to change",
+        description="Read the kernel and process limits that matter to a proxy (backlog, "
+        "ephemeral ports, TIME_WAIT, file descriptors, CPU quota, event loop; on Windows the "
+        "Tcpip registry values and the IOCP loop), compare them with the planned load, and "
+        "print the command that fixes each. Exit 1 when a check fails.",
+    )
+    doctor.add_argument("--config", "-c", metavar="FILE",
+                        help="plan for this config's workers and upstream pools")
+    doctor.add_argument("--connections", "-n", metavar="N", type=int,
+                        help="planned concurrent client connections (default 1000)")
+    doctor.add_argument("--workers", "-w", metavar="N|auto",
+                        help="planned worker processes (default: the config's, else 1)")
+    doctor.add_argument("--json", action="store_true", help="print the findings as JSON")
+    doctor.set_defaults(run=cmd_doctor)
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from veloxy.doctor import run_doctor
+
+    return run_doctor(args.config, args.connections, args.workers, args.json)
+
+
+def cmd_suite(args: argparse.Namespace) -> int:
+    from veloxy.lab.cli import run
+
+    return run(args)

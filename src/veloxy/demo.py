@@ -23,102 +23,23 @@ from __future__ import annotations
 
 import json
 import os
-import re
-import signal
-import subprocess
 import sys
-import threading
 from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import Any
+
+from veloxy.lab.procs import Child, StartError, cpu_seconds
 
 SECONDS = {"quick": 1.5, "default": 6.0, "full": 15.0}
 WARMUP = {"quick": 0.25, "default": 0.5, "full": 1.0}
 CONNECTIONS = 32
 FIXED_RATE_SHARE = 0.6
 SECONDS_ENV = "VELOXY_DEMO_SECONDS"
-READY_TIMEOUT = 15.0
-_LISTEN = re.compile(r"listening on (\S+):(\d+)\s*$")
 
 
-class DemoError(RuntimeError):
-    pass
-
-
-# -- child processes ------------------------------------------------------------------------------
-
-
-class Child:
-    """`python -m veloxy ARGS` in its own session; stderr drained in a thread."""
-
-    def __init__(self, args: list[str], ready_prefix: str) -> None:
-        self.args = args
-        self.lines: list[str] = []
-        self.port = 0
-        self._ready = threading.Event()
-        self._prefix = ready_prefix
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "veloxy", *args], stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env,
-            start_new_session=True,  # Ctrl-C in the terminal is ours to handle, not theirs
-        )
-        self._thread = threading.Thread(target=self._drain, daemon=True)
-        self._thread.start()
-
-    def _drain(self) -> None:
-        assert self.proc.stderr is not None
-        for raw in iter(self.proc.stderr.readline, b""):
-            line = raw.decode("utf-8", "replace").rstrip()
-            self.lines.append(line)
-            match = _LISTEN.search(line)
-            if match and line.startswith(self._prefix) and not self._ready.is_set():
-                self.port = int(match.group(2))
-                self._ready.set()
-        self._ready.set()
-
-    def wait_ready(self) -> int:
-        self._ready.wait(READY_TIMEOUT)
-        if not self.port:
-            tail = " | ".join(self.lines[-3:]) or f"exit code {self.proc.poll()}"
-            raise DemoError(f"`veloxy {' '.join(self.args)}` did not start: {tail}")
-        return self.port
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                try:
-                    os.killpg(self.proc.pid, signal.SIGKILL)
-                except (ProcessLookupError, PermissionError):
-                    self.proc.kill()
-                self.proc.wait(5)
-        self._thread.join(2)
-
-
-def cpu_seconds(pid: int) -> float | None:
-    """utime+stime of a process, from /proc (psutil elsewhere), None when unknown."""
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
-            text = f.read()
-        fields = text[text.rindex(")") + 2:].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError, IndexError):
-        pass
-    try:
-        import psutil  # type: ignore[import-not-found]
-
-        times = psutil.Process(pid).cpu_times()
-        return float(times.user + times.system)
-    except Exception:
-        return None
+# The child processes and their CPU time: shared with `veloxy suite` (veloxy/lab/procs.py).
+DemoError = StartError
 
 
 # -- the matrix -----------------------------------------------------------------------------------

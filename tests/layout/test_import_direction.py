@@ -21,6 +21,9 @@ ALLOWED: dict[str, set[str]] = {
     "origin": {"errors", "h1", "net", "config"},
     "server": {"errors", "h1", "net", "config"},
     "loadgen": {"errors", "h1", "net", "config"},
+    "lab": {"errors", "h1", "net", "config", "loadgen"},
+    "doctor": {"errors", "config", "net"},
+    "demo": {"errors", "h1", "net", "config", "loadgen", "lab"},
 }
 
 PROBE = """

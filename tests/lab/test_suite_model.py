@@ -1,0 +1,84 @@
+"""The suite file: what it may say, the problems it reports with their key paths, and the
+two suites that ship."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from veloxy.lab.suite import SuiteError, load_suite, parse_suite
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_shipped_suites_load() -> None:
+    seed = load_suite(REPO / "suites/seed-study.yaml")
+    assert seed.reference == "go" and seed.repetitions >= 3
+    assert {t.kind for t in seed.targets} >= {"direct", "veloxy", "go-default"}
+    assert any(t.gc.freeze and t.gc.gen0 for t in seed.targets)
+    assert any(not s.keep_alive for s in seed.scenarios)
+    assert any(s.rate for s in seed.scenarios) and any(s.rate is None for s in seed.scenarios)
+    assert {s.workers for s in seed.scenarios} == {1, 2}
+    assert any(s.origin_delay > 0 for s in seed.scenarios)
+    assert max(s.connections for s in seed.scenarios) == 1000
+    peers = load_suite(REPO / "suites/peers.yaml")
+    assert {t.kind for t in peers.targets} >= {"nginx", "haproxy", "veloxy", "go-tuned"}
+    assert peers.pin == "split"
+
+
+def test_defaults_and_paths() -> None:
+    suite = parse_suite({"targets": [{"name": "veloxy"}, {"name": "ext", "kind": "url",
+                                                          "url": "http://10.0.0.1:8080/x"}],
+                         "scenarios": [{"name": "s", "payload": "16k",
+                                        "origin_delay": "5ms", "keep_alive": False}]})
+    assert suite.reference == "veloxy" and suite.repetitions == 1
+    scen = suite.scenarios[0]
+    assert scen.payload == 16384 and scen.rate is None and not scen.keep_alive
+    assert scen.path == "/?size=16384&delay=5ms"
+    assert suite.target("ext").kind == "url" and not suite.target("ext").started
+    assert suite.scaled(duration=0.5, repetitions=2).scenarios[0].duration == 0.5
+
+
+@pytest.mark.parametrize(("data", "message"), [
+    ({"targets": [], "scenarios": [{}]}, "targets: expected a non-empty list"),
+    ({"targets": [{"name": "a", "kind": "apache"}], "scenarios": [{}]},
+     "targets[0].kind: expected one of"),
+    ({"targets": [{"name": "u", "kind": "url"}], "scenarios": [{}]},
+     "targets[0].url: a url target needs an http:// URL"),
+    ({"targets": [{"name": "veloxy"}], "scenarios": [{"rate": -5}]},
+     "scenarios[0].rate: expected a positive number"),
+    ({"targets": [{"name": "veloxy"}], "scenarios": [{"duration": "soon"}]},
+     "scenarios[0].duration"),
+    ({"targets": [{"name": "veloxy"}], "scenarios": [{"connections": 0}]},
+     "scenarios[0].connections: expected an integer >= 1"),
+    ({"targets": [{"name": "veloxy"}], "scenarios": [{"colour": "red"}]},
+     "scenarios[0].colour: unknown key"),
+    ({"targets": [{"name": "veloxy"}], "reference": "nginx", "scenarios": [{}]},
+     "reference: 'nginx' is not a target"),
+    ({"targets": [{"name": "veloxy"}, {"name": "veloxy"}], "scenarios": [{}]},
+     "targets[1].name: 'veloxy' is used twice"),
+    ({"targets": [{"name": "nginx", "gc": {"freeze": True}}], "scenarios": [{}]},
+     "targets[0].gc: for veloxy targets only"),
+    ({"targets": [{"name": "veloxy"}], "pin": "all", "scenarios": [{}]}, "pin: expected"),
+])
+def test_problems_name_their_key_path(data: dict[str, object], message: str) -> None:
+    with pytest.raises(SuiteError) as info:
+        parse_suite(data, "x.yaml")
+    assert any(p.startswith(message) for p in info.value.problems), info.value.problems
+    assert info.value.render().startswith("x.yaml: ")
+
+
+def test_every_problem_at_once(tmp_path: Path) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text("targets: [{kind: apache}]\nscenarios: [{rate: 0, workers: 0}]\n")
+    with pytest.raises(SuiteError) as info:
+        load_suite(path)
+    found = " | ".join(info.value.problems)
+    for path_ in ("targets[0].kind", "scenarios[0].rate", "scenarios[0].workers"):
+        assert path_ in found
+    with pytest.raises(SuiteError, match="cannot read"):
+        load_suite(tmp_path / "missing.yaml")
+    path.write_text("targets: [\n")
+    with pytest.raises(SuiteError, match="not valid YAML"):
+        load_suite(path)
