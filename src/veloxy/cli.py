@@ -86,6 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
     size.add_argument("--quick", action="store_true", help="about 15 seconds")
     size.add_argument("--full", action="store_true", help="the long version")
     demo.add_argument("--json", metavar="OUT", help="also write the results as JSON")
+    demo.add_argument("--html", metavar="OUT",
+                      help="where to write the HTML report (default ./veloxy-report.html)")
     demo.set_defaults(run=cmd_demo)
 
     from veloxy.loadgen.cli import add_bench_parser
@@ -218,7 +220,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from veloxy.demo import run_demo
 
     mode = "quick" if args.quick else "full" if args.full else "default"
-    return run_demo(mode, json_out=args.json)
+    return run_demo(mode, json_out=args.json, html_out=args.html)
 
 
 # -- the performance lab: doctor, suite ------------------------------------------------------

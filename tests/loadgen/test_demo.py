@@ -1,10 +1,12 @@
 """`veloxy demo` runs end to end with nothing but veloxy, prints its table and the one-line
-interpretation, and leaves no process behind, also when interrupted."""
+interpretation, writes its self-contained HTML report and prints where, and leaves no process
+behind, also when interrupted."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -13,6 +15,7 @@ import uuid
 from pathlib import Path
 
 from tests.support.proc import SRC, child_env
+from veloxy.config import usable_cpus
 
 # Per-row seconds for the tests (the real --quick takes 1.5 s per row).
 FAST = "0.3"
@@ -43,8 +46,10 @@ def _demo_env(mark: str) -> dict[str, str]:
 def test_demo_quick_prints_the_table_and_cleans_up(tmp_path: Path) -> None:
     mark = uuid.uuid4().hex
     out = tmp_path / "demo.json"
+    html = tmp_path / "report.html"
     result = subprocess.run([sys.executable, "-m", "veloxy", "demo", "--quick", "--json",
-                             str(out)], capture_output=True, text=True, timeout=60,
+                             str(out), "--html", str(html)], capture_output=True, text=True,
+                            timeout=60,
                             env=_demo_env(mark), cwd=str(SRC.parent))
     assert result.returncode == 0, result.stdout + result.stderr
     text = result.stdout
@@ -54,9 +59,15 @@ def test_demo_quick_prints_the_table_and_cleans_up(tmp_path: Path) -> None:
         assert column in header
     assert text.count("direct") >= 3 and text.count("close") >= 2
     assert "veloxy adds" in text and "keep-alive serves" in text
+    workers = max(2, usable_cpus())
+    assert f"veloxy x{workers} " in text and f"{workers} workers serve" in text
+    assert text.rstrip().splitlines()[-1] == f"report: {html.resolve()}"
     data = json.loads(out.read_text())
     rows = data["rows"]
-    assert len(rows) == 6
+    assert len(rows) == 7
+    many = [r for r in rows if r["workers"] == workers]
+    assert len(many) == 1 and many[0]["through_proxy"] and many[0]["mode"] == "closed"
+    assert many[0]["keep_alive"] and many[0]["proxy_cpu_us_per_request"] is not None
     assert all(r["requests_per_s"] > 0 and r["completed"] > 0 for r in rows)
     assert {r["mode"] for r in rows} == {"closed", "open"}
     fixed = [r for r in rows if r["mode"] == "open"]
@@ -65,6 +76,10 @@ def test_demo_quick_prints_the_table_and_cleans_up(tmp_path: Path) -> None:
     assert all(r["proxy_cpu_us_per_request"] is not None for r in proxied)  # Linux: /proc
     assert all(r["proxy_cpu_us_per_request"] is None for r in rows if not r["through_proxy"])
     assert data["interpretation"].endswith(".")
+    page = html.read_text(encoding="utf-8")
+    assert "<svg" in page and f"veloxy x{workers} workers" in page
+    # Self-contained: no network reference (the SVG namespace is a name, not a fetch).
+    assert not re.findall(r"https?://", page.replace('xmlns="http://www.w3.org/2000/svg"', ""))
     assert _marked(mark) == []
 
 

@@ -248,8 +248,11 @@ def write_config(path: Path, config: dict[str, Any], origin: str) -> None:
 
 
 def measure(url: str, scenario: ScenarioSpec, warmup: float, pid: int | None, target: str,
-            rep: int, order: int) -> CellResult:
-    """Warm up, then one measured `veloxy bench` run with the target's tree sampled."""
+            rep: int, order: int,
+            progress: Callable[[float], None] | None = None) -> CellResult:
+    """Warm up, then one measured `veloxy bench` run with the target's tree sampled.
+
+    `progress` (the demo's progress bar) gets the fraction of the cell done, 0 to 1."""
     from veloxy.loadgen import histogram as hdr
     from veloxy.loadgen.report import document
     from veloxy.loadgen.runner import run_bench
@@ -260,14 +263,23 @@ def measure(url: str, scenario: ScenarioSpec, warmup: float, pid: int | None, ta
                              duration=scenario.duration, processes=scenario.processes,
                              rate=scenario.rate, close=not scenario.keep_alive,
                              timeout=timeout)
-    if warmup > 0:
-        run_bench(settings.with_(duration=warmup))
+    total = warmup + scenario.duration
+
+    def tick(offset: float) -> Callable[[Any], None] | None:
+        if progress is None:
+            return None
+        report = progress  # bound here: mypy cannot narrow `progress` inside the closure
+        return lambda p: report(min(1.0, (offset + p.elapsed) / total) if total > 0 else 1.0)
+
+    if warmup > 0 and run_bench(settings.with_(duration=warmup),
+                                progress=tick(0.0)).interrupted:
+        raise KeyboardInterrupt
     sampler = Sampler(pid) if pid else None
     cpu0 = tree_cpu_seconds(pid) if pid else 0.0
     if sampler:
         sampler.start()
     # hdr_log set: the workers cut 1 s interval histograms (kept in memory, nothing written).
-    outcome = run_bench(settings.with_(hdr_log=os.devnull))
+    outcome = run_bench(settings.with_(hdr_log=os.devnull), progress=tick(warmup))
     cpu1 = tree_cpu_seconds(pid) if pid else 0.0
     result = CellResult(scenario.name, target, rep, order, url)
     if sampler:
