@@ -79,6 +79,10 @@ class ProxyExchange:
     # attempts), and when the attempt started (only for latency-aware balancing).
     _in_flight: Server | None = None
     _started = 0.0
+    # Servers that failed this request (a retry avoids them), and whether the one retry
+    # allowed for the keep-alive race on top of `retries` was used.
+    _avoid: tuple[Server, ...] = ()
+    _race_retried = False
 
     def __init__(self, app: ProxyApp, down: ServerConnection, head: RequestHead) -> None:
         self._app = app
@@ -230,12 +234,8 @@ class ProxyExchange:
         # Passive health and latency, per server. The common case (a good answer from a
         # server with nothing on record, under a policy that ignores latency) costs two tests.
         server: Server = self.server  # type: ignore[assignment]
-        if self._started:
-            server.observe(head.status, self._started)
-        elif head.status >= 500:
-            server.failed()
-        elif server.failures:
-            server.succeeded()
+        if server.watch or head.status >= 500:
+            server.answered(head.status, self._started)
         request = self.head
         if head.status == 101:
             if request.upgrade is None or head.upgrade is None:
@@ -308,11 +308,13 @@ class ProxyExchange:
         server = self.server
         if up is not None and server is not None:
             server.pool.discard(up)
-        if server is not None and not isinstance(exc, NoUpstreamAvailable) and (
-                up is None or up.requests == 1 or received):
-            # A failure of the server (passive health), unless it is our own pool's limit or
-            # the keep-alive race on a reused connection, which says nothing about health.
+        # The keep-alive race: a reused connection the server closed as we sent on it.
+        race = isinstance(exc, UpstreamResetError) and up is not None and up.requests > 1
+        if server is not None and not race and not isinstance(exc, NoUpstreamAvailable):
+            # A failure of the server (passive health; a retry avoids it), unless it is our
+            # own pool's limit or the race, which say nothing about the server's health.
             server.failed()
+            self._avoid += (server,)
         if self.response_started:
             # The head is out: the status cannot change. Closing without the rest of the
             # body (or the last chunk) is the only way the client can see the truncation.
@@ -320,7 +322,7 @@ class ProxyExchange:
             self._out.clear()
             self.down.abort()
             return
-        if not received and self._may_retry(exc, up):
+        if not received and self._may_retry(exc, up, race):
             self._retry(exc)
             return
         log.info("upstream %s: %s", server and server.url, exc)
@@ -333,25 +335,29 @@ class ProxyExchange:
 
     # -- internals -------------------------------------------------------------------------
 
-    def _may_retry(self, exc: UpstreamError, up: ClientConnection | None) -> bool:
+    def _may_retry(self, exc: UpstreamError, up: ClientConnection | None, race: bool) -> bool:
+        """Whether to try again; uses up the keep-alive race's extra retry if it says yes
+        for that reason."""
         group = self.group
         if group is None or isinstance(exc, NoUpstreamAvailable):
             return False
+        budget = group.retries + self._race_retried  # the race's retry is on top
         if isinstance(exc, UpstreamConnectError):
             # Nothing was sent: safe for any method.
-            return self._attempts <= group.retries
+            return self._attempts <= budget
         if isinstance(exc, UpstreamResetError) and up is not None:
             # Closed before any response byte: the server may have acted on the request, so
             # only an idempotent one that can be replayed whole is sent again (RFC 9110
-            # §9.2.2). On a reused connection that is the keep-alive race (the server closed
-            # it as we sent): one such retry is allowed on top of `retries`, as Go's
-            # transport does; on a fresh one the server died mid-request (it was stopped or
-            # crashed), which `retries` covers.
+            # §9.2.2). The keep-alive race gets one retry on top of `retries`, as in Go's
+            # transport; a fresh connection closed means the server died mid-request (it
+            # was stopped or crashed), which `retries` covers.
             replayable = self._idempotent and (
                 not self.head.has_body or (self._request_complete and self._replay is not None)
             )
-            allowed = group.retries + 1 if up.requests > 1 else group.retries
-            return replayable and self._attempts <= allowed
+            if replayable and race and not self._race_retried:
+                self._race_retried = True
+                return True
+            return replayable and self._attempts <= budget
         return False
 
     def _retry(self, exc: UpstreamError) -> None:
@@ -365,8 +371,8 @@ class ProxyExchange:
         group = self.group
         assert group is not None
         failed = self.server
-        # Another server when there is one (the failed one may be down); else the same.
-        server = group.balancer.pick(self.head, self.down.client_ip, exclude=failed)
+        # Another server when there is one (the failed ones may be down); else the same.
+        server = group.pick_retry(self.head, self.down.client_ip, failed, self._avoid)
         if server is None:
             self._respond_error(503, group.unavailable_reason(), keep_alive=False)
             return
@@ -380,8 +386,7 @@ class ProxyExchange:
     def _complete(self) -> None:
         counted = self._in_flight  # _leave(), inlined on the path every request takes
         if counted is not None:
-            self._in_flight = None
-            counted.active -= 1
+            counted.active -= 1  # and _leave() does nothing from now on (_response_done)
         up, self.up = self.up, None
         server = self.server
         if up is not None and server is not None:
@@ -409,7 +414,7 @@ class ProxyExchange:
     def _leave(self) -> None:
         """The current attempt is over: its server has one request fewer in flight."""
         server = self._in_flight
-        if server is not None:
+        if server is not None and not self._response_done:
             self._in_flight = None
             server.active -= 1
 

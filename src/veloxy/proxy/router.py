@@ -30,8 +30,8 @@ from veloxy.upstream.group import Group
 
 
 class CompiledRoute:
-    __slots__ = ("exact_host", "group", "headers", "host_suffix", "index", "methods", "prefix",
-                 "strip_prefix")
+    __slots__ = ("exact_host", "group", "headers", "host_suffix", "index", "methods", "plain",
+                 "prefix", "strip_prefix")
 
     def __init__(self, config: RouteConfig, group: Group, index: int = 0) -> None:
         match = config.match
@@ -52,6 +52,8 @@ class CompiledRoute:
                 self.exact_host = host
         self.headers = tuple((n.encode("latin-1"), v.encode("latin-1"))
                              for n, v in match.headers)
+        #: No method or header condition: host and prefix (checked by the indexes) decide.
+        self.plain = self.methods is None and not self.headers
 
     @property
     def matches_everything(self) -> bool:
@@ -92,20 +94,20 @@ class CompiledRoute:
 class PathIndex:
     """Routes of one candidate set, indexed by path prefix (see the module docstring)."""
 
-    __slots__ = ("_by_length", "_lengths")
+    __slots__ = ("_levels",)
 
     def __init__(self, routes: Sequence[CompiledRoute]) -> None:
         by_length: dict[int, dict[bytes, list[CompiledRoute]]] = {}
         for route in sorted(routes, key=lambda r: r.index):
             by_length.setdefault(len(route.prefix), {}).setdefault(route.prefix, []).append(route)
-        self._lengths = sorted(by_length)
-        self._by_length = [by_length[length] for length in self._lengths]
+        #: (prefix length, {prefix: routes in config order}), shortest first.
+        self._levels = sorted(by_length.items())
 
     def match(self, head: RequestHead) -> CompiledRoute | None:
         target = head.target
         size = len(target)
         best: CompiledRoute | None = None
-        for length, prefixes in zip(self._lengths, self._by_length, strict=True):
+        for length, prefixes in self._levels:
             if length > size:
                 break
             routes = prefixes.get(target[:length])
@@ -114,7 +116,7 @@ class PathIndex:
             for route in routes:
                 if best is not None and route.index > best.index:
                     break
-                if route.matches_rest(head):
+                if route.plain or route.matches_rest(head):
                     best = route
                     break
         return best

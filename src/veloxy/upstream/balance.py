@@ -216,7 +216,11 @@ class PowerOfTwoEwma:
 
     def pick(self, head: RequestHead, client_ip: bytes,
              exclude: Server | None = None) -> Server | None:
-        a, b = _two(self._servers)
+        servers = self._servers  # _two() inlined: this runs per request
+        n = len(servers)
+        i = int(random() * n)
+        j = int(random() * (n - 1))
+        a, b = servers[i], servers[j + 1 if j >= i else j]
         if a is exclude:
             return b
         if b is exclude:

@@ -27,9 +27,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 
 from veloxy.config import UpstreamGroup as GroupConfig
 from veloxy.config import UpstreamServer
+from veloxy.h1.head import RequestHead
 from veloxy.net.timers import NEVER, DeadlineSweeper
 from veloxy.upstream import discovery
 from veloxy.upstream.balance import TIMED_POLICIES, Balancer, make_balancer
@@ -45,6 +47,7 @@ __all__ = ["Group", "Server"]
 class Group:
     __slots__ = (
         "_checkers",
+        "_clock",
         "_dns_task",
         "_entries",
         "available",
@@ -65,6 +68,12 @@ class Group:
         self.retries = config.retries
         self.sweeper = sweeper
         self.closed = False
+        # The loop's own clock for latency samples (a C method: two reads per request under
+        # p2c_ewma and adaptive); the sweeper's reader when built outside a running loop.
+        try:
+            self._clock: Callable[[], float] = asyncio.get_running_loop().time
+        except RuntimeError:
+            self._clock = sweeper.refresh
         self._checkers: dict[Server, asyncio.Task[None]] = {}
         self._dns_task: asyncio.Task[None] | None = None
         #: Each configured server with the servers (addresses) it stands for now.
@@ -98,9 +107,9 @@ class Group:
                 max_waiting=pool.max_waiting,
                 wait_timeout=pool.wait_timeout,
             ),
-            name=entry.host, group=self, clock=self.sweeper.refresh,
+            name=entry.host, group=self, clock=self._clock,
         )
-        server.timed = self.config.balance in TIMED_POLICIES
+        server.set_timed(self.config.balance in TIMED_POLICIES)
         return server
 
     # -- the selector ------------------------------------------------------------------------
@@ -119,6 +128,19 @@ class Group:
         self.available = available
         self.balancer = make_balancer(self.config.balance, available, self.sweeper,
                                       self.config.hash_source)
+
+    def pick_retry(self, head: RequestHead, client_ip: bytes, failed: Server | None,
+                   avoid: tuple[Server, ...]) -> Server | None:
+        """A server for a retry: the selector's choice away from `failed` (the server of the
+        attempt that just failed), and never one of `avoid` (those that failed this request
+        for real, not by the keep-alive race) while another is available."""
+        server = self.balancer.pick(head, client_ip, exclude=failed)
+        if server is None or server not in avoid:
+            return server
+        for other in self.available:  # the policy insists on a failed one: any other will do
+            if other not in avoid:
+                return other
+        return server
 
     def unavailable_reason(self) -> str:
         """The body of the 503 sent when no server is available: what is wrong, in words."""
@@ -147,7 +169,9 @@ class Group:
         if server not in self.available or not any(
                 s is not server for s in self.available):
             return  # never eject the last server taking traffic
-        duration = min(passive.ejection * 2 ** server.ejections, passive.max_ejection)
+        # Doubling, capped (the exponent too: a server dead for days is ejected again and
+        # again, and 2 ** 1100 does not fit a float).
+        duration = min(passive.ejection * 2 ** min(server.ejections, 40), passive.max_ejection)
         server.ejections += 1
         server.ejected = True
         # The clock read afresh: `now` is stale while the sweeper has nothing to watch.
@@ -174,8 +198,7 @@ class Group:
         """The active checks changed their verdict on `server`."""
         server.healthy = healthy
         if healthy:
-            server.failures = 0  # proven healthy: its passive record starts over
-            server.ejections = 0
+            server.succeeded()  # proven healthy: its passive record starts over
             log.info("upstreams.%s: %s is healthy again (%s)", self.name, server.address, why)
         else:
             log.warning("upstreams.%s: %s is unhealthy (%s)", self.name, server.address, why)

@@ -4,6 +4,11 @@ Bookkeeping is synchronous and done before any await (aiohttp's connector rule):
 connection is counted as in use the moment it leaves the idle stack, and a waiter is handed
 a connection in the same call that releases it, so no other request can slip in between.
 
+Beyond max_connections, requests queue FIFO (at most max_waiting, each for at most
+wait_timeout, else 503). A connection released while someone waits goes straight to the
+first waiter; a slot freed by a close is reserved for the first waiter before it is woken,
+so a request arriving in between cannot take it and open never exceeds max_connections.
+
 Idle connections are a LIFO stack: the most recently used connection is the warmest, and
 the ones at the bottom age out through idle_timeout when traffic falls. An idle connection
 that the server closes is removed when its close is seen (connection_lost), and one that

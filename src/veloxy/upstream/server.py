@@ -28,8 +28,8 @@ without a sample, so a server that was slow once is tried again after a few deca
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
+from math import exp
 from typing import TYPE_CHECKING
 
 from veloxy.net.timers import NEVER
@@ -72,6 +72,7 @@ class Server:
         "port",
         "timed",
         "url",
+        "watch",
         "weight",
     )
 
@@ -98,6 +99,9 @@ class Server:
         #: Clock for latency samples (the loop's); set with `timed` by the group.
         self.clock = clock
         self.timed = False
+        #: The exchange must report this server's answers: it is timed, or has failures on
+        #: record. Otherwise a good answer costs the exchange one test (see `answered`).
+        self.watch = False
         self.latency = 0.0
         self.latency_at = 0.0
         self.error_rate = 0.0
@@ -114,15 +118,32 @@ class Server:
 
     # -- passive health: called by the exchange ----------------------------------------------
 
+    def set_timed(self, timed: bool) -> None:
+        """Whether the policy reads latency (the exchange then times each attempt)."""
+        self.timed = timed
+        self.watch = timed or self.failures > 0
+
+    def answered(self, status: int, started: float) -> None:
+        """A response head arrived. The exchange calls this only when `watch` is set or the
+        status is a 5xx, so a good answer from a server with a clean record costs nothing
+        here; `started` is when the attempt began (meaningful only when timed)."""
+        if self.timed:
+            self.observe(status, started)
+        elif status >= 500:
+            self.failed()
+        else:
+            self.succeeded()
+
     def succeeded(self) -> None:
-        """An answer below 500 arrived. The exchange calls this only when `failures` is
-        set, or through `observe`: the common case costs it nothing."""
+        """An answer below 500 arrived: the run of failures, and the ejection record, end."""
         self.failures = 0
         self.ejections = 0
+        self.watch = self.timed
 
     def failed(self) -> None:
         """An attempt failed: connect error, reset, timeout, garbage, or a 5xx status."""
         self.failures += 1
+        self.watch = True
         if self.group is not None:
             self.error_rate += (1.0 - self.error_rate) * ERROR_ALPHA
             self.error_at = self.group.sweeper.now
@@ -138,7 +159,7 @@ class Server:
         if elapsed >= previous or self.latency_at == 0.0:
             self.latency = elapsed  # peak: a slowdown counts at once
         else:
-            keep = math.exp(-(now - self.latency_at) / DECAY)
+            keep = exp(-(now - self.latency_at) / DECAY)
             self.latency = previous * keep + elapsed * (1.0 - keep)
         self.latency_at = now
         if status >= 500:
@@ -155,14 +176,14 @@ class Server:
         """`latency`, decayed toward 0 if no sample arrived for STALE seconds."""
         age = now - self.latency_at
         if age > STALE and self.latency:
-            return self.latency * math.exp(-age / DECAY)
+            return self.latency * exp(-age / DECAY)
         return self.latency
 
     def cost_errors(self, now: float) -> float:
         """`error_rate`, decayed toward 0 if no answer arrived for STALE seconds."""
         age = now - self.error_at
         if age > STALE and self.error_rate:
-            return self.error_rate * math.exp(-age / DECAY)
+            return self.error_rate * exp(-age / DECAY)
         return self.error_rate
 
     # -- sweeper: the end of an ejection -----------------------------------------------------

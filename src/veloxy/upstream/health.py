@@ -1,0 +1,152 @@
+"""Active health checks: one task per server, probing `GET path` every `interval`.
+
+Why a task per server and not a per-request concern: a probe is a request of its own, on
+its own schedule, so the request path pays nothing for it. The probe speaks through the
+same `ClientConnection` as the proxy (net/client.py), so what the check sees is what a
+request would see; it opens a fresh connection each time (`Connection: close`), which also
+tests that the server still accepts connections, something a pooled connection cannot
+show.
+
+A server starts healthy (a proxy that starts before its upstreams answers 503 only once
+the checks have seen them fail), goes down after `unhealthy_threshold` failed probes in a
+row and comes back after `healthy_threshold` good ones. A probe succeeds on a 2xx or 3xx
+within `timeout`. Each worker probes on its own: servers see workers / interval probes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+
+from veloxy.config import HealthCheck
+from veloxy.errors import UpstreamError
+from veloxy.h1.head import ResponseHead
+from veloxy.net.client import ClientConnection
+from veloxy.net.timers import DeadlineSweeper
+from veloxy.upstream.server import Server
+
+log = logging.getLogger("veloxy.upstream")
+
+
+class _ProbeTimeouts:
+    """net.client.Timeouts with every step bounded by the check's timeout."""
+
+    def __init__(self, timeout: float) -> None:
+        self.connect = self.response_header = self.read = timeout
+
+
+class _ProbeSink:
+    """A ResponseSink that only wants the status and the end of the response."""
+
+    def __init__(self, done: asyncio.Future[int]) -> None:
+        self._done = done
+        self.status = 0
+
+    def on_informational(self, head: ResponseHead) -> None:
+        pass
+
+    def on_response_head(self, head: ResponseHead) -> None:
+        self.status = head.status
+
+    def on_response_body(self, chunk: bytes) -> None:
+        pass
+
+    def on_response_end(self) -> None:
+        if not self._done.done():
+            self._done.set_result(self.status)
+
+    def on_read_done(self) -> None:
+        pass
+
+    def on_upstream_error(self, exc: UpstreamError, received: bool) -> None:
+        if not self._done.done():
+            self._done.set_exception(exc)
+
+    def upstream_paused(self) -> None:
+        pass
+
+    def upstream_resumed(self) -> None:
+        pass
+
+    def on_tunnel_data(self, data: bytes) -> None:
+        pass
+
+    def on_tunnel_closed(self) -> None:
+        if not self._done.done():
+            self._done.set_result(self.status)
+
+
+def probe_request(path: str, authority: str) -> bytes:
+    return (f"GET {path} HTTP/1.1\r\nHost: {authority}\r\nUser-Agent: veloxy-health-check\r\n"
+            "Connection: close\r\n\r\n").encode("latin-1")
+
+
+async def probe(server: Server, check: HealthCheck, sweeper: DeadlineSweeper,
+                request: bytes) -> str | None:
+    """One check of `server`: None when healthy, else what went wrong."""
+    loop = asyncio.get_running_loop()
+    conn: ClientConnection | None = None
+    try:
+        async with asyncio.timeout(check.timeout):
+            conn = await ClientConnection.open(server.host, server.port, sweeper,
+                                               _ProbeTimeouts(check.timeout))
+            done: asyncio.Future[int] = loop.create_future()
+            conn.send(request, _ProbeSink(done))
+            status = await done
+    except TimeoutError:
+        return f"no answer within {check.timeout:g}s"
+    except UpstreamError as exc:
+        return str(exc)
+    finally:
+        if conn is not None:
+            conn.abort()
+    if 200 <= status < 400:
+        return None
+    return f"{check.path} answered {status}"
+
+
+class HealthChecker:
+    """Probes one server for as long as its task runs; reports changes to `on_change`."""
+
+    def __init__(self, server: Server, check: HealthCheck, sweeper: DeadlineSweeper,
+                 on_change: Callable[[Server, bool, str], None]) -> None:
+        self.server = server
+        self.check = check
+        self._sweeper = sweeper
+        self._on_change = on_change
+        authority = server.name if ":" not in server.name else f"[{server.name}]"
+        if server.port != 80:
+            authority = f"{authority}:{server.port}"
+        self._request = probe_request(check.path, authority)
+        self.successes = 0
+        self.failures = 0
+        self.probes = 0
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        check = self.check
+        while True:
+            started = loop.time()
+            try:
+                problem = await probe(self.server, check, self._sweeper, self._request)
+            except OSError as exc:  # anything the socket layer raises past the client
+                problem = str(exc)
+            self.probes += 1
+            self.record(problem)
+            await asyncio.sleep(max(0.0, check.interval - (loop.time() - started)))
+
+    def record(self, problem: str | None) -> None:
+        """Count one probe's outcome; report a crossing of a threshold."""
+        server = self.server
+        if problem is None:
+            self.failures = 0
+            self.successes += 1
+            if not server.healthy and self.successes >= self.check.healthy_threshold:
+                self._on_change(server, True, f"{self.successes} good checks in a row")
+        else:
+            self.successes = 0
+            self.failures += 1
+            if server.healthy and self.failures >= self.check.unhealthy_threshold:
+                self._on_change(server, False, f"{self.failures} failed checks in a row, "
+                                               f"last: {problem}")
