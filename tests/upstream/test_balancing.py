@@ -161,3 +161,26 @@ def test_hash_remaps_about_one_key_in_n_when_a_server_is_added(run) -> None:
     run(scenario())
 
 
+
+
+def test_in_flight_counts_return_to_zero_whatever_the_outcome(run) -> None:
+    """least_conn reads the in-flight counts, so a leak would skew it for good: answered,
+    failed-and-retried and abandoned requests must all give their count back."""
+
+    async def scenario() -> None:
+        async with backends("a", "b") as (a, b), proxy([a.url, b.url], balance="least_conn",
+                                                       retries=1) as p:
+            a.delay = b.delay = 0.05
+            answered = asyncio.ensure_future(drive(p.port, 20, concurrency=4))
+            abandoned = [asyncio.ensure_future(get(p.port, f"/gone/{i}")) for i in range(4)]
+            await asyncio.sleep(0.02)
+            for task in abandoned:  # clients that leave while their request is upstream
+                task.cancel()
+            b.reset = True  # and a few requests that fail on b and are retried on a
+            await asyncio.sleep(0.1)
+            b.reset = False
+            assert all(r.status == 200 for r in await answered)
+            await asyncio.sleep(0.1)
+            assert [s.active for s in p.group().servers] == [0, 0]
+
+    run(scenario())

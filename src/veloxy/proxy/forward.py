@@ -115,10 +115,12 @@ class ProxyExchange:
         self._connect(server)
 
     def _connect(self, server: Server, *, fresh: bool = False) -> None:
-        self.server = self._in_flight = server
-        server.active += 1
-        if server.timed:  # p2c_ewma and adaptive: time the attempt up to the response head
-            self._started = server.clock()  # type: ignore[misc]
+        self.server = server
+        if server.counted:  # least_conn, p2c_ewma, adaptive read the requests in flight
+            self._in_flight = server
+            server.active += 1
+            if server.timed:  # p2c_ewma, adaptive: time the attempt up to the response head
+                self._started = server.clock()  # type: ignore[misc]
         self._attempts += 1
         conn = None if fresh else server.pool.acquire_idle()
         if conn is not None:
@@ -384,12 +386,11 @@ class ProxyExchange:
             self.flush()
 
     def _complete(self) -> None:
-        counted = self._in_flight  # _leave(), inlined on the path every request takes
-        if counted is not None:
-            counted.active -= 1  # and _leave() does nothing from now on (_response_done)
         up, self.up = self.up, None
         server = self.server
         if up is not None and server is not None:
+            if server.counted:  # _leave(), inlined; it does nothing from now on (_response_done)
+                server.active -= 1
             if self._request_complete:
                 server.pool.release(up)
             else:

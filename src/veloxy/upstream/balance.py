@@ -349,6 +349,8 @@ class ConsistentHash:
 
 #: Policies that read latency: their exchanges time each attempt (two clock reads).
 TIMED_POLICIES = frozenset({"p2c_ewma", "adaptive"})
+#: Policies that read each server's requests in flight: their exchanges count them.
+COUNTED_POLICIES = frozenset({"least_conn", "p2c_ewma", "adaptive"})
 
 
 def make_balancer(policy: str, servers: Sequence[Server], sweeper: DeadlineSweeper,

@@ -34,7 +34,12 @@ from veloxy.config import UpstreamServer
 from veloxy.h1.head import RequestHead
 from veloxy.net.timers import NEVER, DeadlineSweeper
 from veloxy.upstream import discovery
-from veloxy.upstream.balance import TIMED_POLICIES, Balancer, make_balancer
+from veloxy.upstream.balance import (
+    COUNTED_POLICIES,
+    TIMED_POLICIES,
+    Balancer,
+    make_balancer,
+)
 from veloxy.upstream.health import HealthChecker
 from veloxy.upstream.pool import ConnectionPool
 from veloxy.upstream.server import Server
@@ -110,6 +115,7 @@ class Group:
             name=entry.host, group=self, clock=self._clock,
         )
         server.set_timed(self.config.balance in TIMED_POLICIES)
+        server.counted = self.config.balance in COUNTED_POLICIES
         return server
 
     # -- the selector ------------------------------------------------------------------------

@@ -9,7 +9,9 @@ and an attribute increment is the cheapest bookkeeping Python has.
 The numbers, and who reads them:
 
 - `active`: attempts in flight (picked, not yet finished, including the wait for a pooled
-  connection). least_conn, p2c_ewma and adaptive read it; the exchange maintains it.
+  connection). least_conn, p2c_ewma and adaptive read it, so the exchange maintains it
+  only under those (`counted`); the others leave the hot path without it (the pool's
+  `in_use` tells nearly the same for stats).
 - `failures`: failures in a row (connect error, reset, timeout, 5xx). Passive health ejects
   the server when it reaches the group's threshold; any success resets it.
 - `latency`: a peak-sensitive moving average of the time from the start of an attempt to
@@ -56,6 +58,7 @@ class Server:
         "active",
         "address",
         "clock",
+        "counted",
         "deadline",
         "ejected",
         "ejections",
@@ -99,6 +102,8 @@ class Server:
         #: Clock for latency samples (the loop's); set with `timed` by the group.
         self.clock = clock
         self.timed = False
+        #: The policy reads `active`, so the exchange keeps it (see the module docstring).
+        self.counted = False
         #: The exchange must report this server's answers: it is timed, or has failures on
         #: record. Otherwise a good answer costs the exchange one test (see `answered`).
         self.watch = False
