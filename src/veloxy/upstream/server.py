@@ -164,7 +164,8 @@ class Server:
         if elapsed >= previous or self.latency_at == 0.0:
             self.latency = elapsed  # peak: a slowdown counts at once
         else:
-            keep = exp(-(now - self.latency_at) / DECAY)
+            gap = now - self.latency_at  # >= 0 with one monotonic clock; exp() must not
+            keep = exp(-gap / DECAY) if gap > 0.0 else 1.0  # overflow if it ever is not
             self.latency = previous * keep + elapsed * (1.0 - keep)
         self.latency_at = now
         if status >= 500:
