@@ -12,6 +12,7 @@ import logging
 import socket
 import sys
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from veloxy import __version__
 from veloxy.errors import ConfigError
@@ -134,32 +135,73 @@ def _load_serve_config(args: argparse.Namespace):
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    from veloxy.admin.launch import ProxyOps
     from veloxy.config import resolve_workers
-    from veloxy.server import configure_logging
+    from veloxy.server import announce_listening, configure_logging
 
     config = _load_serve_config(args)
     configure_logging("debug" if args.debug else args.log_level)
     workers = resolve_workers(config.workers)
+    # Metrics, reload (SIGHUP, POST /reload) and the admin listener: admin/launch.py.
+    load = (lambda: _load_serve_config(args)) if args.config else None
+    with ProxyOps(config, load, workers, announce_listening) as ops:
 
-    def make_app(sweeper):
-        from veloxy.proxy.app import ProxyApp
+        def make_app(sweeper):
+            from veloxy.proxy.app import ProxyApp
 
-        return ProxyApp(config, sweeper)
+            return ProxyApp(ops.config, sweeper)  # the latest config, for a restarted worker
 
-    addresses = [(a.host, a.port) for a in config.listen]
-    return run_servers(addresses, workers, make_app, config.limits, "veloxy")
+        addresses = [(a.host, a.port) for a in config.listen]
+        return run_servers(addresses, workers, make_app, config.limits, "veloxy",
+                           tuning=config.tuning, ops=ops, secure=_secure_listeners(config))
+
+
+def _secure_listeners(config: Any) -> dict[str, Any] | None:
+    """TLS contexts (built before any worker forks: a bad certificate is a ConfigError
+    here, and the workers share the session-ticket keys) and h2c flags per listener."""
+    if not any(a.tls is not None or a.h2c for a in config.listen):
+        return None
+    from veloxy.tls.server import listener_tls
+
+    return {"tls": listener_tls(config.listen), "h2c": [a.h2c for a in config.listen],
+            "http2": config.http2}
 
 
 def run_servers(addresses: list[tuple[str, int]], workers: int,
-                make_app: Callable, limits: object, what: str) -> int:
-    """One process serving `addresses`, or a supervisor of `workers` processes."""
+                make_app: Callable, limits: object, what: str, *,
+                tuning: Any = None, ops: Any = None,
+                secure: dict[str, Any] | None = None) -> int:
+    """One process serving `addresses`, or a supervisor of `workers` processes.
+
+    `tuning` (config.Tuning): listen backlog and client socket buffers for the listeners,
+    TCP_NODELAY and GC settings for each serving process (server.serve). `ops`
+    (admin.launch.ProxyOps): the admin listener's address, served after `addresses`, and
+    the hook that runs metrics, reload and the admin API in each serving process.
+    `secure`: the TLS and HTTP/2 arguments of server.serve (tls, h2c, http2), from
+    `_secure_listeners`."""
+    served = len(addresses)
+    extra = ops.extra_addresses() if ops is not None else []
+    addresses = addresses + extra
     from veloxy import workers as workers_mod
     from veloxy.net import loop
     from veloxy.net.listen import listen_socket
-    from veloxy.server import announce_listening, serve
+    from veloxy.server import DEFAULT_BACKLOG, announce_listening, apply_gc, serve
+
+    listen_options: dict[str, Any] = {"backlog": DEFAULT_BACKLOG}
+    if tuning is not None:
+        listen_options = {"backlog": tuning.backlog,
+                          "recv_buffer": tuning.downstream.recv_buffer,
+                          "send_buffer": tuning.downstream.send_buffer}
+
+    announced = 0
 
     def announce(address: str) -> None:
-        announce_listening(address, what)
+        nonlocal announced
+        announced += 1  # the supervisor announces every address, the admin one last
+        announce_listening(address, what if announced <= served else f"{what} admin")
+
+    def attach(sockets: list[socket.socket]) -> Any:
+        return ops.attach(sockets[served] if extra else None) if ops is not None else None
 
     if workers > 1 and not workers_mod.CAN_FORK:
         logging.getLogger("veloxy").warning(
@@ -167,25 +209,46 @@ def run_servers(addresses: list[tuple[str, int]], workers: int,
             workers)
         workers = 1
     if workers == 1:
-        sockets = [listen_socket(host, port) for host, port in addresses]
-        loop.run(serve(sockets, make_app, limits, announce=announce))  # type: ignore[arg-type]
+        sockets = [listen_socket(host, port, **listen_options) for host, port in addresses]
+        loop.run(serve(sockets[:served], make_app, limits,  # type: ignore[arg-type]
+                       announce=announce, tuning=tuning, attach=attach(sockets),
+                       **(secure or {})))
         return 0
 
     def worker_main(sockets: list[socket.socket], ready: Callable[[], None]) -> None:
-        loop.run(serve(sockets, make_app, limits, ready=ready))  # type: ignore[arg-type]
+        loop.run(serve(sockets[:served], make_app, limits,  # type: ignore[arg-type]
+                       ready=ready, tuning=tuning, attach=attach(sockets),
+                       **(secure or {})))
 
-    return workers_mod.Supervisor(addresses, workers, worker_main, announce).run()
+    if tuning is not None:
+        apply_gc(tuning.gc)  # before the fork: the workers inherit a frozen heap
+    return workers_mod.Supervisor(
+        addresses, workers, worker_main, announce, listen_options=listen_options,
+        on_reload=ops.supervisor_reload if ops is not None else None).run()
 
 
 def cmd_check(args: argparse.Namespace) -> int:
     from veloxy.config import load_config
 
     config = load_config(args.file)
+    _check_tls(config)
     routes = len(config.routes)
     servers = sum(len(group.servers) for group in config.upstreams.values())
     print(f"{args.file}: ok ({routes} routes, {len(config.upstreams)} upstream groups, "
           f"{servers} servers)")
     return 0
+
+
+def _check_tls(config: Any) -> None:
+    """Load every certificate, key and CA bundle the config names (ConfigError if one does
+    not load), as `serve` would."""
+    from veloxy.tls.client import client_context
+    from veloxy.tls.server import listener_tls
+
+    listener_tls(config.listen)
+    for name, group in config.upstreams.items():
+        if any(server.secure for server in group.servers):
+            client_context(group.tls, f"upstreams.{name}.tls")
 
 
 # -- origin ----------------------------------------------------------------------------------
@@ -239,7 +302,8 @@ def add_doctor_parser(commands: argparse._SubParsersAction) -> None:  # type: ig
     doctor = commands.add_parser(
         "doctor", help="check the OS settings that limit a proxy, and say what to change",
         description="Read the kernel and process limits that matter to a proxy (backlog, "
-        "ephemeral ports, TIME_WAIT, file descriptors, CPU quota, event loop; on Windows the "
+        "ephemeral ports, TIME_WAIT, file descriptors, CPU quota, event loop, the socket "
+        "buffer caps against the config's tuning.*_buffer sizes; on Windows the "
         "Tcpip registry values and the IOCP loop), compare them with the planned load, and "
         "print the command that fixes each. Exit 1 when a check fails.",
     )

@@ -5,7 +5,9 @@ capped at 128 turns a burst of connects into 1 s SYN retransmits (the max latenc
 every benchmark), 1024 file descriptors stop a proxy at ~500 clients, a small ephemeral port
 range plus TIME_WAIT makes upstream connects fail under churn, and a CPU quota below the
 worker count throttles the whole cgroup every 100 ms. Each of those is one command to fix,
-once somebody says which.
+once somebody says which. With `--config`, the file's `tuning:` section is checked too: a
+backlog shorter than the planned connections, and fixed socket buffer sizes above
+net.core.rmem_max / wmem_max (the kernel cuts them silently).
 
 Shape (so the checks are testable without the machine they describe):
 
@@ -34,8 +36,8 @@ from typing import Any, Literal
 
 Status = Literal["ok", "warn", "fail"]
 
-#: The backlog veloxy passes to listen() (net/listen.py, server.py); the kernel caps it at
-#: net.core.somaxconn.
+#: The backlog veloxy passes to listen() by default (config tuning.backlog); the kernel caps
+#: it at net.core.somaxconn.
 LISTEN_BACKLOG = 4096
 #: Descriptors a process needs beyond its connections: listeners, the loop's own, logs, pipes.
 FD_MARGIN = 64
@@ -82,6 +84,11 @@ class Plan:
     upstream_per_server: int = DEFAULT_CONNECTIONS
     upstream_loopback: bool = False
     source: str = "defaults"
+    #: tuning.backlog, and the largest SO_RCVBUF / SO_SNDBUF configured on either side
+    #: (tuning.downstream / tuning.upstream; None = the kernel's autotuning).
+    backlog: int = LISTEN_BACKLOG
+    recv_buffer: int | None = None
+    send_buffer: int | None = None
 
     @property
     def clients_per_worker(self) -> int:
@@ -128,10 +135,13 @@ def plan_from(config_path: str | None, connections: int | None,
                for s in g.servers]
     loopback = bool(servers) and all(_is_loopback(_server_host(s)) for s, _ in servers)
     per_server = max((cap for _, cap in servers), default=conns)
+    sides = (config.tuning.downstream, config.tuning.upstream)
     return Plan(connections=conns, workers=resolve_workers(raw_workers),
                 workers_auto=raw_workers == "auto", upstream_servers=max(1, len(servers)),
                 upstream_per_server=min(conns, per_server), upstream_loopback=loopback,
-                source=config_path)
+                source=config_path, backlog=config.tuning.backlog,
+                recv_buffer=max((s.recv_buffer for s in sides if s.recv_buffer), default=None),
+                send_buffer=max((s.send_buffer for s in sides if s.send_buffer), default=None))
 
 
 def _server_host(server: Any) -> str:
@@ -163,6 +173,8 @@ class LinuxReadings:
     loop: str = "asyncio"
     httptools: str | None = None  # its version, None when missing
     time_wait: int | None = None
+    rmem_max: int | None = None
+    wmem_max: int | None = None
 
 
 class LinuxReader:
@@ -222,6 +234,8 @@ class LinuxReader:
             loop=_safe_loop_name(loop_name),
             httptools=_httptools_version(),
             time_wait=self.time_wait(),
+            rmem_max=self._int("sys/net/core/rmem_max"),
+            wmem_max=self._int("sys/net/core/wmem_max"),
         )
 
 
@@ -254,15 +268,55 @@ def _sysctl(name: str, value: str) -> str:
 
 def check_somaxconn(r: LinuxReadings, plan: Plan) -> Finding:
     name = "net.core.somaxconn"
-    why = (f"caps the listen backlog veloxy asks for ({LISTEN_BACKLOG}); a burst of connects "
-           "beyond it is dropped and retried by the client after 1 s, which shows as max "
-           "latency")
+    backlog = plan.backlog
+    why = (f"caps the listen backlog veloxy asks for ({backlog}, tuning.backlog); a burst of "
+           "connects beyond it is dropped and retried by the client after 1 s, which shows "
+           "as max latency")
     if r.somaxconn is None:
-        return Finding(name, "warn", "unknown", f">= {LISTEN_BACKLOG}", why)
-    need = min(LISTEN_BACKLOG, max(plan.connections, 128))
-    ok = r.somaxconn >= LISTEN_BACKLOG or r.somaxconn >= plan.connections
+        return Finding(name, "warn", "unknown", f">= {backlog}", why)
+    need = min(backlog, max(plan.connections, 128))
+    ok = r.somaxconn >= backlog or r.somaxconn >= plan.connections
     return Finding(name, "ok" if ok else "warn", str(r.somaxconn), f">= {need}", why,
-                   None if ok else _sysctl(name, str(LISTEN_BACKLOG)))
+                   None if ok else _sysctl(name, str(backlog)))
+
+
+def check_backlog(r: LinuxReadings, plan: Plan) -> Finding:
+    """The config's own listen backlog against the planned connections (any platform)."""
+    name = "tuning.backlog"
+    need = min(LISTEN_BACKLOG, plan.connections)
+    why = (f"the accept queue of each listener; {plan.connections} clients connecting at "
+           "once (a restart, a load balancer reconnecting) overflow a shorter one, and each "
+           "dropped connect waits 1 s for its retry")
+    ok = plan.backlog >= need
+    return Finding(name, "ok" if ok else "warn", str(plan.backlog), f">= {need}", why,
+                   None if ok else f"set `tuning: {{backlog: {LISTEN_BACKLOG}}}` in "
+                   f"{plan.source if plan.source not in ('flags', 'defaults') else 'the config'}")
+
+
+def _check_buffer_max(name: str, limit: int | None, wanted: int | None, key: str,
+                      option: str) -> Finding:
+    if wanted is None:
+        current = "unknown" if limit is None else str(limit)
+        return Finding(name, "ok", current, f"no {key} configured",
+                       f"caps {option}; no buffer size is configured (tuning.*.{key}), so "
+                       "the kernel autotunes each socket's buffer and this limit is not used")
+    why = (f"caps {option}: a tuning.*.{key} of {wanted} above it is silently cut to it")
+    command = _sysctl(name, str(wanted))
+    if limit is None:
+        return Finding(name, "warn", "unknown", f">= {wanted}", why, command)
+    ok = limit >= wanted
+    return Finding(name, "ok" if ok else "warn", str(limit), f">= {wanted}", why,
+                   None if ok else command)
+
+
+def check_rmem_max(r: LinuxReadings, plan: Plan) -> Finding:
+    return _check_buffer_max("net.core.rmem_max", r.rmem_max, plan.recv_buffer,
+                             "recv_buffer", "SO_RCVBUF")
+
+
+def check_wmem_max(r: LinuxReadings, plan: Plan) -> Finding:
+    return _check_buffer_max("net.core.wmem_max", r.wmem_max, plan.send_buffer,
+                             "send_buffer", "SO_SNDBUF")
 
 
 def check_syn_backlog(r: LinuxReadings, plan: Plan) -> Finding:
@@ -421,6 +475,7 @@ def check_time_wait(r: LinuxReadings, plan: Plan) -> Finding:
 LINUX_CHECKS: tuple[Callable[[LinuxReadings, Plan], Finding], ...] = (
     check_somaxconn, check_syn_backlog, check_port_range, check_tw_reuse, check_fin_timeout,
     check_file_max, check_nofile, check_cpu, check_loop, check_httptools, check_time_wait,
+    check_backlog, check_rmem_max, check_wmem_max,
 )
 
 

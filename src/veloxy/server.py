@@ -9,18 +9,27 @@ left and returns. Used by `veloxy serve` (one process, or each worker of workers
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 import socket
 import sys
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
+from veloxy.net.accept import AcceptCatchUp, needs_accept_catch_up
 from veloxy.net.listen import format_address
 from veloxy.net.server import Application, ConnectionRegistry, ServerConnection, ServerLimits
+from veloxy.net.sockopt import server_connection_class
 from veloxy.net.timers import sweeper_for
 
 log = logging.getLogger("veloxy")
+
+#: listen()'s backlog when no `tuning` is given (config.Tuning.backlog's default).
+DEFAULT_BACKLOG = 4096
+#: How long a closing TLS connection waits for the client's close_notify (asyncio's default,
+#: 30 s, would hold a graceful shutdown that long for every client that never answers).
+SSL_SHUTDOWN_TIMEOUT = 0.5
 
 
 async def serve(
@@ -30,21 +39,57 @@ async def serve(
     *,
     announce: Callable[[str], None] | None = None,
     ready: Callable[[], None] | None = None,
+    tuning: Any = None,
+    attach: Callable[[Any, ConnectionRegistry], Awaitable[Callable[[], Awaitable[None]]]]
+    | None = None,
+    tls: Sequence[Any] | None = None,
+    h2c: Sequence[bool] | None = None,
+    http2: Any = None,
 ) -> None:
     """Serve on listening `sockets` until a stop signal; `make_app(sweeper)` builds the app.
 
+    Per socket, `tls` gives its tls.server.ServerTLS (None: cleartext) and `h2c` whether it
+    also takes HTTP/2 with prior knowledge; `http2` is config.Http2Settings. A reload
+    (SIGHUP) reads the TLS listeners' certificates again (`_reload_certificates_on`).
+
+    `attach(app, registry)`, when given, starts what runs beside the app (metrics sources,
+    reload on SIGHUP, the admin listener: admin/runtime.py) once the listeners exist, and
+    returns the coroutine function that stops it after the graceful shutdown.
+
     `announce(address)` is called per listener once it accepts connections, and `ready()`
-    once all are accepting.
+    once all are accepting. `tuning` (config.Tuning, optional) gives the listen backlog,
+    the client sockets' TCP_NODELAY and the GC settings applied before the first accept.
     """
     loop = asyncio.get_running_loop()
     sweeper = sweeper_for(loop)
     app = make_app(sweeper)
     registry = ConnectionRegistry()
+    backlog = tuning.backlog if tuning is not None else DEFAULT_BACKLOG
+    conn_class = server_connection_class(tuning.downstream if tuning is not None else None)
 
     def factory() -> ServerConnection:
-        return ServerConnection(app, limits, sweeper, registry)
+        return conn_class(app, limits, sweeper, registry)
 
-    servers = [await loop.create_server(factory, sock=sock, backlog=4096) for sock in sockets]
+    servers = []
+    # libuv accepts one connection per loop iteration: see net/accept.py.
+    catch_up = AcceptCatchUp(loop) if needs_accept_catch_up(loop) else None
+    for index, sock in enumerate(sockets):
+        listener_tls = tls[index] if tls else None
+        if listener_tls is None and not (h2c and h2c[index]):
+            servers.append(await loop.create_server(factory, sock=sock, backlog=backlog))
+            if catch_up is not None:
+                catch_up.watch(sock, factory)
+            continue
+        servers.append(await _create_secure_server(
+            loop, app, limits, http2, sweeper, registry, conn_class, sock, backlog,
+            listener_tls, bool(h2c and h2c[index]), catch_up))
+    if catch_up is not None:
+        catch_up.start()
+    if tls and any(tls):
+        _reload_certificates_on(loop, app, list(tls), own_signal=attach is None)
+    detach = await attach(app, registry) if attach is not None else None
+    if tuning is not None:
+        apply_gc(tuning.gc)
     stop = asyncio.Event()
     _install_stop_signals(loop, stop)
     for sock in sockets:
@@ -55,7 +100,11 @@ async def serve(
     try:
         await stop.wait()
     finally:
+        if catch_up is not None:
+            catch_up.stop()
         await _shutdown(servers, registry, limits, app)
+        if detach is not None:
+            await detach()
         sweeper.close()
 
 
@@ -78,6 +127,66 @@ async def _shutdown(servers: list[asyncio.Server], registry: ConnectionRegistry,
     if close is not None:
         close()
     await asyncio.sleep(0)  # let the transports' close callbacks run
+
+
+async def _create_secure_server(loop: asyncio.AbstractEventLoop, app: Application,
+                                limits: ServerLimits, http2: Any, sweeper: Any,
+                                registry: ConnectionRegistry, conn_class: Any,
+                                sock: socket.socket, backlog: int, listener_tls: Any,
+                                h2c: bool, catch_up: AcceptCatchUp | None) -> asyncio.Server:
+    """A TLS listener (HTTP/1.1 or HTTP/2 by ALPN, X-Forwarded-Proto https) or a cleartext
+    one that also takes h2c: their connections pick a protocol first (http2/select.py)."""
+    from veloxy.http2.select import protocol_factory
+
+    if http2 is None:
+        from veloxy.config import Http2Settings
+
+        http2 = Http2Settings()
+    with_scheme = getattr(app, "with_scheme", None)
+    listener_app = with_scheme(b"https") if listener_tls is not None and with_scheme else app
+    factory = protocol_factory(listener_app, limits, http2, sweeper, registry, conn_class,
+                               tls=listener_tls, h2c=h2c)
+    options: dict[str, Any] = {} if listener_tls is None else {
+        "ssl": listener_tls.context, "ssl_handshake_timeout": limits.header_timeout,
+        "ssl_shutdown_timeout": SSL_SHUTDOWN_TIMEOUT}
+    if catch_up is not None:
+        catch_up.watch(sock, factory, **options)
+    return await loop.create_server(factory, sock=sock, backlog=backlog, **options)
+
+
+def _reload_certificates_on(loop: asyncio.AbstractEventLoop, app: Any, contexts: list[Any],
+                            *, own_signal: bool) -> None:
+    """Read the TLS certificates again on every reload of the app (ProxyApp.reload_hooks,
+    run by admin/reload.py on SIGHUP and POST /reload) and, when nothing else handles
+    SIGHUP here (`own_signal`), on SIGHUP directly. New handshakes get the new
+    certificates; established connections keep theirs."""
+    from veloxy.tls.server import reload_all
+
+    hooks = getattr(app, "reload_hooks", None)
+    if hooks is not None:
+        hooks.append(lambda: reload_all(contexts))
+    if own_signal:
+        try:
+            loop.add_signal_handler(signal.SIGHUP, reload_all, contexts)
+        except (NotImplementedError, RuntimeError, ValueError, AttributeError):
+            pass  # no SIGHUP (Windows)
+
+
+def apply_gc(settings: Any) -> None:
+    """`tuning.gc` in this process: a larger generation-0 threshold, then gc.freeze() of
+    everything alive now. Called once start-up is done (listeners, app and pools built):
+    by `serve` in every serving process, and by the supervisor before it forks workers.
+    Logs what the collector now reports, so the effect is visible in the process's log."""
+    if settings is None or (settings.gen0_threshold is None and not settings.freeze_after_start):
+        return
+    if settings.gen0_threshold is not None:
+        _, gen1, gen2 = gc.get_threshold()
+        gc.set_threshold(settings.gen0_threshold, gen1, gen2)
+    if settings.freeze_after_start:
+        gc.collect()
+        gc.freeze()
+    log.info("gc: thresholds %s, %d objects frozen", gc.get_threshold(),
+             gc.get_freeze_count())
 
 
 def _install_stop_signals(loop: asyncio.AbstractEventLoop, stop: asyncio.Event) -> None:

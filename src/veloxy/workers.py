@@ -21,6 +21,7 @@ import sys
 import time
 import traceback
 from collections.abc import Callable
+from typing import Any
 
 from veloxy.net.listen import bind_socket, format_address, listen_socket
 
@@ -35,10 +36,32 @@ CRASH_WINDOW = 60.0
 WorkerMain = Callable[[list[socket.socket], Callable[[], None]], None]
 
 
+class WorkerInfo:
+    """Who this process is, set in each worker before `worker_main` runs (None in a process
+    that is not a worker): its index (stable across restarts), the worker count and the
+    supervisor's pid. The admin side uses them to find and signal its siblings."""
+
+    def __init__(self, index: int, count: int, supervisor: int) -> None:
+        self.index = index
+        self.count = count
+        self.supervisor = supervisor
+
+
+current: WorkerInfo | None = None
+
+
 class Supervisor:
     def __init__(self, addresses: list[tuple[str, int]], workers: int,
-                 worker_main: WorkerMain, announce: Callable[[str], None]) -> None:
+                 worker_main: WorkerMain, announce: Callable[[str], None],
+                 listen_options: dict[str, Any] | None = None,
+                 on_reload: Callable[[], None] | None = None) -> None:
+        """`on_reload`: called in the supervisor on SIGHUP, before the signal goes on to
+        the workers (the command line re-reads the config there, for the workers it will
+        start later)."""
         self._requested = addresses
+        self._on_reload = on_reload
+        #: listen_socket's keywords for each worker's sockets (backlog, buffer sizes).
+        self._listen_options = listen_options or {}
         self._count = workers
         self._worker_main = worker_main
         self._announce = announce
@@ -71,13 +94,18 @@ class Supervisor:
             self._children[pid] = index
             return
         # In the child: default signal dispositions; the worker's loop installs its own.
+        global current
+        current = WorkerInfo(index, self._count, os.getppid())
         code = 0
         try:
-            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            for sig in (signal.SIGTERM, signal.SIGINT):
                 signal.signal(sig, signal.SIG_DFL)
+            # Ignored until the worker's loop installs its reload handler: a SIGHUP that
+            # arrives during start-up must not kill the worker.
+            signal.signal(signal.SIGHUP, signal.SIG_IGN)
             for sock in self._reserved:
                 sock.close()
-            sockets = [listen_socket(host, port, reuse_port=True)
+            sockets = [listen_socket(host, port, reuse_port=True, **self._listen_options)
                        for host, port in self._addresses]
             ready_fd = self._ready_write
             self._worker_main(sockets, lambda: os.write(ready_fd, b"r"))
@@ -131,6 +159,11 @@ class Supervisor:
     def _forward(self, signum: int, _frame: object) -> None:
         if signum in (signal.SIGTERM, signal.SIGINT):
             self._stopping = True
+        elif signum == signal.SIGHUP and self._on_reload is not None:
+            try:
+                self._on_reload()
+            except Exception:
+                log.exception("reloading the config in the supervisor failed")
         for pid in list(self._children):
             try:
                 os.kill(pid, signal.SIGTERM if signum == signal.SIGINT else signum)

@@ -276,8 +276,9 @@ def test_listen_hosts_and_ports() -> None:
     ("[]", "listen: expected at least one address to listen on"),
     ("8080", 'listen: expected a list of "HOST:PORT" addresses, got 8080'),
     ('[":80", "0.0.0.0:80"]', "listen.1: same address as listen.0 (0.0.0.0:80)"),
-    ('[{address: ":443", tls: {cert: a.pem}}]', "listen.0.tls: TLS termination is not "
-                                                "supported yet"),
+    ('[{address: ":443", tls: {cert: /nonexistent/a.pem}}]',
+     "listen.0.tls.cert: no such file: /nonexistent/a.pem\nlisten.0.tls.key: missing required key"),
+    ('[{address: ":80", h2c: "yes"}]', 'listen.0.h2c: expected true or false, got "yes"'),
     ('[{addr: ":443"}]', "listen.0.addr: unknown key (did you mean address?)\n"
                          "listen.0.address: missing required key"),
     ('[{address: "x"}]', 'listen.0.address: expected HOST:PORT, got "x"'),
@@ -445,6 +446,9 @@ def test_route_upstream_must_be_a_name() -> None:
     ('"http://backend:80/"', "http://backend", "backend", 80, 1),
     ('"http://[::1]:9001"', "http://[::1]:9001", "::1", 9001, 1),
     ('"http://my_service:8000"', "http://my_service:8000", "my_service", 8000, 1),
+    ('"https://a.example:443/"', "https://a.example", "a.example", 443, 1),
+    ('"https://A.example"', "https://a.example", "a.example", 443, 1),
+    ('"https://a.example:80"', "https://a.example:80", "a.example", 80, 1),
     ('{url: "http://10.0.0.2:81", weight: 5}', "http://10.0.0.2:81", "10.0.0.2", 81, 5),
 ])
 def test_servers_accepted(server: str, url: str, host: str, port: int, weight: int) -> None:
@@ -454,11 +458,9 @@ def test_servers_accepted(server: str, url: str, host: str, port: int, weight: i
 
 
 @pytest.mark.parametrize(("server", "expected"), [
-    ('"https://127.0.0.1:9001"', "servers.0: https upstreams are not supported yet"),
-    ('{url: "https://a"}', "servers.0.url: https upstreams are not supported yet"),
     ('"127.0.0.1:9001"', 'servers.0: expected a URL with a scheme, got "127.0.0.1:9001" '
                          '(write "http://127.0.0.1:9001")'),
-    ('"ftp://a"', 'servers.0: unsupported scheme "ftp" (only http:// for now)'),
+    ('"ftp://a"', 'servers.0: unsupported scheme "ftp" (http:// or https://)'),
     ('"http://"', 'servers.0: expected a host name or IP address in the URL, got "http://"'),
     ('"http://a/v1"', 'servers.0: expected no path or query beyond "/", got "http://a/v1" '
                       "(the client's path is forwarded as it is)"),

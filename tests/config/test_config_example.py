@@ -114,6 +114,23 @@ upstreams:
       ejection: 10s
       max_ejection: 5m
     dns_ttl: 30s
+http2:
+  max_concurrent_streams: 100
+  stream_window: 262144
+  connection_window: 4194304
+tuning:
+  backlog: 4096
+  downstream:
+    tcp_nodelay: true
+    recv_buffer: null
+    send_buffer: null
+  upstream:
+    tcp_nodelay: true
+    recv_buffer: null
+    send_buffer: null
+  gc:
+    freeze_after_start: false
+    gen0_threshold: null
 """
 
 MINIMAL = """\

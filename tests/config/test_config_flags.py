@@ -62,14 +62,14 @@ def test_flags_need_an_upstream() -> None:
 
 def test_flag_errors_name_the_flag() -> None:
     with pytest.raises(ConfigError) as info:
-        config_from_flags(["abc", "127.0.0.1:80"], ["http://a", "b:80", "https://c"], "x",
+        config_from_flags(["abc", "127.0.0.1:80"], ["http://a", "b:80", "ftp://c"], "x",
                           "1.2.3.4:99999")
     assert str(info.value).splitlines() == [
         '--listen: expected HOST:PORT, got "abc"',
         '--workers: expected a number of workers >= 1 or "auto", got "x"',
         '--admin: expected a port from 0 to 65535, got "1.2.3.4:99999"',
         '--upstream: expected a URL with a scheme, got "b:80" (write "http://b:80")',
-        "--upstream: https upstreams are not supported yet",
+        '--upstream: unsupported scheme "ftp" (http:// or https://)',
     ]
     assert info.value.source is None
 

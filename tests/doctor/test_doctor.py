@@ -119,6 +119,11 @@ CASES = [
     ("httptools", {"httptools": None}, {}, "fail"),
     ("time_wait", {"time_wait": 50_000}, {}, "warn"),
     ("time_wait", {"time_wait": None}, {}, "ok"),
+    # tuning: the config's backlog and buffer sizes (more in tests/tuning/test_doctor_checks)
+    ("backlog", {}, {"backlog": 16}, "warn"),
+    ("rmem_max", {"rmem_max": 212992}, {"recv_buffer": 1 << 20}, "warn"),
+    ("rmem_max", {"rmem_max": 212992}, {"recv_buffer": 65536}, "ok"),
+    ("wmem_max", {"wmem_max": 212992}, {"send_buffer": 1 << 20}, "warn"),
 ]
 
 

@@ -1,6 +1,7 @@
 """`veloxy suite` end to end on 127.0.0.1 with tiny durations: the built-in origin, veloxy
-(plain and with the GC launcher), nginx when installed, an unreachable URL target; every
-cell interleaved, CPU and memory sampled, JSON and HTML written, nothing left running."""
+(plain and with tuning.gc from the suite's gc: shorthand), nginx when installed, an
+unreachable URL target; every cell interleaved, CPU and memory sampled, JSON and HTML
+written, nothing left running."""
 
 from __future__ import annotations
 

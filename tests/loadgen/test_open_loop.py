@@ -109,4 +109,8 @@ def test_connections_the_server_closes_while_idle_are_replaced(backends: Backend
     assert (doc["requests"]["completed"] <= len(server.requests)
             <= doc["requests"]["completed"] + doc["requests"]["failed"])
     assert abs(doc["requests"]["completed"] - rate * seconds) <= 3
-    assert server.accepted >= doc["requests"]["completed"] - 2  # reconnected for nearly all
+    # Most requests found their connection closed and reconnected. Not all: when one request is
+    # late (a reconnect on a busy machine), the open loop sends the next ones of that connection
+    # back to back to catch up, inside the server's 20 ms window, and those reuse the connection.
+    # Without the replacement the run ends after one request per connection, caught above.
+    assert server.accepted >= 0.6 * doc["requests"]["completed"], server.accepted

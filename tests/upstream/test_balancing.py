@@ -87,7 +87,9 @@ def test_latency_aware_policies_leave_a_server_made_10x_slower(run, policy):
             assert share(late, "a") < 0.15, (
                 f"{policy}: the 10x slower server still got {share(late, 'a'):.0%}")
             slow, fast = p.group().servers
-            assert slow.latency > 2 * fast.latency, (slow.latency, fast.latency)
+            # 10x apart at the origins; on a loaded machine queueing in the test's own
+            # loop adds the same delay to both, so ask for a clear gap, not the full 10x.
+            assert slow.latency > 1.5 * fast.latency, (slow.latency, fast.latency)
 
     run(scenario())
 

@@ -27,6 +27,7 @@ from veloxy.config.model import (
     FILE_CONTEXT,
     FOREIGN,
     Config,
+    ListenAddress,
     UpstreamServer,
     check_name,
     unknown_key_message,
@@ -281,8 +282,24 @@ def config_to_data(config: Config) -> dict[str, Any]:
         return {name: format_duration(value) if isinstance(value, float) else value
                 for name, value in model}
 
+    def listener(a: ListenAddress) -> str | dict[str, Any]:
+        if a.tls is None and not a.h2c:
+            return str(a)
+        entry: dict[str, Any] = {"address": str(a)}
+        if a.tls is not None:
+            entry["tls"] = a.tls.model_dump()
+        if a.h2c:
+            entry["h2c"] = True
+        return entry
+
+    def group_tls(g: Any) -> dict[str, Any]:
+        extra: dict[str, Any] = {} if g.tls is None else {"tls": g.tls.model_dump()}
+        if g.protocol != "http1":
+            extra["protocol"] = g.protocol
+        return extra
+
     return {
-        "listen": [str(a) for a in config.listen],
+        "listen": [listener(a) for a in config.listen],
         "workers": config.workers,
         "admin": str(config.admin) if config.admin else None,
         "limits": timing(config.limits),
@@ -306,7 +323,10 @@ def config_to_data(config: Config) -> dict[str, Any]:
             "health_check": timing(g.health_check) if g.health_check else None,
             "passive_health": timing(g.passive_health) if g.passive_health else None,
             "dns_ttl": format_duration(g.dns_ttl),
+            **group_tls(g),
         } for name, g in config.upstreams.items()},
+        "http2": config.http2.model_dump(),
+        "tuning": config.tuning.model_dump(),
     }
 
 

@@ -58,18 +58,28 @@ from veloxy.config.values import (
 
 __all__ = [
     "BALANCE_POLICIES",
+    "AccessLog",
     "Config",
     "FrozenMap",
+    "GcSettings",
     "HealthCheck",
+    "Http2Settings",
     "Limits",
     "ListenAddress",
+    "ListenTLS",
+    "OtelExport",
     "PassiveHealth",
     "PoolSettings",
     "Route",
     "RouteMatch",
+    "SocketOptions",
+    "TLSCertificate",
     "Timeouts",
+    "Tracing",
+    "Tuning",
     "UpstreamGroup",
     "UpstreamServer",
+    "UpstreamTLS",
 ]
 
 #: Load-balancing policies, in the order they are listed in error messages.
@@ -236,6 +246,126 @@ class _Model(BaseModel):
         return tuple(name for name in cls.model_fields if name not in cls._derived)
 
 
+# --- TLS and HTTP/2 ---------------------------------------------------------------------------
+
+
+def _readable_file(value: object) -> str:
+    """A path to a file that exists now (certificates, keys, CA bundles): a missing file is
+    a config error at start-up (and in `veloxy check`), not a failed handshake later."""
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"expected a file path, got {show(value)}")
+    import os
+
+    if not os.path.isfile(value):
+        raise ValueError(f"no such file: {value}")
+    if not os.access(value, os.R_OK):
+        raise ValueError(f"cannot read file: {value}")
+    return value
+
+
+FilePath = Annotated[str, BeforeValidator(_readable_file)]
+"""A readable file, checked when the config is loaded."""
+
+
+def _server_names(value: object) -> tuple[str, ...]:
+    if isinstance(value, list | tuple) and not value:
+        raise ValueError("expected at least one server name")
+    if not isinstance(value, list | tuple):
+        raise ValueError(f'expected a list of server names like ["api.example.com", '
+                         f'"*.example.com"], got {show(value)}')
+    names: list[str] = []
+    problems: list[tuple[tuple[str | int, ...], str, object]] = []
+    for index, name in enumerate(value):
+        try:
+            names.append(parse_route_host(name))
+        except ValueError as exc:
+            problems.append(((index,), str(exc), name))
+    if problems:
+        raise located("names", problems)
+    return tuple(names)
+
+
+def _tls_version(value: object) -> str:
+    text = value
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        text = str(value)  # YAML reads 1.2 as a number
+    if text in ("1.2", "1.3"):
+        return text  # type: ignore[return-value]
+    raise ValueError(f'expected "1.2" or "1.3", got {show(value)}')
+
+
+class TLSCertificate(_Model):
+    """One more certificate of a TLS listener, presented to clients whose SNI names one of
+    `names`."""
+
+    names: Annotated[tuple[str, ...], BeforeValidator(_server_names)]
+    """Server names this certificate answers for: exact ("api.example.com") or one-label
+    wildcards ("*.example.com"), lowercased. An exact name wins over a wildcard. Required."""
+    cert: FilePath
+    """PEM file with the certificate chain, leaf first. Required."""
+    key: FilePath
+    """PEM file with the certificate's private key (unencrypted). Required."""
+
+
+class ListenTLS(_Model):
+    """TLS termination on one listener. Defaults follow Mozilla's "intermediate" profile:
+    TLS 1.2 and 1.3 only, ECDHE key exchange with AES-GCM or ChaCha20-Poly1305, session
+    tickets on. Certificates are read again on SIGHUP; handshakes after the reload get them,
+    established connections are untouched."""
+
+    cert: FilePath
+    """PEM file with the default certificate chain, leaf first: presented when the client
+    sends no SNI or one that no entry of `certificates` names. Required."""
+    key: FilePath
+    """PEM file with the default certificate's private key (unencrypted). Required."""
+    certificates: tuple[TLSCertificate, ...] = ()
+    """More certificates, chosen by the client's SNI server name; default: none."""
+    client_ca: FilePath | None = None
+    """PEM bundle of the CAs that sign client certificates. When set, every client must
+    present a certificate signed by one of them (mutual TLS) or the handshake fails. Default
+    null = no client certificates asked for."""
+    min_version: Annotated[Literal["1.2", "1.3"], BeforeValidator(_tls_version)] = "1.2"
+    """Lowest TLS version accepted: "1.2" (default; every client of the last decade) or
+    "1.3" (smaller handshake, fewer clients)."""
+    http2: Annotated[bool, BeforeValidator(_strict_bool)] = True
+    """Offer HTTP/2 by ALPN ("h2", then "http/1.1"). Default true; false serves HTTP/1.1
+    only."""
+
+
+class Http2Settings(_Model):
+    """HTTP/2 on the client side (ALPN h2 on TLS listeners, h2c on cleartext ones that ask
+    for it). Each stream becomes one HTTP/1.1 request to the upstream, through the same pools
+    as HTTP/1.1 clients."""
+
+    max_concurrent_streams: Annotated[int, _int_in(1, 10000)] = 100
+    """Streams one client connection may have open at once (SETTINGS_MAX_CONCURRENT_STREAMS);
+    a stream beyond it is refused. Default 100, as nginx and Go. Each open stream may hold an
+    upstream connection, so this times the client connections bounds upstream load."""
+    stream_window: Annotated[int, BeforeValidator(_limit_size)] = 262144
+    """Flow-control window of each stream for request bodies (SETTINGS_INITIAL_WINDOW_SIZE):
+    how much a client may send on a stream before veloxy has passed it upstream. Default
+    256 KiB; larger speeds uploads over long links, at that much memory per stream."""
+    connection_window: Annotated[int, BeforeValidator(_limit_size)] = 4194304
+    """Flow-control window of a whole connection for request bodies; at least stream_window.
+    Default 4 MiB, so that one stalled upload does not stop the others."""
+
+    @model_validator(mode="after")
+    def _windows(self) -> Http2Settings:
+        problems: list[tuple[tuple[str | int, ...], str, object]] = []
+        for name in ("stream_window", "connection_window"):
+            value = getattr(self, name)
+            if not 65535 <= value <= 2**31 - 1:
+                problems.append(((name,), f"expected a size from 65535 to 2147483647 bytes, "
+                                          f"got {value}", value))
+        if not problems and self.connection_window < self.stream_window:
+            problems.append((("connection_window",), f"connection_window "
+                             f"({self.connection_window}) is smaller than stream_window "
+                             f"({self.stream_window})", self.connection_window))
+        if problems:
+            raise located("http2", problems)
+        return self
+
+
 # --- listen addresses ------------------------------------------------------------------------
 
 
@@ -251,6 +381,14 @@ class ListenAddress(_Model):
     port: Annotated[int, BeforeValidator(check_port)]
     """TCP port, 0..65535. 0 lets the kernel choose a free port (tests; read it back from the
     bound socket)."""
+    tls: ListenTLS | None = None
+    """TLS termination: {cert: FILE, key: FILE, ...} (see ListenTLS). Default null =
+    cleartext. X-Forwarded-Proto then says https to the upstream."""
+    h2c: Annotated[bool, BeforeValidator(_strict_bool)] = False
+    """Also accept HTTP/2 without TLS from clients that start with the HTTP/2 preface ("prior
+    knowledge", as `curl --http2-prior-knowledge` and gRPC clients do) on this cleartext
+    listener. Default false: the listener speaks HTTP/1.1 only, with no cost per connection
+    for telling the two apart. Not with tls (ALPN chooses there)."""
 
     @model_validator(mode="before")
     @classmethod
@@ -267,11 +405,13 @@ class ListenAddress(_Model):
     @classmethod
     def _from_mapping(cls, data: Mapping[Any, Any]) -> dict[str, object]:
         problems: list[tuple[tuple[str | int, ...], str, object]] = []
+        extra: dict[str, object] = {}
         for key, value in data.items():
-            if key == "tls":
-                problems.append(((key,), "TLS termination is not supported yet", value))
+            if key in ("tls", "h2c"):
+                extra[key] = value
             elif key != "address":
-                problems.append(((str(key),), unknown_key_message(key, ("address",)), value))
+                problems.append(((str(key),), unknown_key_message(
+                    key, ("address", "tls", "h2c")), value))
         host, port = "", 0
         if "address" not in data:
             problems.append((("address",), "missing required key", data))
@@ -282,7 +422,18 @@ class ListenAddress(_Model):
                 problems.append((("address",), str(exc), data["address"]))
         if problems:
             raise located("ListenAddress", problems)
-        return {"host": host, "port": port}
+        return {"host": host, "port": port, **extra}
+
+    @model_validator(mode="after")
+    def _h2c_cleartext(self) -> ListenAddress:
+        if self.h2c and self.tls is not None:
+            raise located("ListenAddress", [(("h2c",), "h2c is for cleartext listeners; with "
+                                            "tls, HTTP/2 is chosen by ALPN (tls.http2)", True)])
+        return self
+
+    @property
+    def socket_address(self) -> tuple[str, int]:
+        return self.host, self.port
 
     def __str__(self) -> str:
         return format_address(self.host, self.port)
@@ -302,13 +453,14 @@ def _listen_list(value: object) -> object:
 
 
 def _no_duplicate_addresses(addresses: tuple[ListenAddress, ...]) -> tuple[ListenAddress, ...]:
-    seen: dict[ListenAddress, int] = {}
+    seen: dict[tuple[str, int], int] = {}
     problems: list[tuple[tuple[str | int, ...], str, object]] = []
     for index, address in enumerate(addresses):
-        if address.port != 0 and address in seen:
-            problems.append(((index,), f"same address as listen.{seen[address]} ({address})",
+        key = address.socket_address
+        if address.port != 0 and key in seen:
+            problems.append(((index,), f"same address as listen.{seen[key]} ({address})",
                              str(address)))
-        seen.setdefault(address, index)
+        seen.setdefault(key, index)
     if problems:
         raise located("listen", problems)
     return addresses
@@ -487,12 +639,13 @@ class UpstreamServer(_Model):
     _derived = ("host", "port")
 
     url: Annotated[str, BeforeValidator(_upstream_url)]
-    """ "http://HOST[:PORT]", normalized (lowercased host, ":80" left out). Only http:// for
-    now, and no path: the client's path is forwarded as it is."""
+    """ "http://HOST[:PORT]" or "https://HOST[:PORT]", normalized (lowercased host, the
+    scheme's default port left out). No path: the client's path is forwarded as it is.
+    https:// connects with TLS, verifying the server's certificate (see the group's tls)."""
     host: str = ""
     """Host name or IP address from the URL (IPv6 without brackets); what is connected to."""
     port: int = 80
-    """Port from the URL, 80 when absent."""
+    """Port from the URL; 80 when absent (443 for https)."""
     weight: Annotated[int, _int_in(1)] = 1
     """Share of the traffic relative to the group's other servers (weight 3 gets three times
     the requests of weight 1) under round_robin, random and hash; least_conn, p2c_ewma and
@@ -520,10 +673,15 @@ class UpstreamServer(_Model):
         return data
 
     @property
+    def secure(self) -> bool:
+        """An https:// server: connections to it use TLS."""
+        return self.url.startswith("https://")
+
+    @property
     def authority(self) -> str:
-        """host[:port] as it goes in a Host header (port left out when 80)."""
+        """host[:port] as it goes in a Host header (port left out when the scheme's)."""
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return host if self.port == 80 else f"{host}:{self.port}"
+        return host if self.port == (443 if self.secure else 80) else f"{host}:{self.port}"
 
 
 def _server_list(value: object) -> object:
@@ -549,6 +707,12 @@ def _no_duplicate_servers(servers: tuple[UpstreamServer, ...]) -> tuple[Upstream
     return servers
 
 
+def _upstream_protocol(value: object) -> str:
+    if value in ("http1", "h2c"):
+        return value  # type: ignore[return-value]
+    raise ValueError(f'expected "http1" or "h2c", got {show(value)}')
+
+
 def _balance(value: object) -> str:
     if isinstance(value, str) and value in BALANCE_POLICIES:
         return value
@@ -571,6 +735,23 @@ class Timeouts(_Model):
     """Longest silence between two reads while the response body streams (not the total
     time); on timeout the client connection is closed, as the head was already sent. Default
     60s. Long-polling or server-sent events need more."""
+
+
+class UpstreamTLS(_Model):
+    """How veloxy checks the https:// servers of a group. The certificate is always
+    verified unless insecure_skip_verify says otherwise."""
+
+    ca: FilePath | None = None
+    """PEM bundle of the CAs trusted for this group's servers. Default null = the system's
+    trust store (what a browser would accept); set it for a private CA."""
+    server_name: Annotated[str | None, BeforeValidator(
+        lambda value: None if value is None else parse_route_host(value))] = None
+    """Name sent by SNI and checked against the certificate. Default null = the host of each
+    server's URL. Set it when servers are written as IP addresses, or behind a name that
+    differs from the certificate's."""
+    insecure_skip_verify: Annotated[bool, BeforeValidator(_strict_bool)] = False
+    """Accept any certificate, unchecked. Default false. Only for tests and self-signed
+    development servers: the traffic is encrypted but anyone in the path can read it."""
 
 
 class PoolSettings(_Model):
@@ -698,6 +879,17 @@ class UpstreamGroup(_Model):
     """Connect, response-head and read timeouts; default: 2s, 30s, 60s (see Timeouts)."""
     pool: PoolSettings = Field(default_factory=PoolSettings)
     """Connection pool limits; default: each field of PoolSettings at its own default."""
+    tls: UpstreamTLS | None = None
+    """TLS settings for the group's https:// servers (CA, server name, verification).
+    Default null = verify against the system's trust store with each URL's host. Only with
+    https:// servers."""
+    protocol: Annotated[Literal["http1", "h2c"], BeforeValidator(_upstream_protocol)] = "http1"
+    """What the servers speak: "http1" (default: HTTP/1.1, keep-alive pools; every client
+    protocol maps onto it) or "h2c" (HTTP/2 without TLS, prior knowledge: gRPC backends).
+    With h2c, requests from HTTP/2 clients go upstream as HTTP/2 streams on one shared
+    connection per server, trailers included (grpc-status); HTTP/1.1 clients get 503, since
+    gRPC needs HTTP/2 end to end. h2c servers are http:// URLs, and active health checks
+    (HTTP/1.1 probes) are not available for them."""
     retries: Annotated[int, _int_in(0, 10)] = 1
     """How many times a failed attempt is tried again on another server, only when nothing
     reached the application (connect failure, reset before any byte) or the method is
@@ -722,6 +914,23 @@ class UpstreamGroup(_Model):
         """hash_key split: ("client_ip", None), ("header", "x-user") or ("cookie", "sid")."""
         kind, _, name = self.hash_key.partition(":")
         return kind, name or None
+
+    @model_validator(mode="after")
+    def _tls_needs_https(self) -> UpstreamGroup:
+        if self.tls is not None and not any(server.secure for server in self.servers):
+            raise located("UpstreamGroup", [(("tls",), "tls applies to https:// servers, and "
+                                            "this group has none", "tls")])
+        if self.protocol == "h2c":
+            problems: list[tuple[tuple[str | int, ...], str, object]] = [
+                (("servers", index), "h2c is HTTP/2 without TLS: use an http:// URL",
+                 server.url)
+                for index, server in enumerate(self.servers) if server.secure]
+            if self.health_check is not None:
+                problems.append((("health_check",), "active health checks speak HTTP/1.1: "
+                                 "not available with protocol h2c", "health_check"))
+            if problems:
+                raise located("UpstreamGroup", problems)
+        return self
 
 
 def _name_groups(value: object, info: ValidationInfo) -> object:
@@ -756,6 +965,235 @@ def _serialize_map(value: Mapping[str, Any], handler: Any) -> Any:
     return handler(dict(value))
 
 
+# --- tuning ----------------------------------------------------------------------------------
+
+#: Socket buffer sizes accepted by `tuning.*.recv_buffer` / `send_buffer`.
+_BUFFER_MIN, _BUFFER_MAX = 4096, 1 << 30
+
+
+def _socket_buffer(value: object) -> int | None:
+    if value is None:
+        return None
+    try:
+        size = parse_size(value)
+    except ValueError:
+        raise ValueError(f'expected a size in bytes like 262144 or "256k", or null, '
+                         f"got {show(value)}") from None
+    if not _BUFFER_MIN <= size <= _BUFFER_MAX:
+        raise ValueError(f'expected a size from 4k to 1g, got {show(value)}')
+    return size
+
+
+SocketBuffer = Annotated[int | None, BeforeValidator(_socket_buffer)]
+
+
+class SocketOptions(_Model):
+    """TCP socket options for one side of the proxy. Every default leaves the socket as the
+    event loop and the kernel make it, at no cost per connection; a value set here costs a
+    setsockopt() per connection (downstream buffers: none, they are set once on the
+    listening socket and inherited by every accepted connection)."""
+
+    tcp_nodelay: Annotated[bool, BeforeValidator(_strict_bool)] = True
+    """TCP_NODELAY: send small segments at once instead of holding them until the previous
+    one is acknowledged (Nagle's algorithm). Default true, which is what uvloop and asyncio
+    already set on every TCP connection (so true costs nothing). false turns Nagle back on:
+    fewer, fuller packets for a client that writes in many small pieces, but a response
+    written in several writes can wait up to one delayed-ACK interval (40 ms on Linux)."""
+    recv_buffer: SocketBuffer = None
+    """SO_RCVBUF in bytes ("256k"), 4k..1g. Default null = the kernel's autotuning
+    (net.ipv4.tcp_rmem, which grows the buffer with the connection's bandwidth-delay
+    product). A fixed size turns autotuning off for the socket: smaller bounds the memory of
+    many slow connections, larger helps only on links with a large bandwidth-delay product.
+    Linux caps it at net.core.rmem_max (see `veloxy doctor`) and reserves twice the value
+    for bookkeeping."""
+    send_buffer: SocketBuffer = None
+    """SO_SNDBUF in bytes ("256k"), 4k..1g. Default null = the kernel's autotuning
+    (net.ipv4.tcp_wmem). A smaller buffer makes the transport's write-side flow control
+    (and so veloxy's backpressure between client and upstream) engage sooner. Linux caps it
+    at net.core.wmem_max (see `veloxy doctor`)."""
+
+    @property
+    def is_default(self) -> bool:
+        """True when nothing is to be set on the socket (the zero-cost path)."""
+        return self.tcp_nodelay and self.recv_buffer is None and self.send_buffer is None
+
+
+def _optional_threshold(value: object) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 10_000_000:
+        return value
+    raise ValueError(f"expected an integer from 1 to 10000000, or null, got {show(value)}")
+
+
+class GcSettings(_Model):
+    """CPython's cyclic garbage collector in each serving process (the Python analogue of a
+    Go proxy's GOGC). Applied once per process when its listeners and upstream pools are
+    built, before it accepts connections (in each worker, and in the supervisor before it
+    forks them). Reference counting frees almost every object of a request at once; the
+    collector only looks for cycles, but it runs every `gen0_threshold` net allocations."""
+
+    freeze_after_start: Annotated[bool, BeforeValidator(_strict_bool)] = False
+    """Run gc.collect() then gc.freeze() once start-up is done: every object alive then
+    (modules, config, routes, pools) moves to a permanent generation that later collections
+    never scan. In the supervisor, before the fork, this also keeps the collector from
+    writing to (and so copying) the parent's pages in every worker. Default false. Measured
+    on this project's 2-core box it made no difference to CPU per request (docs/TUNING.md):
+    the collector's time goes to young objects."""
+    gen0_threshold: Annotated[int | None, BeforeValidator(_optional_threshold)] = None
+    """Allocations (minus deallocations) that trigger a young-generation collection
+    (gc.set_threshold's first value; the older generations' thresholds are kept). Default
+    null = CPython's own (700). Larger means fewer collections, each scanning more objects:
+    less CPU per request when the proxy is CPU-bound, a few MiB more memory, and the rare
+    pause a little longer. 1..10000000."""
+
+
+class Tuning(_Model):
+    """Knobs of the serving processes that the proxy study names: the listen backlog, TCP
+    options of client (downstream) and upstream sockets, and the garbage collector. The
+    defaults are right for most deployments; docs/TUNING.md has the measurements. Applied
+    when a serving process starts: changing them takes a restart, not a reload."""
+
+    backlog: Annotated[int, _int_in(1, 65535)] = 4096
+    """Length of each listening socket's queue of connections accepted by the kernel and
+    not yet by veloxy (listen()'s backlog). Default 4096. The kernel caps it at
+    net.core.somaxconn (`veloxy doctor` checks); a burst of connects beyond the queue is
+    dropped and retried by clients after 1 s, which shows as max latency."""
+    downstream: SocketOptions = Field(default_factory=SocketOptions)
+    """Options of the sockets clients connect on; default: each field of SocketOptions at
+    its own default (nothing set)."""
+    upstream: SocketOptions = Field(default_factory=SocketOptions)
+    """Options of the pooled connections to upstream servers (every group; not health
+    checks); default: each field of SocketOptions at its own default (nothing set)."""
+    gc: GcSettings = Field(default_factory=GcSettings)
+    """Garbage-collector settings; default: CPython's (no freeze, threshold 700)."""
+
+
+# --- observability ---------------------------------------------------------------------------
+
+
+def _log_path(value: object) -> str:
+    if isinstance(value, str) and value.strip() and value.isprintable():
+        return value
+    raise ValueError(f'expected "-" (standard output) or a file path, got {show(value)}')
+
+
+def _log_format(value: object) -> str:
+    if value in ("combined", "json"):
+        return value  # type: ignore[return-value]
+    raise ValueError(f"expected combined or json, got {show(value)}")
+
+
+class AccessLog(_Model):
+    """One line per request, written by a background thread so that a slow disk or pipe
+    never stalls the event loop (lines are dropped, and counted, rather than wait)."""
+
+    path: Annotated[str, BeforeValidator(_log_path)] = "-"
+    """Where the lines go: "-" = standard output (default), else a file, appended to and
+    reopened on reload (so a reload after log rotation starts the new file)."""
+    format: Annotated[Literal["combined", "json"], BeforeValidator(_log_format)] = "combined"
+    """combined (default): Apache/nginx's combined format, for the tools that read it.
+    json: one object per line with time, client, method, path, status, bytes, duration,
+    route, upstream server, upstream duration and trace id (durations in seconds)."""
+
+
+def _otlp_endpoint(value: object) -> str:
+    from urllib.parse import urlsplit
+
+    if isinstance(value, str) and value.isprintable() and " " not in value:
+        try:
+            parts = urlsplit(value)
+            valid = parts.scheme in ("http", "https") and bool(parts.hostname) and (
+                parts.port is None or parts.port > 0)  # .port: ValueError when not a number
+        except ValueError:
+            valid = False
+        if valid:
+            return value
+    raise ValueError(f'expected an http:// or https:// URL like '
+                     f'"http://127.0.0.1:4318/v1/traces", got {show(value)}')
+
+
+def _service_name(value: object) -> str:
+    if isinstance(value, str) and value.strip() and value.isprintable():
+        return value
+    raise ValueError(f"expected a service name, got {show(value)}")
+
+
+def _ratio(value: object) -> float:
+    if (isinstance(value, int | float) and not isinstance(value, bool)
+            and 0.0 <= value <= 1.0):
+        return float(value)
+    raise ValueError(f"expected a number from 0 to 1, got {show(value)}")
+
+
+#: The packages of the otel extra (pyproject.toml), as (module, distribution).
+OTEL_MODULES = (("opentelemetry.sdk.trace", "opentelemetry-sdk"),
+                ("opentelemetry.exporter.otlp.proto.http.trace_exporter",
+                 "opentelemetry-exporter-otlp-proto-http"))
+
+
+def _otel_installed(value: OtelExport | None) -> OtelExport | None:
+    """The export needs the otel extra: say so when the config is loaded (`veloxy check`
+    too), not when the first span is due."""
+    if value is None:
+        return value
+    from importlib.util import find_spec
+
+    missing = []
+    for module, distribution in OTEL_MODULES:
+        try:
+            found = find_spec(module) is not None
+        except (ImportError, ValueError):  # a parent package missing (or blocked)
+            found = False
+        if not found:
+            missing.append(distribution)
+    if missing:
+        raise ValueError(f"OpenTelemetry export needs the otel extra, which is not installed "
+                         f"(missing {', '.join(missing)}): pip install 'veloxy[otel]'")
+    return value
+
+
+class OtelExport(_Model):
+    """OpenTelemetry export of one SERVER span per request over OTLP/HTTP (protobuf), with
+    the attributes of the OpenTelemetry HTTP semantic conventions. Needs the otel extra
+    (`pip install 'veloxy[otel]'`). The span's trace id and parent are the W3C context
+    veloxy propagates, and its span id is the one sent upstream in traceparent, so the
+    upstream's spans nest under it. Spans are batched and sent by the SDK's background
+    thread (BatchSpanProcessor: the event loop never waits for the collector; when the
+    queue is full, spans are dropped). Its OTEL_BSP_* and OTEL_EXPORTER_OTLP_HEADERS /
+    _TIMEOUT / _COMPRESSION environment variables apply. Pending spans are flushed on a
+    graceful stop (for at most 2 s)."""
+
+    endpoint: Annotated[str, BeforeValidator(_otlp_endpoint)] = (
+        "http://localhost:4318/v1/traces")
+    """The collector's OTLP/HTTP traces URL, path included. Default
+    "http://localhost:4318/v1/traces" (an OpenTelemetry Collector on the same machine)."""
+    service_name: Annotated[str, BeforeValidator(_service_name)] = "veloxy"
+    """The service.name resource attribute of every span; default "veloxy". Name each
+    proxy deployment apart when several report to the same backend."""
+    sample_ratio: Annotated[float, BeforeValidator(_ratio)] = 1.0
+    """Share of the traces veloxy starts that are sampled (exported, and sent upstream
+    with the sampled flag), decided from the trace id as OpenTelemetry's TraceIdRatioBased
+    sampler does; default 1.0 (every one). A client's traceparent decides for its own
+    trace by its sampled flag (parent-based), whatever the ratio. Lower it to cut the
+    export's CPU and traffic under heavy load."""
+
+
+class Tracing(_Model):
+    """W3C Trace Context propagation (https://www.w3.org/TR/trace-context/): each request
+    sent upstream carries a traceparent with the client's trace id (a new one when the
+    client sent none or an invalid one) and a new span id for the proxy's hop; tracestate
+    passes unchanged. Leave the section out to forward the client's headers untouched."""
+
+    sampled: Annotated[bool, BeforeValidator(_strict_bool)] = True
+    """The sampled flag of a traceparent veloxy starts (requests that came without one):
+    true (default) asks the services behind veloxy to record the trace; a client's own
+    flag is always passed on."""
+    otel: Annotated[OtelExport | None, AfterValidator(_otel_installed)] = None
+    """OpenTelemetry span export (see OtelExport); default null = off: nothing of
+    OpenTelemetry is imported and requests pay nothing for it."""
+
+
 # --- the whole config ------------------------------------------------------------------------
 
 
@@ -768,8 +1206,10 @@ class Config(_Model):
     listen: Annotated[tuple[ListenAddress, ...], BeforeValidator(_listen_list),
                       AfterValidator(_no_duplicate_addresses)] = (DEFAULT_LISTEN,)
     """Addresses to accept client connections on: "HOST:PORT", "[::1]:PORT", ":PORT" (every
-    IPv4 interface) or {address: "HOST:PORT"}. Default ["127.0.0.1:8080"]: private to the
-    machine until you say otherwise."""
+    IPv4 interface) or {address: "HOST:PORT", tls: {...}, h2c: BOOL}. With tls (see
+    listen[].tls) the listener terminates TLS and offers HTTP/2 by ALPN; h2c: true lets a
+    cleartext listener also take HTTP/2 with prior knowledge. Default ["127.0.0.1:8080"]:
+    private to the machine until you say otherwise."""
     workers: Annotated[int | Literal["auto"], BeforeValidator(parse_workers)] = 1
     """Worker processes sharing the listening sockets (SO_REUSEPORT where available). "auto"
     = CPUs this process may use, cgroup quota included (see `resolve_workers`). Default 1:
@@ -785,6 +1225,18 @@ class Config(_Model):
     upstreams: Annotated[Mapping[str, UpstreamGroup], BeforeValidator(_name_groups),
                          AfterValidator(FrozenMap), WrapSerializer(_serialize_map)]
     """Upstream groups by name; at least one. Required."""
+    http2: Http2Settings = Field(default_factory=Http2Settings)
+    """HTTP/2 limits and flow-control windows for clients that speak it (TLS listeners with
+    ALPN h2, cleartext ones with h2c); default: each field of Http2Settings at its own
+    default."""
+    tuning: Tuning = Field(default_factory=Tuning)
+    """Listen backlog, socket options, garbage collector; default: each field of Tuning at
+    its own default."""
+    access_log: AccessLog | None = None
+    """One line per request (see AccessLog); default null = off."""
+    tracing: Tracing | None = None
+    """W3C traceparent/tracestate propagation (see Tracing); default null = off (headers
+    pass as the client sent them)."""
     source: str | None = None
     """Where this config came from (file path), for messages and /status; null when built
     from command-line flags. Not a key of the file."""
@@ -798,9 +1250,15 @@ class Config(_Model):
                 problems.append((("routes", index, "upstream"),
                                  unknown_upstream_message(route.upstream, defined),
                                  route.upstream))
-        if self.admin is not None and self.admin.port != 0 and self.admin in self.listen:
-            problems.append((("admin",), f"same address as listen.{self.listen.index(self.admin)}"
-                             f" ({self.admin})", str(self.admin)))
+        listening = [address.socket_address for address in self.listen]
+        admin = self.admin
+        if admin is not None and admin.port != 0 and admin.socket_address in listening:
+            problems.append((("admin",), f"same address as "
+                             f"listen.{listening.index(admin.socket_address)} ({admin})",
+                             str(admin)))
+        if admin is not None and (admin.tls is not None or admin.h2c):
+            problems.append((("admin",), "the admin listener serves cleartext HTTP/1.1 only "
+                                         "(no tls, no h2c)", str(admin)))
         if problems:
             raise located("Config", problems)
         return self

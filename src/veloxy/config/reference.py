@@ -17,20 +17,33 @@ from typing import Any
 from pydantic import BaseModel
 
 from veloxy.config.model import (
+    AccessLog,
     Config,
+    GcSettings,
     HealthCheck,
+    Http2Settings,
     Limits,
+    ListenTLS,
+    OtelExport,
     PassiveHealth,
     PoolSettings,
     Route,
     RouteMatch,
+    SocketOptions,
     Timeouts,
+    TLSCertificate,
+    Tracing,
+    Tuning,
     UpstreamGroup,
+    UpstreamTLS,
 )
 
 # (key path shown in the heading, model); a model's nested models get their own section.
 SECTIONS: tuple[tuple[str, type[BaseModel]], ...] = (
     ("(top level)", Config),
+    ("listen[].tls", ListenTLS),
+    ("listen[].tls.certificates[]", TLSCertificate),
+    ("http2", Http2Settings),
     ("limits", Limits),
     ("routes[]", Route),
     ("routes[].match", RouteMatch),
@@ -39,6 +52,13 @@ SECTIONS: tuple[tuple[str, type[BaseModel]], ...] = (
     ("upstreams.NAME.pool", PoolSettings),
     ("upstreams.NAME.health_check", HealthCheck),
     ("upstreams.NAME.passive_health", PassiveHealth),
+    ("upstreams.NAME.tls", UpstreamTLS),
+    ("tuning", Tuning),
+    ("tuning.downstream, tuning.upstream", SocketOptions),
+    ("tuning.gc", GcSettings),
+    ("access_log", AccessLog),
+    ("tracing", Tracing),
+    ("tracing.otel", OtelExport),
 )
 
 # Fields filled in by veloxy itself, never written in a file.
@@ -84,8 +104,6 @@ def render() -> str:
         "hand. Durations are written like `250ms`, `2s`, `1m` or as a number of seconds; sizes",
         "like `64k` or a number of bytes. Unknown keys are errors. `veloxy check FILE` validates",
         "a file and names the key path of every problem.",
-        "",
-        "Validated but not yet in effect in this version: the `admin` listener.",
         "",
     ]
     for path, model in SECTIONS:

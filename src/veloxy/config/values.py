@@ -291,9 +291,9 @@ def parse_route_host(value: object) -> str:
 def parse_upstream_url(value: object) -> tuple[str, str, int]:
     """Parse an upstream server URL into (normalized url, host, port).
 
-    Only "http://HOST[:PORT][/]" for now: the proxy forwards the client's path as it is, so a
-    path in the server URL would be silently ignored; it is refused instead. The port defaults
-    to 80 and is left out of the normalized URL when it is 80.
+    "http://HOST[:PORT][/]" or "https://...": the proxy forwards the client's path as it is,
+    so a path in the server URL would be silently ignored; it is refused instead. The port
+    defaults to 80 (443 for https) and is left out of the normalized URL when it is that.
     """
     example = 'expected a URL like "http://127.0.0.1:9001"'
     if not isinstance(value, str) or not value.strip():
@@ -303,10 +303,9 @@ def parse_upstream_url(value: object) -> tuple[str, str, int]:
         raise ValueError(f'expected a URL with a scheme, got {show(value)} '
                          f'(write "http://{text}")')
     scheme = text.partition("://")[0].lower()
-    if scheme == "https":
-        raise ValueError("https upstreams are not supported yet")
-    if scheme != "http":
-        raise ValueError(f"unsupported scheme {show(scheme)} (only http:// for now)")
+    if scheme not in ("http", "https"):
+        raise ValueError(f"unsupported scheme {show(scheme)} (http:// or https://)")
+    default_port = 443 if scheme == "https" else 80
     try:
         parts = urlsplit(text)
         port = parts.port
@@ -322,12 +321,12 @@ def parse_upstream_url(value: object) -> tuple[str, str, int]:
         raise ValueError(f'expected no path or query beyond "/", got {show(value)} '
                          "(the client's path is forwarded as it is)")
     if port is None:
-        port = 80
+        port = default_port
     if port == 0:
         raise ValueError(f"expected a port from 1 to 65535, got {show(value)}")
-    authority = format_address(host, port) if port != 80 else (
+    authority = format_address(host, port) if port != default_port else (
         f"[{host}]" if ":" in host else host)
-    return f"http://{authority}", host, port
+    return f"{scheme}://{authority}", host, port
 
 
 # --- hash keys -------------------------------------------------------------------------------

@@ -8,7 +8,6 @@ process management `veloxy demo` and benchmarks/proxy_compare.py share.
     report   min/median/max over repetitions, ratios to a reference, baselines
     html     the self-contained HTML report with inline SVG plots
     cli      `veloxy suite` arguments and exit codes
-    launch   `python -m veloxy.lab.launch`: veloxy with gc.freeze() / a gen0 threshold
 
 Importing this package imports nothing else.
 """

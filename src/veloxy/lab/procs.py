@@ -48,7 +48,7 @@ class Child:
     """`python -m veloxy ARGS` in its own session; stderr drained in a thread.
 
     `prefix` is the start of the line announcing the port ("veloxy listening on").
-    `launcher` replaces `-m veloxy` (the lab's GC launcher is `-m veloxy.lab.launch ...`).
+    `launcher` replaces `-m veloxy` (another entry point, e.g. a profiler's wrapper).
     """
 
     def __init__(self, args: list[str], ready_prefix: str, *,

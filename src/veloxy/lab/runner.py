@@ -18,6 +18,7 @@ new process. A target that cannot start is skipped with its reason; the others s
 
 from __future__ import annotations
 
+import copy
 import os
 import tempfile
 import time
@@ -177,24 +178,16 @@ class Lab:
     def _start_veloxy(self, target: TargetSpec, workers: int, origin: str) -> Instance:
         args = ["serve", "--listen", f"{HOST}:0", "--workers", str(workers),
                 "--log-level", "warning"]
-        if target.config is not None:
+        config = target_config(target)
+        if config is not None:
             path = self.workdir / f"{target.name}-w{workers}.yaml"
-            write_config(path, target.config, origin)
+            write_config(path, config, origin)
             args += ["--config", str(path)]
         else:
             args += ["--upstream", origin]
         args += list(target.args)
-        launcher: list[str] = ["-m", "veloxy"]
-        if target.gc.active:
-            launcher = ["-m", "veloxy.lab.launch"]
-            if target.gc.freeze:
-                launcher.append("--gc-freeze")
-            if target.gc.gen0:
-                launcher += ["--gc-gen0", str(target.gc.gen0)]
-            launcher.append("--")
         env = dict(os.environ, **dict(target.env))
-        child = Child(args, "veloxy listening on", env=env, cpus=self.proxy_cpus,
-                      launcher=launcher)
+        child = Child(args, "veloxy listening on", env=env, cpus=self.proxy_cpus)
         self.stack.callback(child.stop)
         port = child.wait_ready()
         return Instance(target.name, f"http://{HOST}:{port}", child.pid)
@@ -222,6 +215,19 @@ def _url_path(url: str) -> str:
 
     parts = urlsplit(url)
     return (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+
+
+def target_config(target: TargetSpec) -> dict[str, Any] | None:
+    """The config document of a veloxy target: its `config:` with the `gc:` shorthand
+    written as the server's own `tuning.gc` keys; None when neither is given."""
+    config = target.config
+    if target.gc.active:
+        config = copy.deepcopy(config or {})
+        gc_settings = config.setdefault("tuning", {}).setdefault("gc", {})
+        gc_settings["freeze_after_start"] = target.gc.freeze
+        if target.gc.gen0 is not None:
+            gc_settings["gen0_threshold"] = target.gc.gen0
+    return config
 
 
 def write_config(path: Path, config: dict[str, Any], origin: str) -> None:

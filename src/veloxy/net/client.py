@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import socket
 from collections.abc import Callable
+from ssl import SSLContext, SSLError
 from typing import Protocol
 
 from veloxy.errors import (
@@ -108,16 +109,29 @@ class ClientConnection(asyncio.Protocol):
         sweeper: DeadlineSweeper,
         timeouts: Timeouts,
         on_closed: Callable[[ClientConnection], None] | None = None,
+        *,
+        ssl: SSLContext | None = None,
+        server_hostname: str | None = None,
     ) -> ClientConnection:
-        """Connect within timeouts.connect; raises UpstreamConnectError."""
+        """Connect within timeouts.connect (the TLS handshake included when `ssl` is
+        given, verifying `server_hostname`, else `host`); raises UpstreamConnectError."""
         loop = asyncio.get_running_loop()
+        tls: dict[str, object] = {}
+        if ssl is not None:
+            tls = {"ssl": ssl, "server_hostname": server_hostname or host,
+                   "ssl_handshake_timeout": timeouts.connect}
         try:
             async with asyncio.timeout(timeouts.connect):
                 _, conn = await loop.create_connection(
-                    lambda: cls(sweeper, timeouts, on_closed), host, port
+                    lambda: cls(sweeper, timeouts, on_closed), host, port, **tls
                 )
         except TimeoutError:
             raise UpstreamConnectError(f"connect to {host}:{port} timed out") from None
+        except SSLError as exc:
+            # A connect failure like any other: nothing was sent, another server may do.
+            reason = getattr(exc, "verify_message", None) or exc.reason or str(exc)
+            raise UpstreamConnectError(f"TLS handshake with {host}:{port} failed: {reason}"
+                                       ) from None
         except OSError as exc:
             reason = exc.strerror or str(exc)
             raise UpstreamConnectError(f"connect to {host}:{port} failed: {reason}") from None

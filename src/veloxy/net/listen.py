@@ -17,7 +17,9 @@ HAS_REUSEPORT = hasattr(socket, "SO_REUSEPORT")
 def bind_socket(host: str, port: int, *, reuse_port: bool = False) -> socket.socket:
     """A bound, not yet listening, TCP socket; raises OSError with the address in the text."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # proto IPPROTO_TCP, not 0: accepted sockets copy it, and the stdlib loop (asyncio's
+    # _set_nodelay, Windows' Proactor too) sets TCP_NODELAY only when proto says TCP.
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     try:
         if hasattr(socket, "SO_REUSEADDR") and not _windows():
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -35,9 +37,20 @@ def bind_socket(host: str, port: int, *, reuse_port: bool = False) -> socket.soc
 
 
 def listen_socket(host: str, port: int, *, reuse_port: bool = False,
-                  backlog: int = 4096) -> socket.socket:
+                  backlog: int = 4096, recv_buffer: int | None = None,
+                  send_buffer: int | None = None) -> socket.socket:
+    """A listening socket. Buffer sizes are set before listen(): accepted connections
+    inherit them (net/sockopt.py), including those queued before the first accept."""
     sock = bind_socket(host, port, reuse_port=reuse_port)
-    sock.listen(backlog)  # capped by net.core.somaxconn (see `veloxy doctor`)
+    try:
+        if recv_buffer is not None or send_buffer is not None:
+            from veloxy.net.sockopt import set_buffers
+
+            set_buffers(sock, recv_buffer, send_buffer)
+        sock.listen(backlog)  # capped by net.core.somaxconn (see `veloxy doctor`)
+    except OSError:
+        sock.close()
+        raise
     return sock
 
 

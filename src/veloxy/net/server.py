@@ -85,9 +85,18 @@ class ConnectionRegistry:
         self.connections: set[ServerConnection] = set()
         self.closing = False
         self.drained: asyncio.Event | None = None
+        # For metrics (observe/metrics.py reads them when scraped): connections accepted,
+        # requests refused by status, and the bytes of the connections already closed
+        # (open ones keep their own count, so a read costs one slot increment).
+        self.accepted = 0
+        self.rejected: dict[int, int] = {}
+        self.bytes_in = 0
+        self.bytes_out = 0
 
     def discard(self, conn: ServerConnection) -> None:
         self.connections.discard(conn)
+        self.bytes_in += conn.bytes_in
+        self.bytes_out += conn.bytes_out
         if self.closing and not self.connections and self.drained is not None:
             self.drained.set()
 
@@ -118,6 +127,8 @@ class ServerConnection(asyncio.Protocol):
         "_tunnel",
         "_tunnel_tail",
         "_writing_paused",
+        "bytes_in",
+        "bytes_out",
         "client_ip",
         "deadline",
         "peer",
@@ -155,6 +166,8 @@ class ServerConnection(asyncio.Protocol):
         self.deadline = NEVER
         self.client_ip = b""
         self.peer: tuple[str, int] | None = None
+        self.bytes_in = 0
+        self.bytes_out = 0
 
     # -- asyncio.Protocol ------------------------------------------------------------------
 
@@ -167,10 +180,12 @@ class ServerConnection(asyncio.Protocol):
         self.deadline = self._sweeper.now + self._timeouts[0]
         self._sweeper.add(self)
         self._registry.connections.add(self)
+        self._registry.accepted += 1
         if self._registry.closing:
             self._close_after = True
 
     def data_received(self, data: bytes) -> None:
+        self.bytes_in += len(data)
         tunnel = self._tunnel
         if tunnel is not None:
             tunnel.tunnel_data(data)
@@ -266,6 +281,7 @@ class ServerConnection(asyncio.Protocol):
         return self._writing_paused
 
     def write(self, data: bytes) -> None:
+        self.bytes_out += len(data)
         self.transport.write(data)  # type: ignore[union-attr]
 
     def finish(self, keep_alive: bool = True) -> None:
@@ -306,9 +322,13 @@ class ServerConnection(asyncio.Protocol):
     def send_error(self, exc: DownstreamError | Exception, status: int, message: str) -> None:
         """Answer with a short error response and close."""
         self._exchange = None
+        rejected = self._registry.rejected
+        rejected[status] = rejected.get(status, 0) + 1
         transport = self.transport
         if transport is not None and not transport.is_closing():
-            transport.write(error_response(status, message))
+            data = error_response(status, message)
+            self.bytes_out += len(data)
+            transport.write(data)
             transport.close()
 
     def start_tunnel(self, exchange: Exchange) -> None:

@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from bisect import bisect_left
+from time import monotonic, time_ns
 from typing import TYPE_CHECKING
 
 from veloxy.errors import (
@@ -36,12 +38,17 @@ from veloxy.errors import (
 )
 from veloxy.h1 import rules
 from veloxy.h1.serialize import LAST_CHUNK, chunk, error_response, status_line
+from veloxy.observe.metrics import BOUNDS_LIST
 
 if TYPE_CHECKING:
     from veloxy.h1.head import RequestHead, ResponseHead
     from veloxy.net.client import ClientConnection
     from veloxy.net.server import ServerConnection
+    from veloxy.observe.accesslog import AccessLog
+    from veloxy.observe.otel import SpanExport
+    from veloxy.observe.tracing import Trace
     from veloxy.proxy.app import ProxyApp
+    from veloxy.proxy.router import CompiledRoute
     from veloxy.upstream.group import Group, Server
 
 log = logging.getLogger("veloxy.proxy")
@@ -61,7 +68,6 @@ class ProxyExchange:
     # which is most of the saving of a per-request object (docs/design.md, hot path).
     up: ClientConnection | None = None
     server: Server | None = None
-    group: Group | None = None
     response_started = False
     upstream_head = b""
     _request_complete = False
@@ -83,6 +89,33 @@ class ProxyExchange:
     # allowed for the keep-alive race on top of `retries` was used.
     _avoid: tuple[Server, ...] = ()
     _race_retried = False
+    # Metrics and the access log: the route taken, the upstream's status (0: no response
+    # head arrived), when the request and its last attempt started (monotonic), and
+    # whether the exchange was counted (`_record`, once) other than by completing
+    # (`_response_done`), which spares the common path a store.
+    route: CompiledRoute | None = None
+    status = 0
+    started = 0.0
+    _attempt_started = 0.0
+    _recorded = False
+    # Only with `tracing` and `access_log` configured: the trace context, and the client
+    # connection's byte count when the request started.
+    trace: Trace | None = None
+    _bytes_mark = 0
+    # Only for the OpenTelemetry span (observe/otel.py): why an exchange did not complete,
+    # set on those rare paths, and the protocol when it is not the head's HTTP/1.x.
+    _error: str | None = None
+    protocol_version: str | None = None
+
+    # Why the exchange keeps `route` and derives `group` from it, rather than store both:
+    # CPython keeps an instance's attributes in a small array shared in layout by the
+    # class's instances while they number at most 21 (a 32-slot key table); the 22nd
+    # turns the exchange's attributes into a dict of its own, about 1 µs per request. The
+    # common path stores 21 (metrics took the last two); mind the count when adding one.
+    @property
+    def group(self) -> Group | None:
+        route = self.route
+        return route.group if route is not None else None
 
     def __init__(self, app: ProxyApp, down: ServerConnection, head: RequestHead) -> None:
         self._app = app
@@ -99,13 +132,19 @@ class ProxyExchange:
     # -- phase 1: route and pick --------------------------------------------------------------
 
     def start(self) -> None:
-        route = self._app.router.match(self.head)
+        self.started = monotonic()
+        app = self._app
+        if app.tracer is not None:
+            self.trace = app.tracer.start(self.head.fields)
+        if app.access_log is not None:
+            self._bytes_mark = getattr(self.down, "bytes_out", 0)
+        route = app.router.match(self.head)
         if route is None:
             self._respond_error(404, "no route matches this request", keep_alive=True)
             return
-        self.group = route.group
-        self.upstream_head = self._app.upstream_request_head(
-            self.head, route.rewrite(self.head.target), self.down.client_ip
+        self.route = route
+        self.upstream_head = app.upstream_request_head(
+            self.head, route.rewrite(self.head.target), self.down.client_ip, self.trace
         )
         self._to_upstream.append(self.upstream_head)
         server = route.group.balancer.pick(self.head, self.down.client_ip)
@@ -202,6 +241,10 @@ class ProxyExchange:
         up, self.up = self.up, None
         if up is not None and self.server is not None:
             self.server.pool.discard(up, graceful=self._tunnel)
+        if not (self._recorded or self._response_done):
+            # 499 (nginx's code): the client left before its response was complete.
+            self._error = "client_closed"
+            self._record(self.status if self.response_started and self.status else 499)
 
     def tunnel_data(self, data: bytes) -> None:
         """Client bytes after a 101 (WebSocket frames); b"" is the client's EOF."""
@@ -233,6 +276,7 @@ class ProxyExchange:
 
     def on_response_head(self, head: ResponseHead) -> None:
         self.response_started = True
+        self.status = head.status
         # Passive health and latency, per server. The common case (a good answer from a
         # server with nothing on record, under a policy that ignores latency) costs two tests.
         server: Server = self.server  # type: ignore[assignment]
@@ -322,6 +366,9 @@ class ProxyExchange:
             # body (or the last chunk) is the only way the client can see the truncation.
             log.info("upstream %s failed mid-response: %s", server and server.url, exc)
             self._out.clear()
+            if not self._recorded:
+                self._error = "upstream_failed"
+                self._record(self.status)
             self.down.abort()
             return
         if not received and self._may_retry(exc, up, race):
@@ -364,6 +411,10 @@ class ProxyExchange:
 
     def _retry(self, exc: UpstreamError) -> None:
         log.debug("retrying after %s", exc)
+        self._attempt_started = monotonic()
+        self.status = 0
+        if self.group is not None:
+            self.group.metrics.retries += 1
         if self._sent:  # start over from what was kept; else all is still in _to_upstream
             replay = self._replay
             self._to_upstream = [b"".join(replay)] if replay else [self.upstream_head]
@@ -395,6 +446,7 @@ class ProxyExchange:
                 server.pool.release(up)
             else:
                 server.pool.discard(up)  # the upstream answered before reading it all
+        self._record(self.status)
         self.down.finish(keep_alive=not self._response_close)
 
     def _respond_error(self, status: int, message: str, *, keep_alive: bool) -> None:
@@ -403,12 +455,83 @@ class ProxyExchange:
         keep = keep_alive and down.keep_alive and not self.head.close
         body = error_response(status, message, close=not keep)
         down.write(body)
+        self._record(status)
         down.finish(keep_alive=keep)
+
+    def _record(self, status: int) -> None:
+        """The exchange is over for the client (answered, failed or abandoned): count it
+        on its route's handle and, when an upstream answered, on its server's (handles
+        bound at start-up or reload, observe/metrics.py)."""
+        # RouteMetrics.done and ServerMetrics.answered, inlined: two Python calls fewer
+        # per request (the cost of counting: docs/BENCHMARKS.md, issue 5).
+        if not self._response_done:  # (a completed response needs no flag: see above)
+            self._recorded = True
+        now = monotonic()
+        route = self.route
+        handle = route.metrics if route is not None else self._app.metrics.unrouted
+        elapsed = now - self.started
+        bucket = bisect_left(BOUNDS_LIST, elapsed)
+        try:
+            handle.counts[self.head.method][status] += 1
+        except (KeyError, IndexError):  # a method seen for the first time (or no status)
+            handle.method(self.head.method)[status if 0 <= status < 1000 else 0] += 1
+        handle.buckets[bucket] += 1
+        handle.sum += elapsed
+        answered = self.status
+        if answered:
+            server = self.server.metrics  # type: ignore[union-attr]
+            if self._attempts > 1:  # a retry: the answering attempt started later
+                elapsed = now - self._attempt_started
+                bucket = bisect_left(BOUNDS_LIST, elapsed)
+            try:
+                server.codes[answered] += 1
+            except IndexError:  # not a three-digit status (an HTTP/2 peer's, unchecked)
+                server.codes[0] += 1
+            server.buckets[bucket] += 1
+            server.sum += elapsed
+        log = self._app.access_log
+        if log is not None:
+            self._log(log, status, now)
+        trace = self.trace
+        if trace is not None and self._app.otel is not None:  # (tracing on: otel?)
+            self._span(self._app.otel, trace, status, now)
+
+    def _log(self, log: AccessLog, status: int, now: float) -> None:
+        head, server, route, trace = self.head, self.server, self.route, self.trace
+        log.write(
+            client=self.down.client_ip, method=head.method, target=head.target,
+            version=head.version, status=status,
+            size=getattr(self.down, "bytes_out", 0) - self._bytes_mark,
+            duration=now - self.started, route=route.label if route is not None else None,
+            upstream=server.metrics.address if server is not None else None,
+            upstream_duration=now - (self._attempt_started or self.started)
+            if self.status else None,
+            trace_id=trace.trace_id if trace is not None else None,
+            referer=head.header(b"referer") if log.format == "combined" else None,
+            user_agent=head.header(b"user-agent") if log.format == "combined" else None)
+
+    def _span(self, otel: SpanExport, trace: Trace, status: int, now: float) -> None:
+        """The exchange's OpenTelemetry span (observe/otel.py), when its trace is sampled."""
+        if not trace.sampled:
+            return
+        head, down, route, server = self.head, self.down, self.route, self.server
+        end = time_ns()
+        peer = getattr(down, "peer", None) or getattr(getattr(down, "conn", None), "peer",
+                                                        None)
+        otel.span(
+            trace, start_ns=end - int((now - self.started) * 1e9), end_ns=end,
+            method=head.method, target=head.target,
+            scheme=self._app._scheme.decode(), host=head.host, peer=peer,
+            version=self.protocol_version or head.version, status=status,
+            route=route.label if route is not None else None,
+            upstream=server.metrics.address if server is not None else None,
+            error=self._error, user_agent=head.header(b"user-agent"))
 
     def _start_tunnel(self) -> None:
         up = self.up
         if up is None:
             return
+        self._record(101)
         up.start_tunnel()
         self.down.start_tunnel(self)
 

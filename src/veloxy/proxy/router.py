@@ -26,12 +26,13 @@ from collections.abc import Mapping, Sequence
 
 from veloxy.config import Route as RouteConfig
 from veloxy.h1.head import RequestHead
+from veloxy.observe.metrics import RouteMetrics
 from veloxy.upstream.group import Group
 
 
 class CompiledRoute:
-    __slots__ = ("exact_host", "group", "headers", "host_suffix", "index", "methods", "plain",
-                 "prefix", "strip_prefix")
+    __slots__ = ("exact_host", "group", "headers", "host_suffix", "index", "label", "methods",
+                 "metrics", "plain", "prefix", "strip_prefix")
 
     def __init__(self, config: RouteConfig, group: Group, index: int = 0) -> None:
         match = config.match
@@ -54,6 +55,11 @@ class CompiledRoute:
                              for n, v in match.headers)
         #: No method or header condition: host and prefix (checked by the indexes) decide.
         self.plain = self.methods is None and not self.headers
+        #: The route's name in metrics and logs: its host and prefix ("api.example.com/v1/",
+        #: "/static/"); the Router makes duplicates unique with "#index".
+        self.label = (match.host or "") + match.path_prefix
+        #: Its request counters (observe/metrics.py); the proxy binds the shared ones.
+        self.metrics = RouteMetrics(self.label)
 
     @property
     def matches_everything(self) -> bool:
@@ -126,6 +132,11 @@ class Router:
     def __init__(self, routes: Sequence[RouteConfig], groups: Mapping[str, Group]) -> None:
         self.routes = [CompiledRoute(route, groups[route.upstream], index)
                        for index, route in enumerate(routes)]
+        seen: set[str] = set()
+        for route in self.routes:
+            if route.label in seen:
+                route.label = f"{route.label}#{route.index}"
+            seen.add(route.label)
         self._needs_host = any(
             r.exact_host is not None or r.host_suffix is not None for r in self.routes
         )

@@ -32,7 +32,10 @@ from collections.abc import Callable
 from veloxy.config import UpstreamGroup as GroupConfig
 from veloxy.config import UpstreamServer
 from veloxy.h1.head import RequestHead
+from veloxy.net.sockopt import SocketOptions, is_default
 from veloxy.net.timers import NEVER, DeadlineSweeper
+from veloxy.observe.metrics import MetricsRegistry
+from veloxy.tls.client import client_context, server_hostname
 from veloxy.upstream import discovery
 from veloxy.upstream.balance import (
     COUNTED_POLICIES,
@@ -59,16 +62,31 @@ class Group:
         "balancer",
         "closed",
         "config",
+        "metrics",
+        "metrics_registry",
         "name",
         "retries",
         "servers",
+        "socket_options",
         "sweeper",
         "timeouts",
+        "tls_context",
     )
 
-    def __init__(self, config: GroupConfig, sweeper: DeadlineSweeper) -> None:
+    def __init__(self, config: GroupConfig, sweeper: DeadlineSweeper,
+                 socket_options: SocketOptions | None = None, *,
+                 metrics: MetricsRegistry | None = None) -> None:
         self.name = config.name
+        #: Where the servers' handles are bound (observe/metrics.py); `metrics` counts the
+        #: group's retries.
+        self.metrics_registry = metrics if metrics is not None else MetricsRegistry()
+        self.metrics = self.metrics_registry.group(config.name)
+        #: `tuning.upstream` for the pools' new connections; None when nothing is set.
+        self.socket_options = None if is_default(socket_options) else socket_options
         self.config = config
+        #: One client context for the group's https:// servers (tls/client.py), or None.
+        self.tls_context = (client_context(config.tls, f"upstreams.{config.name}.tls")
+                            if any(entry.secure for entry in config.servers) else None)
         self.timeouts = config.timeouts
         self.retries = config.retries
         self.sweeper = sweeper
@@ -99,10 +117,15 @@ class Group:
 
     def _new_server(self, entry: UpstreamServer, address: str) -> Server:
         pool = self.config.pool
+        pool_class, extra = ConnectionPool, {}
+        if self.config.protocol == "h2c":  # HTTP/2 upstream (gRPC): upstream/h2c_pool.py
+            from veloxy.upstream.h2c_pool import H2cPool
+
+            pool_class, extra = H2cPool, {"group": self.name}
         server = Server(
             entry.url, address, entry.port, entry.weight,
-            ConnectionPool(
-                address, entry.port,
+            pool_class(
+                address, entry.port, **extra,
                 timeouts=self.config.timeouts,
                 sweeper=self.sweeper,
                 max_connections=pool.max_connections,
@@ -111,8 +134,15 @@ class Group:
                 max_lifetime=pool.max_lifetime,
                 max_waiting=pool.max_waiting,
                 wait_timeout=pool.wait_timeout,
+                socket_options=self.socket_options,
+                ssl=self.tls_context if entry.secure else None,
+                server_hostname=server_hostname(self.config.tls, entry.host)
+                if entry.secure else None,
             ),
             name=entry.host, group=self, clock=self._clock,
+            metrics=self.metrics_registry.server(self.name, f"{address}:{entry.port}"
+                                                 if ":" not in address
+                                                 else f"[{address}]:{entry.port}"),
         )
         server.set_timed(self.config.balance in TIMED_POLICIES)
         server.counted = self.config.balance in COUNTED_POLICIES
@@ -272,6 +302,20 @@ class Group:
         server.pool.close()
 
     # -- the end -------------------------------------------------------------------------------
+
+    def retire(self) -> None:
+        """A reload replaced this group: stop its health checks and DNS refresh, close its
+        idle connections; requests in flight finish on it, then its connections close."""
+        self.closed = True
+        if self._dns_task is not None:
+            self._dns_task.cancel()
+            self._dns_task = None
+        for server in self.servers:
+            task = self._checkers.pop(server, None)
+            if task is not None:
+                task.cancel()
+            self.sweeper.discard(server)
+            server.pool.retire()
 
     def close(self) -> None:
         self.closed = True

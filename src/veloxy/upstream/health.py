@@ -90,7 +90,9 @@ async def probe(server: Server, check: HealthCheck, sweeper: DeadlineSweeper,
     try:
         async with asyncio.timeout(check.timeout):
             conn = await ClientConnection.open(server.host, server.port, sweeper,
-                                               _ProbeTimeouts(check.timeout))
+                                               _ProbeTimeouts(check.timeout),
+                                               ssl=server.pool.ssl,
+                                               server_hostname=server.pool.server_hostname)
             done: asyncio.Future[int] = loop.create_future()
             conn.send(request, _ProbeSink(done))
             status = await done

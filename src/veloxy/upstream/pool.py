@@ -21,9 +21,11 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from dataclasses import dataclass
+from ssl import SSLContext
 
 from veloxy.errors import NoUpstreamAvailable
 from veloxy.net.client import ClientConnection, Timeouts
+from veloxy.net.sockopt import SocketOptions, apply_to_connection
 from veloxy.net.timers import DeadlineSweeper
 
 
@@ -55,9 +57,15 @@ class ConnectionPool:
         max_lifetime: float = 300.0,
         max_waiting: int = 1024,
         wait_timeout: float = 5.0,
+        socket_options: SocketOptions | None = None,
+        ssl: SSLContext | None = None,
+        server_hostname: str | None = None,
     ) -> None:
         self.host = host
         self.port = port
+        #: TLS for an https:// server (None: cleartext); SNI and the name verified.
+        self.ssl = ssl
+        self.server_hostname = server_hostname
         self._timeouts = timeouts
         self._sweeper = sweeper
         self.max_connections = max_connections
@@ -66,6 +74,8 @@ class ConnectionPool:
         self.max_lifetime = max_lifetime
         self.max_waiting = max_waiting
         self.wait_timeout = wait_timeout
+        #: TCP options set on each new connection (`tuning.upstream`); None = leave as made.
+        self.socket_options = socket_options
         self._idle: list[ClientConnection] = []
         self._waiters: deque[asyncio.Future[ClientConnection | None]] = deque()
         self.open = 0  # connected or connecting
@@ -124,7 +134,8 @@ class ConnectionPool:
             self.in_use += 1
         try:
             conn = await ClientConnection.open(
-                self.host, self.port, self._sweeper, self._timeouts, self._connection_closed
+                self.host, self.port, self._sweeper, self._timeouts, self._connection_closed,
+                ssl=self.ssl, server_hostname=self.server_hostname,
             )
         except BaseException as exc:
             self.open -= 1
@@ -134,6 +145,8 @@ class ConnectionPool:
             self._wake_one()
             raise
         self.stats.created += 1
+        if self.socket_options is not None and conn.transport is not None:
+            apply_to_connection(conn.transport, self.socket_options)
         return conn
 
     def release(self, conn: ClientConnection) -> None:
@@ -172,6 +185,14 @@ class ConnectionPool:
             conn.abort()
         # A waiter is woken when the close completes (_connection_closed): not before, so
         # that `open` never passes max_connections.
+
+    def retire(self) -> None:
+        """A reload replaced the pool's group: close the idle connections now and each busy
+        one when its exchange releases it; requests already waiting are still served."""
+        self.closed = True
+        for conn in self._idle:
+            conn.close()
+        self._idle.clear()
 
     def close(self) -> None:
         self.closed = True

@@ -35,6 +35,7 @@ from math import exp
 from typing import TYPE_CHECKING
 
 from veloxy.net.timers import NEVER
+from veloxy.observe.metrics import ServerMetrics
 from veloxy.upstream.pool import ConnectionPool
 
 if TYPE_CHECKING:
@@ -70,6 +71,7 @@ class Server:
         "host",
         "latency",
         "latency_at",
+        "metrics",
         "name",
         "pool",
         "port",
@@ -81,7 +83,8 @@ class Server:
 
     def __init__(self, url: str, host: str, port: int, weight: int, pool: ConnectionPool,
                  *, name: str | None = None, group: Group | None = None,
-                 clock: Callable[[], float] | None = None) -> None:
+                 clock: Callable[[], float] | None = None,
+                 metrics: ServerMetrics | None = None) -> None:
         self.url = url
         #: The configured host name when the address came from DNS, else the address itself.
         self.name = name or host
@@ -91,6 +94,10 @@ class Server:
         self.pool = pool
         self.group = group
         self.address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        #: Answers and their latency, for /metrics (bound once: observe/metrics.py).
+        self.metrics = metrics if metrics is not None else ServerMetrics(
+            group.name if group is not None else "", self.address)
+        self.metrics.bind(self)
         self.active = 0
         #: Active health: False after unhealthy_threshold failed probes in a row.
         self.healthy = True

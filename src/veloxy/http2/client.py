@@ -1,0 +1,316 @@
+"""HTTP/2 without TLS toward an upstream (h2c with prior knowledge): gRPC backends.
+
+One `H2ClientConnection` carries many requests at once, each a stream with its own sink
+(proxy/h2c_exchange.py). The sink gets the response head, body bytes, trailers and the end,
+or one error; `on_read_done` closes each read so it can write what it gathered at once.
+
+Flow control: request bodies are queued per stream and sent as the upstream's windows
+allow; response bodies are acknowledged as the sink takes them, except while the sink has
+paused the stream (its client reads slowly), so the upstream's window closes.
+Timeouts: connect (asyncio.timeout); the response head per stream (`response_header`,
+from the end of the request) and silence while the body streams (`read`) by the sweeper,
+like the HTTP/1.1 client connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, Protocol
+
+from h2.config import H2Configuration
+from h2.connection import H2Connection
+from h2.errors import ErrorCodes
+from h2.events import (
+    ConnectionTerminated,
+    DataReceived,
+    ResponseReceived,
+    StreamEnded,
+    StreamReset,
+    TrailersReceived,
+    WindowUpdated,
+)
+from h2.exceptions import ProtocolError, StreamClosedError
+
+from veloxy.errors import (
+    UpstreamConnectError,
+    UpstreamError,
+    UpstreamProtocolError,
+    UpstreamResetError,
+    UpstreamTimeout,
+)
+from veloxy.net.timers import NEVER
+
+Header = tuple[bytes, bytes]
+CONNECTION_WINDOW = 16 * 1024 * 1024
+STREAM_WINDOW = 1024 * 1024
+#: Request bytes queued for a stream below which its sink is told it may send more.
+DRAINED = 64 * 1024
+
+
+class StreamSink(Protocol):
+    def on_h2_head(self, headers: list[Header]) -> None: ...
+    def on_h2_data(self, data: bytes) -> None: ...
+    def on_h2_trailers(self, headers: list[Header]) -> None: ...
+    def on_h2_end(self) -> None: ...
+    def on_h2_error(self, exc: UpstreamError, received: bool) -> None: ...
+    def on_h2_drained(self) -> None: ...
+    def on_read_done(self) -> None: ...
+
+
+class _UpStream:
+    """One request in flight: its sink, queued body, held acknowledgements and deadline."""
+
+    __slots__ = ("conn", "data", "deadline", "end", "paused", "received", "sent_all", "sink",
+                 "stream_id", "unacked")
+
+    def __init__(self, conn: H2ClientConnection, stream_id: int, sink: StreamSink) -> None:
+        self.conn = conn
+        self.stream_id = stream_id
+        self.sink = sink
+        self.data = bytearray()
+        self.end = False
+        self.sent_all = False
+        self.paused = False
+        self.unacked = 0
+        self.received = False
+        self.deadline = NEVER
+
+    def on_deadline(self, now: float) -> None:
+        self.deadline = NEVER
+        what = ("upstream sent no response head in time" if not self.received
+                else "upstream stopped sending the response body")
+        self.conn.fail_stream(self, UpstreamTimeout(what), ErrorCodes.CANCEL)
+
+
+class H2ClientConnection(asyncio.Protocol):
+    def __init__(self, sweeper: Any, timeouts: Any, on_closed: Any = None) -> None:
+        self._sweeper = sweeper
+        self._timeouts = timeouts
+        self._on_closed = on_closed
+        self.h2 = H2Connection(H2Configuration(client_side=True, header_encoding=None,
+                                               validate_outbound_headers=False,
+                                               normalize_outbound_headers=False))
+        self.streams: dict[int, _UpStream] = {}
+        self.transport: asyncio.Transport | None = None
+        self.going_away = False
+        self._flush_scheduled = False
+
+    @classmethod
+    async def open(cls, host: str, port: int, sweeper: Any, timeouts: Any,
+                   on_closed: Any = None) -> H2ClientConnection:
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(timeouts.connect):
+                _, conn = await loop.create_connection(
+                    lambda: cls(sweeper, timeouts, on_closed), host, port)
+        except TimeoutError:
+            raise UpstreamConnectError(f"connect to {host}:{port} timed out") from None
+        except OSError as exc:
+            reason = exc.strerror or str(exc)
+            raise UpstreamConnectError(f"connect to {host}:{port} failed: {reason}") from None
+        return conn
+
+    # -- asyncio.Protocol ------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        h2 = self.h2
+        h2.initiate_connection()
+        h2.update_settings({0x4: STREAM_WINDOW, 0x2: 0})  # INITIAL_WINDOW_SIZE, ENABLE_PUSH
+        h2.increment_flow_control_window(CONNECTION_WINDOW - 65535)
+        self.flush()
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            events = self.h2.receive_data(data)
+        except ProtocolError as exc:
+            self._fail_all(UpstreamProtocolError(f"upstream HTTP/2 error: {exc}"))
+            self.flush()
+            if self.transport is not None:
+                self.transport.close()
+            return
+        touched: list[_UpStream] = []
+        streams = self.streams
+        read_timeout = self._timeouts.read
+        for event in events:
+            kind = type(event)
+            stream = streams.get(getattr(event, "stream_id", 0) or 0)
+            if kind is DataReceived:
+                if stream is None:
+                    self._ack(event.stream_id, event.flow_controlled_length)
+                    continue
+                stream.deadline = self._sweeper.now + read_timeout
+                stream.sink.on_h2_data(event.data)
+                if stream.paused:
+                    stream.unacked += event.flow_controlled_length
+                else:
+                    self._ack(stream.stream_id, event.flow_controlled_length)
+                touched.append(stream)
+            elif kind is ResponseReceived and stream is not None:
+                stream.received = True
+                stream.deadline = self._sweeper.now + read_timeout
+                stream.sink.on_h2_head(event.headers)
+                touched.append(stream)
+            elif kind is TrailersReceived and stream is not None:
+                stream.sink.on_h2_trailers(event.headers)
+                touched.append(stream)
+            elif kind is StreamEnded and stream is not None:
+                self._forget(stream)
+                stream.sink.on_h2_end()
+                touched.append(stream)
+            elif kind is StreamReset and stream is not None:
+                self._forget(stream)
+                stream.sink.on_h2_error(UpstreamResetError(
+                    f"upstream reset the stream ({ErrorCodes(event.error_code).name})"
+                    if event.error_code in ErrorCodes._value2member_map_
+                    else "upstream reset the stream"), stream.received)
+            elif kind is WindowUpdated:
+                for one in ([stream] if stream is not None else list(streams.values())):
+                    self._push(one)
+                    if len(one.data) < DRAINED:
+                        one.sink.on_h2_drained()
+            elif kind is ConnectionTerminated:
+                self.going_away = True
+                last = event.last_stream_id or 0
+                for one in [s for sid, s in streams.items() if sid > last]:
+                    self._forget(one)
+                    one.sink.on_h2_error(UpstreamResetError(
+                        "upstream went away before the request"), False)
+        seen: set[int] = set()
+        for stream in touched:
+            if stream.stream_id not in seen:
+                seen.add(stream.stream_id)
+                stream.sink.on_read_done()
+        self.flush()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
+        self.going_away = True
+        self._fail_all(UpstreamResetError("upstream closed the HTTP/2 connection"))
+        if self._on_closed is not None:
+            self._on_closed(self)
+
+    # -- requests --------------------------------------------------------------------------
+
+    @property
+    def usable(self) -> bool:
+        transport = self.transport
+        return (transport is not None and not transport.is_closing() and not self.going_away
+                and len(self.streams) < self.h2.remote_settings.max_concurrent_streams)
+
+    def start(self, headers: list[Header], sink: StreamSink, end: bool) -> _UpStream:
+        sid = self.h2.get_next_available_stream_id()
+        stream = _UpStream(self, sid, sink)
+        self.streams[sid] = stream
+        self._sweeper.add(stream)
+        self.h2.send_headers(sid, headers, end_stream=end)
+        if end:
+            stream.sent_all = True
+            stream.deadline = self._sweeper.now + self._timeouts.response_header
+        return stream
+
+    def send(self, stream: _UpStream, data: bytes, end: bool = False) -> None:
+        if data:
+            stream.data += data
+        stream.end = stream.end or end
+        self._push(stream)
+
+    def queued(self, stream: _UpStream) -> int:
+        return len(stream.data)
+
+    def pause(self, stream: _UpStream) -> None:
+        stream.paused = True
+
+    def resume(self, stream: _UpStream) -> None:
+        if stream.paused:
+            stream.paused = False
+            unacked, stream.unacked = stream.unacked, 0
+            if unacked:
+                self._ack(stream.stream_id, unacked)
+                self.flush()
+
+    def cancel(self, stream: _UpStream) -> None:
+        """The client went away: reset the upstream stream."""
+        if self.streams.get(stream.stream_id) is stream:
+            self._forget(stream)
+            try:
+                self.h2.reset_stream(stream.stream_id, ErrorCodes.CANCEL)
+            except (StreamClosedError, ProtocolError):
+                pass
+            self.flush()
+
+    def fail_stream(self, stream: _UpStream, exc: UpstreamError, code: int) -> None:
+        self.cancel(stream)
+        stream.sink.on_h2_error(exc, stream.received)
+
+    def flush(self) -> None:
+        self._flush_scheduled = False
+        data = self.h2.data_to_send()
+        transport = self.transport
+        if data and transport is not None and not transport.is_closing():
+            transport.write(data)
+
+    def flush_soon(self) -> None:
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self.flush)
+
+    def close(self) -> None:
+        if self.transport is not None:
+            try:
+                self.h2.close_connection()
+            except ProtocolError:
+                pass
+            self.flush()
+            self.transport.close()
+
+    # -- internals -------------------------------------------------------------------------
+
+    def _push(self, stream: _UpStream) -> None:
+        if stream.sent_all or self.streams.get(stream.stream_id) is not stream:
+            return
+        h2 = self.h2
+        sid = stream.stream_id
+        data = stream.data
+        try:
+            while data:
+                window = min(h2.local_flow_control_window(sid), h2.max_outbound_frame_size)
+                if window <= 0:
+                    return
+                piece = bytes(data[:window])
+                del data[:window]
+                last = stream.end and not data
+                h2.send_data(sid, piece, end_stream=last)
+                if last:
+                    self._sent_all(stream)
+                    return
+            if stream.end:
+                h2.end_stream(sid)
+                self._sent_all(stream)
+        except (StreamClosedError, ProtocolError):
+            pass
+
+    def _sent_all(self, stream: _UpStream) -> None:
+        stream.sent_all = True
+        stream.deadline = self._sweeper.now + self._timeouts.response_header
+
+    def _ack(self, stream_id: int, size: int) -> None:
+        if size:
+            try:
+                self.h2.acknowledge_received_data(size, stream_id)
+            except (StreamClosedError, ProtocolError):
+                pass
+
+    def _forget(self, stream: _UpStream) -> None:
+        self.streams.pop(stream.stream_id, None)
+        self._sweeper.discard(stream)
+        stream.deadline = NEVER
+        if self.going_away and not self.streams and self.transport is not None:
+            asyncio.get_running_loop().call_soon(self.close)  # after this event's flush
+
+    def _fail_all(self, exc: UpstreamError) -> None:
+        streams = list(self.streams.values())
+        self.streams.clear()
+        for stream in streams:
+            self._sweeper.discard(stream)
+            stream.sink.on_h2_error(exc, stream.received)

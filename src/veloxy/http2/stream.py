@@ -1,0 +1,280 @@
+"""One HTTP/2 stream, seen by the proxy's exchange as its client.
+
+The exchange (proxy/h2exchange.py) drives an `H2Stream` with the same calls it makes on a
+`net.server.ServerConnection` (write side aside): `pause_reading`/`resume_reading`,
+`finish`, `abort`, `client_ip`, `transport`. Their HTTP/2 meaning:
+
+- reading paused: the request body already received is not acknowledged, so the client's
+  stream window closes and it stops sending (per-stream backpressure toward the client);
+  resuming sends the WINDOW_UPDATE held back;
+- the response is queued (`send_head`, `send_body`, `send_end`) and `push` sends what the
+  stream's and the connection's send windows allow; beyond HIGH_WATER bytes left queued
+  the exchange is told `downstream_paused` (the upstream connection stops reading) and,
+  below LOW_WATER, `downstream_resumed`;
+- `abort`: RST_STREAM(INTERNAL_ERROR), the client sees the response was cut;
+- `finish` after a response that ended before the request body did: RST_STREAM(NO_ERROR)
+  once the response is out (RFC 9113 §8.1), so the client stops sending.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from h2.errors import ErrorCodes
+from h2.exceptions import ProtocolError, StreamClosedError
+
+if TYPE_CHECKING:
+    from veloxy.http2.connection import H2ServerConnection
+
+HIGH_WATER = 256 * 1024
+LOW_WATER = 64 * 1024
+
+
+class H2Stream:
+    __slots__ = (
+        "_data",
+        "_end",
+        "_headers",
+        "_out_done",
+        "_out_paused",
+        "_received",
+        "_reset_after",
+        "_trailers",
+        "_unacked",
+        "conn",
+        "exchange",
+        "reading_paused",
+        "request_done",
+        "stream_id",
+    )
+
+    keep_alive = True
+    writing_paused = False
+
+    def __init__(self, conn: H2ServerConnection, stream_id: int) -> None:
+        self.conn = conn
+        self.stream_id = stream_id
+        self.exchange: Any = None
+        self.request_done = False
+        self.reading_paused = False
+        self._unacked = 0
+        self._received = 0
+        self._headers: list[tuple[bytes, bytes]] | None = None
+        self._data = bytearray()
+        self._end = False
+        self._out_done = False
+        self._out_paused = False
+        self._reset_after = False
+        self._trailers: list[tuple[bytes, bytes]] | None = None
+
+    # -- what the exchange reads -----------------------------------------------------------
+
+    @property
+    def client_ip(self) -> bytes:
+        return self.conn.client_ip
+
+    @property
+    def transport(self) -> Any:
+        """The connection's transport while the stream is alive (None after a reset)."""
+        if self.conn.streams.get(self.stream_id) is not self:
+            return None
+        return self.conn.transport
+
+    # -- request body from the connection ----------------------------------------------------
+
+    def on_data(self, data: bytes, flow_length: int) -> bool:
+        """Body bytes; False when they pass the body limit (the stream was answered)."""
+        self._received += len(data)
+        limit = self.conn.max_body_bytes
+        if limit is not None and self._received > limit:
+            self._too_large()
+            return False
+        exchange = self.exchange
+        if exchange is not None:
+            exchange.request_body(data)
+        if self.reading_paused:
+            self._unacked += flow_length
+        elif flow_length:
+            self._ack(flow_length)
+        return True
+
+    def on_end(self) -> None:
+        self.request_done = True
+        exchange = self.exchange
+        if exchange is not None:
+            exchange.request_end()
+        elif self._out_done:
+            self.conn.forget(self)
+
+    def on_reset(self) -> None:
+        """The client cancelled the stream."""
+        exchange, self.exchange = self.exchange, None
+        self._data.clear()
+        self._out_done = True
+        if exchange is not None:
+            exchange.downstream_lost()
+
+    # -- the ServerConnection calls the exchange makes ---------------------------------------
+
+    def pause_reading(self) -> None:
+        self.reading_paused = True
+
+    def resume_reading(self) -> None:
+        if self.reading_paused:
+            self.reading_paused = False
+            unacked, self._unacked = self._unacked, 0
+            if unacked:
+                self._ack(unacked)
+                self.conn.flush()
+
+    def finish(self, keep_alive: bool = True) -> None:
+        """The response is complete (queued); the stream closes once it is sent."""
+        self.exchange = None
+        if not self.request_done:
+            self._reset_after = True
+        self.push()
+        self.conn.flush_soon()
+
+    def abort(self) -> None:
+        self.exchange = None
+        self._data.clear()
+        self._reset(ErrorCodes.INTERNAL_ERROR)
+        self.conn.flush()
+
+    def refuse(self) -> None:
+        """Not taken (the connection is shutting down): the client may send it again."""
+        self.exchange = None
+        self._reset(ErrorCodes.REFUSED_STREAM)
+
+    def close(self) -> None:
+        self.abort()
+
+    def write_eof(self) -> None:
+        self.abort()
+
+    def write(self, data: bytes) -> None:  # pragma: no cover - HTTP/2 exchanges never do
+        raise RuntimeError("an HTTP/2 stream takes responses by send_head/send_body")
+
+    def start_tunnel(self, exchange: object) -> None:  # pragma: no cover
+        raise RuntimeError("HTTP/2 streams do not tunnel")
+
+    # -- the response ------------------------------------------------------------------------
+
+    def send_head(self, headers: list[tuple[bytes, bytes]]) -> None:
+        self._headers = headers
+
+    def send_body(self, data: bytes) -> None:
+        if data:
+            self._data += data
+
+    def send_end(self) -> None:
+        self._end = True
+
+    def send_trailers(self, headers: list[tuple[bytes, bytes]]) -> None:
+        """Trailer fields (gRPC's status) to end the response with; then send_end()."""
+        self._trailers = headers
+
+    def push(self) -> None:
+        """Send what the flow-control windows allow (the caller flushes the connection)."""
+        if self._out_done:
+            return
+        h2 = self.conn.h2
+        sid = self.stream_id
+        data = self._data
+        trailers = self._trailers
+        try:
+            if self._headers is not None:
+                last = self._end and not data and trailers is None
+                h2.send_headers(sid, self._headers, end_stream=last)
+                self._headers = None
+                if last:
+                    self._sent_all()
+                    return
+            while data:
+                window = h2.local_flow_control_window(sid)
+                if window <= 0:
+                    break
+                size = min(window, h2.max_outbound_frame_size)
+                if size >= len(data):
+                    piece = bytes(data)
+                    data.clear()
+                else:
+                    piece = bytes(data[:size])
+                    del data[:size]
+                last = self._end and not data and trailers is None
+                h2.send_data(sid, piece, end_stream=last)
+                if last:
+                    self._sent_all()
+                    return
+            if self._end and not data and self._headers is None:
+                if trailers is not None:
+                    h2.send_headers(sid, trailers, end_stream=True)
+                else:
+                    h2.end_stream(sid)
+                self._sent_all()
+                return
+        except (StreamClosedError, ProtocolError):
+            self._data.clear()
+            self._out_done = True
+            self.conn.forget(self)
+            return
+        self._watermarks(len(data))
+
+    # -- internals -------------------------------------------------------------------------
+
+    def _watermarks(self, queued: int) -> None:
+        exchange = self.exchange
+        if queued > HIGH_WATER and not self._out_paused:
+            self._out_paused = True
+            if exchange is not None:
+                exchange.downstream_paused()
+        elif queued < LOW_WATER and self._out_paused:
+            self._out_paused = False
+            if exchange is not None and not self.conn.writing_paused:
+                exchange.downstream_resumed()
+
+    @property
+    def out_paused(self) -> bool:
+        return self._out_paused
+
+    def _sent_all(self) -> None:
+        self._out_done = True
+        if self._reset_after and not self.request_done:
+            self._reset(ErrorCodes.NO_ERROR)
+        elif self.request_done:
+            self.conn.forget(self)
+
+    def _reset(self, code: int) -> None:
+        self._out_done = True
+        try:
+            self.conn.h2.reset_stream(self.stream_id, code)
+        except (StreamClosedError, ProtocolError):
+            pass
+        self.conn.forget(self)
+
+    def _ack(self, size: int) -> None:
+        try:
+            self.conn.h2.acknowledge_received_data(size, self.stream_id)
+        except (StreamClosedError, ProtocolError):
+            pass
+
+    def _too_large(self) -> None:
+        exchange, self.exchange = self.exchange, None
+        if exchange is not None:
+            exchange.downstream_lost()
+        if exchange is not None and exchange.response_started:
+            self.abort()
+            return
+        self._reset_after = True  # the rest of the body is refused once the answer is out
+        self._headers, self._end = None, False
+        self.respond(413, b"413 Content Too Large: request body too large\n")
+
+    def respond(self, status: int, body: bytes) -> None:
+        """A short answer of veloxy's own (an error); the stream closes once it is sent."""
+        self.send_head([(b":status", b"%d" % status),
+                        (b"content-type", b"text/plain; charset=utf-8"),
+                        (b"content-length", b"%d" % len(body))])
+        self.send_body(body)
+        self.send_end()
+        self.push()
+        self.conn.flush()

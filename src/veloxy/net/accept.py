@@ -1,0 +1,105 @@
+"""Catching up on queued connections that uvloop would accept too slowly.
+
+Since libuv 1.45 (libuv#3696, "unix: don't accept() connections in a loop") a libuv server
+accepts ONE connection per event-loop iteration and relies on level-triggered polling for the
+next. That is the right call for an idle server, and a trap for a busy one: when a thousand
+keep-alive connections keep the loop busy, one iteration takes tens of milliseconds (it reads
+and writes hundreds of sockets), so a burst of new connections drains from the kernel's
+accept queue at a few dozen per second. Measured here with uvloop 0.23 and 1000 connections
+opened at once against a loaded proxy: the last few hundred waited 1-4 s in the accept queue
+(`ss -ltn` showed Recv-Q ~200-800 on the listener; strace showed exactly one accept4 per
+epoll_pwait), which wrk reports as requests over its 2 s timeout. The stdlib loop accepts up
+to `backlog` connections per readiness event and does not have the problem.
+
+`AcceptCatchUp` visits each listening socket every `interval` seconds and accepts what is
+queued (up to `batch` at a time), handing each socket to the loop as an accepted connection
+with the same protocol factory. When the queue is empty, as it is almost always, the visit is
+one accept4() that fails with EAGAIN: 20 syscalls a second per listener, nothing per request.
+libuv keeps accepting on its own; both may accept from the same socket, the kernel gives each
+connection to exactly one of them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from collections.abc import Callable
+from typing import Any
+
+log = logging.getLogger("veloxy")
+
+
+class AcceptCatchUp:
+    def __init__(self, loop: asyncio.AbstractEventLoop, *, interval: float = 0.05,
+                 batch: int = 512) -> None:
+        self._loop = loop
+        self._listeners: list[tuple[socket.socket, Callable[[], asyncio.BaseProtocol],
+                                    dict[str, Any]]] = []
+        self._interval = interval
+        self._batch = batch
+        self._handle: asyncio.TimerHandle | None = None
+        self._pending: set[asyncio.Task[None]] = set()
+        #: Connections this catch-up accepted (the ones libuv left waiting): for metrics/tests.
+        self.accepted = 0
+
+    def watch(self, listener: socket.socket, protocol_factory: Callable[[], asyncio.BaseProtocol],
+              **connect_options: Any) -> None:
+        """Catch up on `listener`, wrapping its connections as its server does: the same
+        factory, and for TLS listeners the same `ssl=` context and handshake timeouts."""
+        self._listeners.append((listener, protocol_factory, connect_options))
+
+    def start(self) -> None:
+        if self._handle is None and self._listeners:
+            self._handle = self._loop.call_later(self._interval, self._tick)
+
+    def stop(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+
+    def _tick(self) -> None:
+        for listener, factory, options in self._listeners:
+            self._drain(listener, factory, options)
+        self._handle = self._loop.call_later(self._interval, self._tick)
+
+    def _drain(self, listener: socket.socket, factory: Callable[[], asyncio.BaseProtocol],
+               options: dict[str, Any]) -> None:
+        for _ in range(self._batch):
+            try:
+                conn, _address = listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return  # queue empty: the usual case
+            except ConnectionAbortedError:
+                continue  # the client gave up while queued
+            except OSError as exc:
+                # EMFILE/ENFILE/ENOBUFS: leave the rest queued; the next tick tries again.
+                log.warning("accept on %s failed: %s", _name(listener), exc)
+                return
+            conn.setblocking(False)
+            self.accepted += 1
+            task = self._loop.create_task(self._attach(conn, factory, options))
+            self._pending.add(task)
+            task.add_done_callback(self._pending.discard)
+
+    async def _attach(self, conn: socket.socket, factory: Callable[[], asyncio.BaseProtocol],
+                      options: dict[str, Any]) -> None:
+        try:
+            await self._loop.connect_accepted_socket(factory, sock=conn, **options)
+        except (OSError, TimeoutError):
+            # Reset before we could wrap it, or a TLS handshake that failed or timed out:
+            # the server's own path drops such a connection the same way.
+            conn.close()
+
+
+def _name(sock: socket.socket) -> str:
+    try:
+        host, port = sock.getsockname()[:2]
+    except OSError:
+        return "a closed listener"
+    return f"{host}:{port}"
+
+
+def needs_accept_catch_up(loop: asyncio.AbstractEventLoop) -> bool:
+    """True for libuv-based loops (uvloop); the stdlib loops accept in batches already."""
+    return type(loop).__module__.startswith("uvloop")

@@ -1,0 +1,69 @@
+"""The pure parts, without sockets: merging and rendering snapshots, traceparent parsing."""
+
+from __future__ import annotations
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from veloxy.observe.metrics import BOUNDS, MetricsRegistry, merge, quantile, render
+from veloxy.observe.tracing import Tracer, parse_traceparent
+
+
+def _samples(text: str) -> dict:
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}
+
+
+def test_merge_sums_counters_and_histograms_and_keeps_rules() -> None:
+    snapshots = []
+    for worker, seconds in enumerate((0.0004, 0.2)):
+        registry = MetricsRegistry()
+        route = registry.route('a"b\\c\n')  # escaped in the label value
+        for _ in range(worker + 1):
+            route.done(b"GET", 200, seconds)
+        snapshot = registry.snapshot()
+        snapshot["veloxy_event_loop_lag_seconds"] = [[[], 0.01 * (worker + 1)]]
+        snapshot["veloxy_upstream_healthy"] = [[["g", "s"], worker]]
+        snapshots.append(snapshot)
+    samples = _samples(render(merge(snapshots)))
+    route = (("route", 'a"b\\c\n'),)
+    assert samples[("http_requests_total", (("code", "200"), ("method", "GET"), *route))] == 3
+    assert samples[("http_request_duration_seconds_count", route)] == 3
+    assert samples[("http_request_duration_seconds_bucket", (("le", "0.0005"), *route))] == 1
+    assert samples[("http_request_duration_seconds_bucket", (("le", "0.1"), *route))] == 1
+    assert samples[("http_request_duration_seconds_bucket", (("le", "0.25"), *route))] == 3
+    assert abs(samples[("http_request_duration_seconds_sum", route)] - 0.4004) < 1e-9
+    assert samples[("veloxy_event_loop_lag_seconds", ())] == 0.02  # max
+    assert samples[("veloxy_upstream_healthy", (("server", "s"), ("upstream", "g")))] == 0
+    assert samples[("veloxy_workers", ())] == 2
+
+
+def test_bucket_edges_are_inclusive_and_quantiles_bounded() -> None:
+    registry = MetricsRegistry()
+    route = registry.route("r")
+    for bound in BOUNDS:
+        route.done(b"GET", 200, bound)  # exactly on a bound: counted in that bucket (le)
+    route.done(b"GET", 200, 99.0)
+    assert route.buckets == [1] * len(BOUNDS) + [1]
+    assert quantile(route.buckets, 0.5) == BOUNDS[7]
+    assert quantile([0] * (len(BOUNDS) + 1), 0.5) is None
+
+
+def test_traceparent_parsing() -> None:
+    good = b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    assert parse_traceparent(good) == ("4bf92f3577b34da6a3ce929d0e0e4736",
+                                       "00f067aa0ba902b7", "01")
+    for bad in (b"", good.upper(), good[:-1], good + b"-x", b"ff" + good[2:],
+                b"00-" + b"0" * 32 + good[35:], good[:36] + b"0" * 16 + good[52:]):
+        assert parse_traceparent(bad) is None, bad
+    assert parse_traceparent(b"01" + good[2:] + b"-future") is not None  # later version
+
+
+def test_tracer_replaces_the_header_and_drops_orphan_tracestate() -> None:
+    fields = [b"Host", b": ", b"h", b"\r\n", b"TraceState", b": ", b"x=1", b"\r\n"]
+    trace = Tracer(sampled=False).start(fields)
+    assert trace.parent_id is None and trace.flags == "00"
+    assert trace.fields[:4] == fields[:4] and b"TraceState" not in trace.fields
+    assert trace.fields[-4:] == [b"traceparent", b": ", trace.header, b"\r\n"]
+    two = fields[:4] + [b"traceparent", b": ", b"00-" + b"a" * 32 + b"-" + b"b" * 16 + b"-01",
+                        b"\r\n"] * 2
+    assert Tracer().start(two).parent_id is None  # sent twice: invalid, a new trace
