@@ -57,7 +57,7 @@ def test_layer_imports_only_what_it_may(package: str) -> None:
 
 # Packages whose __init__ imports nothing: their modules are probed one by one.
 MODULES = ["veloxy.tls.server", "veloxy.tls.client", "veloxy.http2.connection",
-           "veloxy.http2.select", "veloxy.proxy.h2exchange"]
+           "veloxy.http2.select", "veloxy.proxy.h2exchange", "veloxy.observe.otel"]
 
 
 @pytest.mark.parametrize("module", MODULES)
@@ -68,6 +68,16 @@ def test_module_imports_only_what_its_layer_may(module: str) -> None:
     imported = {layer(m) for m in json.loads(out)} - {package, "__main__"}
     assert imported <= ALLOWED[package], (
         f"{module} pulls in {sorted(imported - ALLOWED[package])}")
+
+
+def test_opentelemetry_is_imported_only_when_configured() -> None:
+    """The otel extra costs nothing when `tracing.otel` is off: not even its import (the
+    SDK is imported by observe/otel.SpanExport, built only for that config)."""
+    out = subprocess.run(
+        [sys.executable, "-c", "import sys, veloxy.cli, veloxy.server, veloxy.proxy.app, "
+         "veloxy.observe.otel; print(any(m.startswith('opentelemetry') for m in sys.modules))"],
+        capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
 
 
 def test_h1_has_no_asyncio() -> None:

@@ -67,3 +67,19 @@ def test_tracer_replaces_the_header_and_drops_orphan_tracestate() -> None:
     two = fields[:4] + [b"traceparent", b": ", b"00-" + b"a" * 32 + b"-" + b"b" * 16 + b"-01",
                         b"\r\n"] * 2
     assert Tracer().start(two).parent_id is None  # sent twice: invalid, a new trace
+
+
+def test_sample_ratio_decides_new_traces_by_their_id_as_opentelemetry_does() -> None:
+    """tracing.otel.sample_ratio: a new trace is sampled when its id's low 64 bits fall
+    under ratio x 2^64 (TraceIdRatioBased); a client's flag is kept whatever the ratio."""
+    fields = [b"Host", b": ", b"h", b"\r\n"]
+    half = Tracer(ratio=0.5)
+    for trace in (half.start(fields) for _ in range(200)):
+        assert trace.sampled == (int(trace.trace_id[16:], 16) < 2**63)
+    sampled = sum(half.start(fields).sampled for _ in range(2000))
+    assert 800 < sampled < 1200
+    assert not any(Tracer(ratio=0.0).start(fields).sampled for _ in range(100))
+    assert all(Tracer(ratio=1.0).start(fields).sampled for _ in range(100))
+    client = [*fields, b"traceparent", b": ", b"00-" + b"a" * 32 + b"-" + b"b" * 16 + b"-01",
+              b"\r\n"]
+    assert Tracer(ratio=0.0).start(client).sampled

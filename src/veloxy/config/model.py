@@ -1160,9 +1160,9 @@ class OtelExport(_Model):
     veloxy propagates, and its span id is the one sent upstream in traceparent, so the
     upstream's spans nest under it. Spans are batched and sent by the SDK's background
     thread (BatchSpanProcessor: the event loop never waits for the collector; when the
-    queue is full, spans are dropped). Its OTEL_BSP_* and OTEL_EXPORTER_OTLP_HEADERS /
-    _TIMEOUT / _COMPRESSION environment variables apply. Pending spans are flushed on a
-    graceful stop (for at most 2 s)."""
+    queue is full, spans are dropped). The SDK's environment variables apply: OTEL_BSP_*
+    (batch delay, sizes) and OTEL_EXPORTER_OTLP_HEADERS, _TIMEOUT, _COMPRESSION. Pending
+    spans are flushed on a graceful stop (for at most 2 s)."""
 
     endpoint: Annotated[str, BeforeValidator(_otlp_endpoint)] = (
         "http://localhost:4318/v1/traces")

@@ -205,6 +205,11 @@ class _SchemeView:
     def __getattr__(self, name: str) -> object:
         return getattr(self._base, name)
 
+    @property
+    def otel(self) -> SpanExport | None:
+        # Read by every exchange's _record: a property spares it __getattr__'s failed lookup.
+        return self._base.otel
+
     start_exchange = ProxyApp.start_exchange
     start_stream_exchange = ProxyApp.start_stream_exchange
     upstream_request_head = ProxyApp.upstream_request_head

@@ -492,9 +492,8 @@ class ProxyExchange:
         log = self._app.access_log
         if log is not None:
             self._log(log, status, now)
-        trace = self.trace
-        if trace is not None and self._app.otel is not None:  # (tracing on: otel?)
-            self._span(self._app.otel, trace, status, now)
+        if self._app.otel is not None:  # all that the OpenTelemetry export costs when off
+            self._span(status, now)
 
     def _log(self, log: AccessLog, status: int, now: float) -> None:
         head, server, route, trace = self.head, self.server, self.route, self.trace
@@ -510,9 +509,11 @@ class ProxyExchange:
             referer=head.header(b"referer") if log.format == "combined" else None,
             user_agent=head.header(b"user-agent") if log.format == "combined" else None)
 
-    def _span(self, otel: SpanExport, trace: Trace, status: int, now: float) -> None:
+    def _span(self, status: int, now: float) -> None:
         """The exchange's OpenTelemetry span (observe/otel.py), when its trace is sampled."""
-        if not trace.sampled:
+        otel: SpanExport = self._app.otel  # type: ignore[assignment]
+        trace = self.trace
+        if trace is None or not trace.sampled:  # (None: started before a reload added it)
             return
         head, down, route, server = self.head, self.down, self.route, self.server
         end = time_ns()
