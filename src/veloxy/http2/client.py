@@ -32,12 +32,12 @@ from h2.events import (
 from h2.exceptions import ProtocolError, StreamClosedError
 
 from veloxy.errors import (
-    UpstreamConnectError,
     UpstreamError,
     UpstreamProtocolError,
     UpstreamResetError,
     UpstreamTimeout,
 )
+from veloxy.net.client import connect_upstream
 from veloxy.net.timers import NEVER
 
 Header = tuple[bytes, bytes]
@@ -98,17 +98,8 @@ class H2ClientConnection(asyncio.Protocol):
     @classmethod
     async def open(cls, host: str, port: int, sweeper: Any, timeouts: Any,
                    on_closed: Any = None) -> H2ClientConnection:
-        loop = asyncio.get_running_loop()
-        try:
-            async with asyncio.timeout(timeouts.connect):
-                _, conn = await loop.create_connection(
-                    lambda: cls(sweeper, timeouts, on_closed), host, port)
-        except TimeoutError:
-            raise UpstreamConnectError(f"connect to {host}:{port} timed out") from None
-        except OSError as exc:
-            reason = exc.strerror or str(exc)
-            raise UpstreamConnectError(f"connect to {host}:{port} failed: {reason}") from None
-        return conn
+        return await connect_upstream(lambda: cls(sweeper, timeouts, on_closed), host, port,
+                                      timeouts.connect)
 
     # -- asyncio.Protocol ------------------------------------------------------------------
 

@@ -16,7 +16,7 @@ import asyncio
 import socket
 from collections.abc import Callable
 from ssl import SSLContext, SSLError
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from veloxy.errors import (
     UpstreamConnectError,
@@ -52,6 +52,31 @@ class Timeouts(Protocol):
 
 # What the connection is waiting for; decides what a passed deadline means.
 _IDLE, _SENDING, _AWAIT_HEAD, _IN_BODY, _TUNNEL = range(5)
+
+
+ProtocolT = TypeVar("ProtocolT", bound=asyncio.BaseProtocol)
+
+
+async def connect_upstream(factory: Callable[[], ProtocolT], host: str, port: int,
+                           timeout: float, **tls: object) -> ProtocolT:
+    """Open one upstream connection within `timeout` (the TLS handshake included when
+    `tls` carries `ssl=`), for HTTP/1.1 and h2c connections alike. Every way it can fail
+    is an UpstreamConnectError: nothing was sent, so any request may go to another server."""
+    loop = asyncio.get_running_loop()
+    try:
+        async with asyncio.timeout(timeout):
+            _, conn = await loop.create_connection(
+                factory, host, port, **tls)  # type: ignore[arg-type]
+    except TimeoutError:
+        raise UpstreamConnectError(f"connect to {host}:{port} timed out") from None
+    except SSLError as exc:
+        reason = getattr(exc, "verify_message", None) or exc.reason or str(exc)
+        raise UpstreamConnectError(f"TLS handshake with {host}:{port} failed: {reason}"
+                                   ) from None
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise UpstreamConnectError(f"connect to {host}:{port} failed: {reason}") from None
+    return conn
 
 
 class ClientConnection(asyncio.Protocol):
@@ -115,27 +140,12 @@ class ClientConnection(asyncio.Protocol):
     ) -> ClientConnection:
         """Connect within timeouts.connect (the TLS handshake included when `ssl` is
         given, verifying `server_hostname`, else `host`); raises UpstreamConnectError."""
-        loop = asyncio.get_running_loop()
         tls: dict[str, object] = {}
         if ssl is not None:
             tls = {"ssl": ssl, "server_hostname": server_hostname or host,
                    "ssl_handshake_timeout": timeouts.connect}
-        try:
-            async with asyncio.timeout(timeouts.connect):
-                _, conn = await loop.create_connection(
-                    lambda: cls(sweeper, timeouts, on_closed), host, port, **tls
-                )
-        except TimeoutError:
-            raise UpstreamConnectError(f"connect to {host}:{port} timed out") from None
-        except SSLError as exc:
-            # A connect failure like any other: nothing was sent, another server may do.
-            reason = getattr(exc, "verify_message", None) or exc.reason or str(exc)
-            raise UpstreamConnectError(f"TLS handshake with {host}:{port} failed: {reason}"
-                                       ) from None
-        except OSError as exc:
-            reason = exc.strerror or str(exc)
-            raise UpstreamConnectError(f"connect to {host}:{port} failed: {reason}") from None
-        return conn
+        return await connect_upstream(lambda: cls(sweeper, timeouts, on_closed), host, port,
+                                      timeouts.connect, **tls)
 
     # -- asyncio.Protocol ------------------------------------------------------------------
 
