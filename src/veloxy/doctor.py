@@ -343,11 +343,19 @@ def check_port_range(r: LinuxReadings, plan: Plan) -> Finding:
     low, high = r.port_range
     size = high - low + 1
     current = f"{low}-{high} ({size} ports)"
-    if size < need:
-        return Finding(name, "fail", current, f">= {2 * need} ports", why, command)
-    if size < 2 * need:
-        return Finding(name, "warn", current, f">= {2 * need} ports", why, command)
-    return Finding(name, "ok", current, f">= {2 * need} ports", why)
+    return _grade_ports(name, size, need, current, why, command)
+
+
+def _grade_ports(name: str, ports: int, need: int, current: str, why: str,
+                 command: str) -> Finding:
+    """Ephemeral ports against the connections planned: fewer than needed fails, fewer than
+    twice as many (room for TIME_WAIT) warns; Linux and Windows alike."""
+    wanted = f">= {2 * need} ports"
+    if ports < need:
+        return Finding(name, "fail", current, wanted, why, command)
+    if ports < 2 * need:
+        return Finding(name, "warn", current, wanted, why, command)
+    return Finding(name, "ok", current, wanted, why)
 
 
 def check_tw_reuse(r: LinuxReadings, plan: Plan) -> Finding:
@@ -554,11 +562,7 @@ def check_max_user_port(r: WindowsReadings, plan: Plan) -> Finding:
         WINDOWS_DYNAMIC_PORTS
     current = ("not set (dynamic range, 16384 ports)" if r.max_user_port is None
                else f"{r.max_user_port} ({ports} ports)")
-    if ports < need:
-        return Finding(name, "fail", current, f">= {2 * need} ports", why, command)
-    if ports < 2 * need:
-        return Finding(name, "warn", current, f">= {2 * need} ports", why, command)
-    return Finding(name, "ok", current, f">= {2 * need} ports", why)
+    return _grade_ports(name, ports, need, current, why, command)
 
 
 def check_timed_wait_delay(r: WindowsReadings, plan: Plan) -> Finding:

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from tests.support.backends import Conn, Request, ScriptedBackend, response, serve
-from tests.support.proc import SRC, VeloxyProcess, child_env
+from tests.support.proc import SRC, VeloxyProcess, child_env, running_origin
 
 BENCH_TIMEOUT = 30.0
 
@@ -54,11 +54,8 @@ def ok(req: Request, conn: Conn) -> bytes | None:
 @pytest.fixture(scope="session")
 def origin() -> Iterator[VeloxyProcess]:
     """`veloxy origin` on 127.0.0.1, port 0, for the whole session."""
-    proc = VeloxyProcess(["origin", "--listen", "127.0.0.1:0"], loop=None,
-                         ready_prefix="veloxy origin listening on")
-    proc.wait_ready()
-    yield proc
-    proc.stop(strict=False)
+    with running_origin(None) as proc:
+        yield proc
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None,

@@ -18,7 +18,7 @@ import pytest
 
 from tests.support.backends import ScriptedBackend
 from tests.support.config import proxy_config, write_config
-from tests.support.proc import VeloxyProcess
+from tests.support.proc import VeloxyProcess, running_origin
 
 LOOPS = [name for name in os.environ.get("VELOXY_TEST_LOOPS", "asyncio,uvloop").split(",")
          if name]
@@ -147,14 +147,5 @@ def proxy_for(start_proxy, make_backend) -> Callable[..., tuple[VeloxyProcess, S
 def origin(veloxy_loop: str) -> Iterator[VeloxyProcess]:
     """The built-in backend, `veloxy origin --listen 127.0.0.1:0`, on the same loop (one
     per module and loop; it is stateless)."""
-    proc = VeloxyProcess(["origin", "--listen", "127.0.0.1:0"], veloxy_loop,
-                         ready_prefix="veloxy origin listening on")
-    try:
-        proc.wait_ready()
-    except AssertionError:
-        proc.kill()
-        raise
-    yield proc
-    rc = proc.stop(strict=False)
-    if rc is None:
-        proc.kill()
+    with running_origin(veloxy_loop) as proc:
+        yield proc

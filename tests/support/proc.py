@@ -15,6 +15,7 @@ command line (shell words, e.g. "python /tmp/other/proxy.py"); the default is
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
 import re
 import shlex
@@ -23,6 +24,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -281,6 +283,24 @@ class VeloxyProcess:
     def hwm_kib(self) -> int:
         """Peak resident memory (VmHWM) summed over the process tree, KiB."""
         return sum(proc_status_kib(p, "VmHWM") for p in self.tree())
+
+
+@contextlib.contextmanager
+def running_origin(loop: str | None) -> Iterator[VeloxyProcess]:
+    """`veloxy origin --listen 127.0.0.1:0` on `loop` (None: the default one), ready;
+    stopped, or killed, after."""
+    proc = VeloxyProcess(["origin", "--listen", "127.0.0.1:0"], loop,
+                         ready_prefix="veloxy origin listening on")
+    try:
+        proc.wait_ready()
+    except AssertionError:
+        proc.kill()
+        raise
+    try:
+        yield proc
+    finally:
+        if proc.stop(strict=False) is None:
+            proc.kill()
 
 
 def child_pids(pid: int) -> list[int]:

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.support.proc import VeloxyProcess
+from tests.support.proc import VeloxyProcess, running_origin
 from tests.support.tls import Pki, make_pki, stop_all
 
 LOOPS = [name for name in os.environ.get("VELOXY_TEST_LOOPS", "asyncio,uvloop").split(",")
@@ -31,16 +31,8 @@ def pki(tmp_path_factory) -> Pki:
 
 @pytest.fixture(scope="session")
 def origin(veloxy_loop: str) -> Iterator[VeloxyProcess]:
-    proc = VeloxyProcess(["origin", "--listen", "127.0.0.1:0"], veloxy_loop,
-                         ready_prefix="veloxy origin listening on")
-    try:
-        proc.wait_ready()
-    except AssertionError:
-        proc.kill()
-        raise
-    yield proc
-    if proc.stop(strict=False) is None:
-        proc.kill()
+    with running_origin(veloxy_loop) as proc:
+        yield proc
 
 
 @pytest.fixture
