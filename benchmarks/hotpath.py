@@ -8,6 +8,9 @@ machine, so it is the tool for judging a change to the hot path.
 
     python benchmarks/hotpath.py [--requests 200000] [--variant minimal|browser|both]
 
+It uses the C fast lane (h1/_fastpath.c) when it is built; `VELOXY_PURE_PYTHON=1` in the
+environment measures the llhttp parsers alone, for comparison.
+
 On a machine too noisy for timings, count instructions instead (deterministic; the
 difference of two runs cancels start-up):
 
@@ -107,7 +110,11 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=200_000)
     parser.add_argument("--variant", choices=["minimal", "browser", "both"], default="both")
     args = parser.parse_args()
+    from veloxy.h1.parser import FAST_LANE
     from veloxy.net import loop
+
+    print("parsers:", "C fast lane (h1/_fastpath.c) + llhttp" if FAST_LANE
+          else "llhttp alone (VELOXY_PURE_PYTHON=1, or the extension is not built)")
 
     variants = {"minimal": (False,), "browser": (True,), "both": (False, True)}[args.variant]
     for browser in variants:

@@ -10,6 +10,8 @@ in front of that same origin:
 
 ``direct``      the origin itself (the ceiling of the client side; no proxy in the path)
 ``veloxy``      ``python -m veloxy serve --listen ... --upstream ... --workers 1``
+``veloxy-python`` the same with ``VELOXY_PURE_PYTHON=1``: llhttp alone, without the C fast
+                lane of ``h1/_fastpath.c`` (what a machine without a C compiler runs)
 ``go-default``  ``httputil.NewSingleHostReverseProxy`` with Go's ``DefaultTransport``
                 (MaxIdleConnsPerHost = 2), GOMAXPROCS=1 (``benchmarks/peers/goproxy``)
 ``go-tuned``    the same binary with ``-tuned`` (10000 idle upstream connections kept)
@@ -151,7 +153,8 @@ BODY_SIZE = 100
 REQUEST_PATH = f"/?size={BODY_SIZE}"
 STUB_PATH = "/__veloxy_bench_stub_status"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
-ALL_TARGETS = ("direct", "veloxy", "go-default", "go-tuned", "go-bufpool", "nginx", "haproxy")
+ALL_TARGETS = ("direct", "veloxy", "veloxy-python", "go-default", "go-tuned", "go-bufpool",
+               "nginx", "haproxy")
 
 # 100 bytes exactly, no characters special to nginx's config syntax.
 NGINX_BODY = ("veloxy benchmark origin body " * 4)[: BODY_SIZE - 1] + "\n"
@@ -569,7 +572,7 @@ def target_command(
     """(argv, env, ready log pattern) to start a target, or a string: why it cannot run."""
     upstream = f"http://{HOST}:{ctx.origin_port}"
     wd = ctx.workdir
-    if name == "veloxy":
+    if name in ("veloxy", "veloxy-python"):
         argv = [sys.executable, "-m", "veloxy", "serve", "--listen", f"{HOST}:{port}"]
         if ctx.args.veloxy_config is not None:
             # a config template: {upstream} becomes the origin's URL
@@ -580,7 +583,10 @@ def target_command(
         else:
             argv += ["--upstream", upstream]
         argv += ["--workers", "1", *shlex.split(ctx.args.veloxy_args)]
-        return argv, python_env(), r"veloxy listening on"
+        env = python_env()
+        if name == "veloxy-python":
+            env["VELOXY_PURE_PYTHON"] = "1"  # llhttp alone: the C fast lane's effect
+        return argv, env, r"veloxy listening on"
     if name.startswith("go-"):
         binary, msg = ctx.args.goproxy_binary
         if binary is None:

@@ -29,6 +29,8 @@ examples:
 
 environment:
   VELOXY_LOOP=asyncio|uvloop                   force the event loop (default: uvloop if installed)
+  VELOXY_PURE_PYTHON=1                         parse HTTP/1.1 with llhttp alone, without the
+                                               C fast lane (`veloxy doctor` says if it is on)
 """
 
 

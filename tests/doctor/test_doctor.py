@@ -37,7 +37,8 @@ def _sys(relative: str) -> str:
 GOOD = LinuxReadings(somaxconn=4096, tcp_max_syn_backlog=4096, port_range=(1024, 65535),
                      tcp_tw_reuse=1, tcp_fin_timeout=15, file_max=10_000_000,
                      nr_open=1_048_576, nofile_soft=65536, nofile_hard=65536, usable_cpus=4,
-                     cpu_quota=None, loop="uvloop", httptools="0.6.4", time_wait=10)
+                     cpu_quota=None, loop="uvloop", httptools="0.6.4", fast_lane="on",
+                     time_wait=10)
 PLAN = Plan(connections=1000, workers=1, upstream_per_server=1000)
 
 
@@ -117,6 +118,8 @@ CASES = [
     ("loop", {"loop": "asyncio"}, {}, "warn"),
     ("loop", {"loop": "error: VELOXY_LOOP=uvloop but uvloop is not installed"}, {}, "fail"),
     ("httptools", {"httptools": None}, {}, "fail"),
+    ("fast_lane", {"fast_lane": None}, {}, "warn"),
+    ("fast_lane", {"fast_lane": "off: VELOXY_PURE_PYTHON is set"}, {}, "warn"),
     ("time_wait", {"time_wait": 50_000}, {}, "warn"),
     ("time_wait", {"time_wait": None}, {}, "ok"),
     # tuning: the config's backlog and buffer sizes (more in tests/tuning/test_doctor_checks)

@@ -1,9 +1,11 @@
 """Fixtures for the black-box proxy suite: both event loops, scripted backends, the proxy
 process with strict teardown, and the built-in origin.
 
-Every test that starts a proxy runs twice, once per event loop (VELOXY_LOOP=asyncio and
-VELOXY_LOOP=uvloop), through the session-scoped `veloxy_loop` fixture. Set
-VELOXY_TEST_LOOPS=asyncio (comma-separated) to run only some loops.
+Every test that starts a proxy runs three times, through the session-scoped `veloxy_loop`
+fixture: on each event loop (VELOXY_LOOP=asyncio and VELOXY_LOOP=uvloop) with the C fast
+lane of h1/_fastpath.c, and as "asyncio+python": the stdlib loop with the Python parsers
+alone (VELOXY_PURE_PYTHON=1), the path of a machine where the C extension was not built.
+Set VELOXY_TEST_LOOPS=asyncio (comma-separated) to run only some of them.
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ from tests.support.backends import ScriptedBackend
 from tests.support.config import proxy_config, write_config
 from tests.support.proc import VeloxyProcess, running_origin
 
-LOOPS = [name for name in os.environ.get("VELOXY_TEST_LOOPS", "asyncio,uvloop").split(",")
+LOOPS = [name for name in os.environ.get("VELOXY_TEST_LOOPS",
+                                                   "asyncio,uvloop,asyncio+python").split(",")
          if name]
 
 

@@ -83,7 +83,12 @@ def child_env(loop: str | None, extra: dict[str, str] | None = None) -> dict[str
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(SRC), env.get("PYTHONPATH")) if p)
     env["PYTHONUNBUFFERED"] = "1"
     if loop:
+        # "asyncio+python": the stdlib loop with the Python parsers alone, as on a machine
+        # where the C fast lane (h1/_fastpath.c) could not be built
+        loop, _, parsers = loop.partition("+")
         env["VELOXY_LOOP"] = loop
+        if parsers == "python":
+            env["VELOXY_PURE_PYTHON"] = "1"
     env.update(extra or {})
     return env
 

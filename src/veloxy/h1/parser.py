@@ -13,7 +13,8 @@ sits between llhttp and the handler on the per-chunk path.
 
 from __future__ import annotations
 
-from typing import Protocol
+import os
+from typing import Any, Protocol
 
 import httptools
 
@@ -126,7 +127,10 @@ class RequestParser:
 
     # -- input ---------------------------------------------------------------------------
 
-    def feed(self, data: bytes) -> None:
+    def feed(self, data: bytes, counted: bool = True) -> None:
+        """Parse bytes from the client. `counted=False`: they are the rest of a read whose
+        first messages another parser took (the C fast lane declining mid-read), so, as
+        for any head begun mid-read, they do not count toward the head-size guard."""
         was_in_head = self._in_head
         completed = self._completed
         try:
@@ -146,12 +150,17 @@ class RequestParser:
             # complete, so bytes pile up before on_header can count them. Count the reads
             # that went wholly to one unfinished head (a head begun mid-read is counted from
             # the next read on: at most one read of slack).
-            if was_in_head and completed == self._completed:
+            if was_in_head and completed == self._completed and counted:
                 self._head_bytes += len(data)
                 if self._head_bytes > self._max_request_line + self._max_header_bytes:
                     raise HeaderFieldsTooLarge("request head too large")
             else:
                 self._head_bytes = 0
+
+    def data_after_close(self) -> None:
+        """What feed raises for bytes after a request that closed the connection
+        (llhttp's refusal, for the C fast lane to give the same)."""
+        raise BadRequest("Data after `Connection: close`")
 
     # -- httptools callbacks ---------------------------------------------------------------
     # No on_message_begin: a callback costs a C-to-Python call per request, so the head is
@@ -314,6 +323,12 @@ class _ResponseParserBase:
             return True
         return False
 
+    def data_after_close(self) -> None:
+        """What feed raises for bytes after a response that closed the connection
+        (llhttp's refusal, for the C fast lane to give the same)."""
+        raise UpstreamProtocolError("invalid response from upstream: Data after "
+                                    "`Connection: close`")
+
     @property
     def idle(self) -> bool:
         """No response is in progress (nothing received since the last complete one)."""
@@ -347,11 +362,15 @@ class _ResponseParserBase:
             head.content_length = 0
             head.chunked = False
             self._handler.on_response_head(head)
+            self._head_response_ended()
             self._handler.on_response_end()
             raise _HeadResponseDone
         if status >= 200 and status != 204 and status != 304:  # RFC 9112 §6.3
             self.in_body = head
         self._handler.on_response_head(head)
+
+    def _head_response_ended(self) -> None:
+        """A response to HEAD ends with its head (ResponseParser keeps `idle` by it)."""
 
     def on_message_complete(self) -> None:
         self._head = ResponseHead()
@@ -365,7 +384,33 @@ class _ResponseParserBase:
 class ResponseParser(_ResponseParserBase):
     """Responses with their headers: what the proxy forwards."""
 
-    __slots__ = ()
+    __slots__ = ("_between",)
+
+    def __init__(self, handler: ResponseHandler) -> None:
+        #: Nothing of a response received since the last one ended (see `idle`).
+        self._between = True
+        super().__init__(handler)
+
+    @property
+    def idle(self) -> bool:
+        """No response is in progress: nothing received since the last complete one.
+
+        Exact, unlike the base class's reading of the head's fields (a read that ends in
+        a status line looks idle there): llhttp's on_message_begin says when a response
+        starts, at the cost of one callback per response, which the proxy's upstream
+        connections pay only when the C fast lane declined their responses.
+        """
+        return self._between
+
+    def on_message_begin(self) -> None:
+        self._between = False
+
+    def _head_response_ended(self) -> None:
+        self._between = True
+
+    def on_message_complete(self) -> None:
+        self._between = True
+        super().on_message_complete()
 
     def on_header(self, name: bytes, value: bytes) -> None:
         head = self._head
@@ -409,3 +454,35 @@ class StatusResponseParser(_ResponseParserBase):
             self._handler.on_response_end()
             return True
         return False
+
+
+# -- the C fast lane ------------------------------------------------------------------------
+# h1/_fastpath.c parses the heads of the common case in one call and declines the rest to the
+# parsers above, on a message boundary (its docstring says which). It is built where a C
+# compiler is at hand (setup.py, optional); VELOXY_PURE_PYTHON=1 turns it off, for tests of
+# the Python path and for comparison.
+try:
+    from veloxy.h1 import _fastpath  # type: ignore[attr-defined]
+except ImportError:  # no compiler when installed: the Python parsers serve everything
+    _fastpath = None
+
+FAST_LANE: bool = _fastpath is not None and not os.environ.get("VELOXY_PURE_PYTHON")
+
+
+def request_parser(handler: RequestHandler, *, max_request_line: int = 8192,
+                   max_header_bytes: int = 65536, max_body_bytes: int | None = None) -> Any:
+    """The request parser of one client connection: the C fast lane where built, with
+    RequestParser behind it for what it declines; else RequestParser alone."""
+    if FAST_LANE:
+        return _fastpath.RequestParser(
+            handler, RequestParser, RequestHead, max_request_line=max_request_line,
+            max_header_bytes=max_header_bytes, max_body_bytes=max_body_bytes)
+    return RequestParser(handler, max_request_line=max_request_line,
+                         max_header_bytes=max_header_bytes, max_body_bytes=max_body_bytes)
+
+
+def response_parser(handler: ResponseHandler) -> Any:
+    """The response parser of one upstream connection (C fast lane, else ResponseParser)."""
+    if FAST_LANE:
+        return _fastpath.ResponseParser(handler, ResponseParser, ResponseHead)
+    return ResponseParser(handler)

@@ -187,6 +187,12 @@ class BaseDriver:
         if self._body is not None:
             self._body.append(chunk)
 
+    def on_response(self, head: ResponseHead, body: bytes) -> None:
+        self.on_response_head(head)
+        if body:
+            self.on_response_body(body)
+        self.on_response_end()
+
     def upstream_paused(self) -> None:
         pass
 

@@ -26,7 +26,7 @@ from veloxy.errors import (
     UpstreamTimeout,
 )
 from veloxy.h1.head import ResponseHead
-from veloxy.h1.parser import ResponseParser, _ResponseParserBase
+from veloxy.h1.parser import _ResponseParserBase, response_parser
 from veloxy.net.halfclose import half_close
 from veloxy.net.timers import NEVER, DeadlineSweeper
 
@@ -36,6 +36,9 @@ class ResponseSink(Protocol):
     def on_response_head(self, head: ResponseHead) -> None: ...
     def on_response_body(self, chunk: bytes) -> None: ...
     def on_response_end(self) -> None: ...
+    def on_response(self, head: ResponseHead, body: bytes) -> None:
+        """A whole response at once: what on_response_head, on_response_body (unless
+        `body` is empty) and on_response_end would do."""
     def on_read_done(self) -> None: ...
     def on_upstream_error(self, exc: UpstreamError, received: bool) -> None: ...
     def upstream_paused(self) -> None: ...
@@ -80,8 +83,9 @@ async def connect_upstream(factory: Callable[[], ProtocolT], host: str, port: in
 
 
 class ClientConnection(asyncio.Protocol):
-    #: Headers are parsed for the proxy; `veloxy bench` swaps in StatusResponseParser.
-    parser_class: type[_ResponseParserBase] = ResponseParser
+    #: Headers are parsed for the proxy (the C fast lane where built); `veloxy bench`
+    #: swaps in StatusResponseParser.
+    parser_class: Callable[[ClientConnection], _ResponseParserBase] = staticmethod(response_parser)
     __slots__ = (
         "_on_closed",
         "_parser",
@@ -279,7 +283,8 @@ class ClientConnection(asyncio.Protocol):
     def release(self) -> bool:
         """The sink is done with the connection. True when it can carry another request."""
         self.sink = None
-        self.resume_reading()
+        if self._read_paused:
+            self.resume_reading()
         reusable = (self._reusable and self._state == _IDLE and self._parser.idle
                     and self.transport is not None
                     and not self.transport.is_closing())
@@ -310,6 +315,15 @@ class ClientConnection(asyncio.Protocol):
         else:
             self._state = _IN_BODY
         self.sink.on_response_head(head)  # type: ignore[union-attr]
+
+    def on_response(self, head: ResponseHead, body: bytes) -> None:
+        """A whole response from one read (the C fast lane's event, h1/_fastpath.c): head,
+        body and end at once. Never a 101 or a 1xx (those are declined to the Python
+        parser), so the connection is idle again when the sink hears of it."""
+        self._reusable = not head.close
+        self._state = _IDLE
+        self.deadline = NEVER
+        self.sink.on_response(head, body)  # type: ignore[union-attr]
 
     def on_response_body(self, chunk: bytes) -> None:
         self.sink.on_response_body(chunk)  # type: ignore[union-attr]

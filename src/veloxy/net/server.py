@@ -25,7 +25,7 @@ from collections import deque
 from typing import TYPE_CHECKING, Protocol
 
 from veloxy.errors import DownstreamError, RequestTimeout
-from veloxy.h1.parser import RequestParser, UpgradeRequested
+from veloxy.h1.parser import UpgradeRequested, request_parser
 from veloxy.h1.serialize import error_response
 from veloxy.net.halfclose import half_close
 from veloxy.net.timers import NEVER, DeadlineSweeper
@@ -113,7 +113,6 @@ class ConnectionRegistry:
 class ServerConnection(asyncio.Protocol):
     __slots__ = (
         "_app",
-        "_close_after",
         "_exchange",
         "_finish_pending",
         "_parser",
@@ -131,6 +130,7 @@ class ServerConnection(asyncio.Protocol):
         "bytes_out",
         "client_ip",
         "deadline",
+        "keep_alive",
         "peer",
         "transport",
     )
@@ -146,7 +146,7 @@ class ServerConnection(asyncio.Protocol):
         self._sweeper = sweeper
         self._registry = registry
         self._timeouts = (limits.header_timeout, limits.idle_timeout)
-        self._parser = RequestParser(
+        self._parser = request_parser(
             self,
             max_request_line=limits.max_request_line,
             max_header_bytes=limits.max_header_bytes,
@@ -157,7 +157,9 @@ class ServerConnection(asyncio.Protocol):
         self._queue: deque[_Queued] | None = None
         self._phase = HEAD
         self._request_done = False
-        self._close_after = False
+        #: False once the connection will close after the current response (a plain
+        #: attribute, not a property: every proxied response reads it).
+        self.keep_alive = True
         self._finish_pending = False
         self._reading_paused = False
         self._writing_paused = False
@@ -182,7 +184,7 @@ class ServerConnection(asyncio.Protocol):
         self._registry.connections.add(self)
         self._registry.accepted += 1
         if self._registry.closing:
-            self._close_after = True
+            self.keep_alive = False
 
     def data_received(self, data: bytes) -> None:
         self.bytes_in += len(data)
@@ -215,7 +217,7 @@ class ServerConnection(asyncio.Protocol):
             return True
         # A client may half-close after sending its request: answer it, then close.
         if self._phase == ACTIVE and self._request_done:
-            self._close_after = True
+            self.keep_alive = False
             return True
         return False
 
@@ -253,6 +255,27 @@ class ServerConnection(asyncio.Protocol):
             return
         self._start(head)
 
+    def on_request(self, head: RequestHead, body: bytes) -> None:
+        """A whole request from one read (the C fast lane's event, h1/_fastpath.c): the
+        same as on_request_head, on_request_body and on_request_end, in one call."""
+        if self._exchange is not None or self._queue:
+            self.on_request_head(head)  # pipelined: queued whole
+            if body:
+                self.on_request_body(body)
+            self.on_request_end()
+            return
+        self._phase = ACTIVE
+        self._request_done = True
+        self.deadline = NEVER
+        if head.close:
+            self.keep_alive = False
+        exchange = self._exchange = self._app.start_exchange(self, head)
+        exchange.start()
+        if self._exchange is exchange:
+            if body:
+                exchange.request_body(body)
+            exchange.request_end()
+
     def on_request_body(self, chunk: bytes) -> None:
         if self._queue:
             self._queue[-1].body.append(chunk)
@@ -272,11 +295,6 @@ class ServerConnection(asyncio.Protocol):
     # -- API for exchanges -----------------------------------------------------------------
 
     @property
-    def keep_alive(self) -> bool:
-        """False once the connection will close after the current response."""
-        return not self._close_after
-
-    @property
     def writing_paused(self) -> bool:
         return self._writing_paused
 
@@ -290,7 +308,7 @@ class ServerConnection(asyncio.Protocol):
         transport = self.transport
         if transport is None or transport.is_closing():
             return
-        if not keep_alive or self._close_after or self._tunnel_tail is not None:
+        if not keep_alive or not self.keep_alive or self._tunnel_tail is not None:
             transport.close()
             return
         if not self._request_done:
@@ -362,7 +380,7 @@ class ServerConnection(asyncio.Protocol):
 
     def close_when_done(self) -> None:
         """Graceful shutdown: close now if idle, else after the current response."""
-        self._close_after = True
+        self.keep_alive = False
         if self.transport is None:
             return
         if self._tunnel is not None or self._phase == IDLE or (
@@ -394,7 +412,7 @@ class ServerConnection(asyncio.Protocol):
         self._request_done = False
         self.deadline = self._sweeper.now + self._timeouts[1] if head.has_body else NEVER
         if head.close:
-            self._close_after = True
+            self.keep_alive = False
         exchange = self._exchange = self._app.start_exchange(self, head)
         exchange.start()
 

@@ -13,6 +13,7 @@ pools and health state included.
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 
 from veloxy import __version__
 from veloxy.config import Config
@@ -53,6 +54,10 @@ class ProxyApp:
         self._forwarding_cache: dict[bytes, bytes] = {}
         #: Called after each successful reload (server.py: the TLS certificates).
         self.reload_hooks: list[Callable[[], object]] = []
+        # start_exchange, bound without a Python frame of its own (it runs per request),
+        # unless a subclass has its own
+        if type(self).start_exchange is ProxyApp.start_exchange:
+            self.start_exchange = partial(ProxyExchange, self)  # type: ignore[method-assign]
 
     def _router(self, config: Config, groups: dict[str, Group]) -> Router:
         router = Router(config.routes, groups)

@@ -37,7 +37,7 @@ from veloxy.errors import (
     UpstreamResetError,
 )
 from veloxy.h1 import rules
-from veloxy.h1.serialize import LAST_CHUNK, chunk, error_response, status_line
+from veloxy.h1.serialize import LAST_CHUNK, STATUS_LINES, chunk, error_response, status_line
 from veloxy.observe.metrics import BOUNDS_LIST
 
 if TYPE_CHECKING:
@@ -61,6 +61,8 @@ CONNECT_BUFFER_LIMIT = 256 * 1024
 _CHUNKED = b"Transfer-Encoding: chunked\r\n"
 _CLOSE = b"Connection: close\r\n"
 _KEEP_ALIVE = b"Connection: keep-alive\r\n"
+_CLOSE_END = _CLOSE + b"\r\n"
+_KEEP_ALIVE_END = _KEEP_ALIVE + b"\r\n"
 
 
 class ProxyExchange:
@@ -127,7 +129,8 @@ class ProxyExchange:
         # An idempotent request may be replayed after a stale keep-alive connection failed
         # (RFC 9110 §9.2.2); its body, if any, is kept for that while under REPLAY_LIMIT.
         self._idempotent = head.method in rules.IDEMPOTENT_METHODS
-        self._replay: list[bytes] | None = [] if self._idempotent and head.has_body else None
+        self._replay: list[bytes] | None = [] if self._idempotent and (
+            head.chunked or head.content_length) else None  # head.has_body, inlined
 
     # -- phase 1: route and pick --------------------------------------------------------------
 
@@ -138,14 +141,16 @@ class ProxyExchange:
             self.trace = app.tracer.start(self.head.fields)
         if app.access_log is not None:
             self._bytes_mark = getattr(self.down, "bytes_out", 0)
-        route = app.router.match(self.head)
+        router = app.router
+        route = router.catch_all or router.match(self.head)
         if route is None:
             self._respond_error(404, "no route matches this request", keep_alive=True)
             return
         self.route = route
+        target = self.head.target
         self.upstream_head = app.upstream_request_head(
-            self.head, route.rewrite(self.head.target), self.down.client_ip, self.trace
-        )
+            self.head, route.rewrite(target) if route.strip_prefix else target,
+            self.down.client_ip, self.trace)
         self._to_upstream.append(self.upstream_head)
         server = route.group.balancer.pick(self.head, self.down.client_ip)
         if server is None:  # every server is down: say so at once rather than try
@@ -312,6 +317,31 @@ class ProxyExchange:
             parts.append(_KEEP_ALIVE)
         parts.append(b"\r\n")
         self._out.append(b"".join(parts))
+
+    def on_response(self, head: ResponseHead, body: bytes) -> None:
+        """A whole response from one read (ClientConnection.on_response), written at once.
+
+        What on_response_head, on_response_body and on_response_end do, for the responses
+        the C fast lane serves: never a 1xx or a 101, always framed by Content-Length or
+        without a body, so never re-chunked; and the first and only output of the read
+        (once a connection's parser declined a message it never sends this event again),
+        so it is written here rather than gathered for on_read_done, which completes.
+        """
+        self.response_started = True
+        status = self.status = head.status
+        server: Server = self.server  # type: ignore[assignment]
+        if server.watch or status >= 500:
+            server.answered(status, self._started)
+        request = self.head
+        if (head.close and head.content_length is None) or request.close \
+                or not self.down.keep_alive:
+            self._response_close = True
+            end = _CLOSE_END
+        else:
+            end = _KEEP_ALIVE_END if request.version == "1.0" else b"\r\n"
+        self._response_done = True
+        self.down.write(b"".join([STATUS_LINES.get(status) or status_line(status),
+                                  *head.fields, end, body]))
 
     def on_response_body(self, data: bytes) -> None:
         self._out.append(chunk(data) if self._rechunk else data)

@@ -53,6 +53,13 @@ class H2ProxyExchange(ProxyExchange):
         self.down.send_end()  # type: ignore[attr-defined]
         self._response_done = True
 
+    def on_response(self, head: ResponseHead, body: bytes) -> None:
+        self.on_response_head(head)
+        if body and self.up is not None:
+            self.on_response_body(body)
+        if self.up is not None:
+            self.on_response_end()
+
     def on_read_done(self) -> None:
         stream = self.down
         stream.push()  # type: ignore[attr-defined]

@@ -141,8 +141,9 @@ class Router:
             r.exact_host is not None or r.host_suffix is not None for r in self.routes
         )
         first = self.routes[0] if self.routes else None
-        #: The first route takes every request (the common single-route set-up).
-        self._catch_all = first if first is not None and first.matches_everything else None
+        #: The first route takes every request (the common single-route set-up); the
+        #: exchange tests it before calling match (one Python call less per request).
+        self.catch_all = first if first is not None and first.matches_everything else None
         self._exact: dict[bytes, list[CompiledRoute]] = {}
         self._wild: dict[bytes, list[CompiledRoute]] = {}
         self._any: list[CompiledRoute] = []
@@ -160,8 +161,8 @@ class Router:
         self._hosts: dict[bytes, PathIndex] = {}
 
     def match(self, head: RequestHead) -> CompiledRoute | None:
-        if self._catch_all is not None:
-            return self._catch_all
+        if self.catch_all is not None:
+            return self.catch_all
         if not self._needs_host or head.host is None:
             return self._any_index.match(head)
         index = self._hosts.get(head.host)

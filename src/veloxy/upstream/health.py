@@ -59,6 +59,10 @@ class _ProbeSink:
     def on_read_done(self) -> None:
         pass
 
+    def on_response(self, head: ResponseHead, body: bytes) -> None:
+        self.on_response_head(head)
+        self.on_response_end()
+
     def on_upstream_error(self, exc: UpstreamError, received: bool) -> None:
         if not self._done.done():
             self._done.set_exception(exc)
