@@ -121,8 +121,8 @@ response_role(const char *p, Py_ssize_t n)
 
 /* -- shared objects ------------------------------------------------------------------------ */
 
-static PyObject *S_SEP, *S_CRLF, *S_COMMA_SP, *S_V10, *S_EMPTY;
-static PyObject *A_method, *A_target, *A_fields, *A_host, *A_content_length, *A_version,
+static PyObject *S_COMMA_SP, *S_V10, *S_EMPTY;
+static PyObject *A_method, *A_target, *A_wire, *A_host, *A_content_length, *A_version,
     *A_close, *A_forwarded_for, *A_status, *A_in_body;
 static PyObject *A_on_request_head, *A_on_request_body, *A_on_request_end,
     *A_on_response_head, *A_on_response_body, *A_on_response_end, *A_on_request,
@@ -433,16 +433,51 @@ head_prefix_ok(const char *p, Py_ssize_t n, int response, Py_ssize_t max_line,
     return 1;
 }
 
-static int
-append_field(PyObject *fields, const char *name, Py_ssize_t name_len, PyObject *value)
+/* The kept fields of a head in wire form, "Name: value\r\n" each, gathered as spans of
+ * the input and copied into one bytes object at the end: the proxy forwards them as one
+ * piece, and a head costs one allocation for its fields instead of two per field (the
+ * Python side splits them into pairs only when asked, h1/head.py). */
+#define MAX_KEPT 100 /* more fields than this: declined (llhttp takes them) */
+
+typedef struct {
+    const char *name[MAX_KEPT], *value[MAX_KEPT];
+    Py_ssize_t name_len[MAX_KEPT], value_len[MAX_KEPT];
+    int count;
+    Py_ssize_t size;
+} Wire;
+
+static inline int
+wire_add(Wire *w, const char *name, Py_ssize_t nlen, const char *value, Py_ssize_t vlen)
 {
-    PyObject *n = PyBytes_FromStringAndSize(name, name_len);
-    if (n == NULL)
+    if (w->count == MAX_KEPT)
         return -1;
-    int rc = PyList_Append(fields, n) || PyList_Append(fields, S_SEP)
-             || PyList_Append(fields, value) || PyList_Append(fields, S_CRLF);
-    Py_DECREF(n);
-    return rc ? -1 : 0;
+    w->name[w->count] = name;
+    w->name_len[w->count] = nlen;
+    w->value[w->count] = value;
+    w->value_len[w->count] = vlen;
+    w->count++;
+    w->size += nlen + vlen + 4;
+    return 0;
+}
+
+static PyObject *
+wire_bytes(const Wire *w)
+{
+    PyObject *bytes = PyBytes_FromStringAndSize(NULL, w->size);
+    if (bytes == NULL)
+        return NULL;
+    char *out = PyBytes_AS_STRING(bytes);
+    for (int i = 0; i < w->count; i++) {
+        memcpy(out, w->name[i], w->name_len[i]);
+        out += w->name_len[i];
+        *out++ = ':';
+        *out++ = ' ';
+        memcpy(out, w->value[i], w->value_len[i]);
+        out += w->value_len[i];
+        *out++ = '\r';
+        *out++ = '\n';
+    }
+    return bytes;
 }
 
 /* A new instance of a head class without running its __init__ (the class keeps defaults
@@ -707,10 +742,10 @@ parse_request_head(RequestParserObject *self, const char *buf, Py_ssize_t end,
     Py_ssize_t header_bytes = 0;
     const char *xff = NULL;
     Py_ssize_t xff_len = 0;
-    PyObject *fields = PyList_New(0), *xff_joined = NULL, *head = NULL, *v = NULL;
-    PyObject *host_value = NULL;
-    if (fields == NULL)
-        return P_ERROR;
+    Wire wire;
+    wire.count = 0;
+    wire.size = 0;
+    PyObject *xff_joined = NULL, *head = NULL, *host_value = NULL;
     int result = P_DECLINE;
     while (p < stop) {
         lf = memchr(p, '\n', stop - p);
@@ -729,10 +764,8 @@ parse_request_head(RequestParserObject *self, const char *buf, Py_ssize_t end,
             goto done; /* 431 is the Python parser's to give */
         switch (request_role(name, nlen)) {
         case R_KEEP:
-            v = PyBytes_FromStringAndSize(value, vlen);
-            if (v == NULL || append_field(fields, name, nlen, v) < 0)
-                goto error;
-            Py_CLEAR(v);
+            if (wire_add(&wire, name, nlen, value, vlen) < 0)
+                goto done;
             break;
         case R_DROP:
             break;
@@ -746,23 +779,17 @@ parse_request_head(RequestParserObject *self, const char *buf, Py_ssize_t end,
             if (host_value != NULL)
                 goto done; /* duplicate Host: a 400 from the Python parser */
             host_value = PyBytes_FromStringAndSize(value, vlen);
-            if (host_value == NULL || append_field(fields, name, nlen, host_value) < 0)
+            if (host_value == NULL)
                 goto error;
+            if (wire_add(&wire, name, nlen, value, vlen) < 0)
+                goto done;
             break;
         case R_CONTENT_LENGTH:
             if (content_length >= 0)
                 goto done;
             content_length = parse_length(value, vlen);
-            if (content_length < 0)
+            if (content_length < 0 || wire_add(&wire, name, nlen, value, vlen) < 0)
                 goto done;
-            {
-                PyObject *cl = PyBytes_FromStringAndSize(value, vlen);
-                if (cl == NULL || append_field(fields, name, nlen, cl) < 0) {
-                    Py_XDECREF(cl);
-                    goto error;
-                }
-                Py_DECREF(cl);
-            }
             break;
         case R_FORWARDED_FOR:
             if (xff == NULL) {
@@ -806,8 +833,7 @@ parse_request_head(RequestParserObject *self, const char *buf, Py_ssize_t end,
     if (set_attr(head, A_method, method) < 0
         || set_attr(head, A_target, PyBytes_FromStringAndSize(t, tlen)) < 0)
         goto error;
-    Py_INCREF(fields);
-    if (set_attr(head, A_fields, fields) < 0)
+    if (set_attr(head, A_wire, wire_bytes(&wire)) < 0)
         goto error;
     if (host_value != NULL && PyObject_SetAttr(head, A_host, host_value) < 0)
         goto error;
@@ -839,11 +865,9 @@ parse_request_head(RequestParserObject *self, const char *buf, Py_ssize_t end,
 error:
     result = P_ERROR;
 done:
-    Py_XDECREF(v);
     Py_XDECREF(host_value);
     Py_XDECREF(head);
     Py_XDECREF(xff_joined);
-    Py_DECREF(fields);
     return result;
 }
 
@@ -1143,9 +1167,10 @@ parse_response_head(ResponseParserObject *self, const char *buf, Py_ssize_t end,
 
     int close = 0, keep_alive = 0;
     long long content_length = -1;
-    PyObject *fields = PyList_New(0), *head = NULL;
-    if (fields == NULL)
-        return P_ERROR;
+    Wire wire;
+    wire.count = 0;
+    wire.size = 0;
+    PyObject *head = NULL;
     int result = P_DECLINE;
     while (p < stop) {
         lf = memchr(p, '\n', stop - p);
@@ -1166,16 +1191,10 @@ parse_response_head(ResponseParserObject *self, const char *buf, Py_ssize_t end,
             if (content_length < 0)
                 goto done;
             /* fall through: kept, as the Python parser does */
-        case R_KEEP: {
-            PyObject *v = PyBytes_FromStringAndSize(value, vlen);
-            if (v == NULL)
-                goto error;
-            int rc = append_field(fields, name, nlen, v);
-            Py_DECREF(v);
-            if (rc < 0)
-                goto error;
+        case R_KEEP:
+            if (wire_add(&wire, name, nlen, value, vlen) < 0)
+                goto done;
             break;
-        }
         case R_DROP:
             break;
         case R_CONNECTION:
@@ -1198,8 +1217,7 @@ parse_response_head(ResponseParserObject *self, const char *buf, Py_ssize_t end,
         goto error;
     if (set_attr(head, A_status, PyLong_FromLong(status)) < 0)
         goto error;
-    Py_INCREF(fields);
-    if (set_attr(head, A_fields, fields) < 0)
+    if (set_attr(head, A_wire, wire_bytes(&wire)) < 0)
         goto error;
     /* llhttp's should_keep_alive, which the Python parser reports: a response without a
      * length that may have a body reads as delimited by the close (even one to HEAD,
@@ -1227,7 +1245,6 @@ error:
     result = P_ERROR;
 done:
     Py_XDECREF(head);
-    Py_DECREF(fields);
     return result;
 }
 
@@ -1473,8 +1490,7 @@ PyMODINIT_FUNC
 PyInit__fastpath(void)
 {
     init_tables();
-    if ((S_SEP = PyBytes_FromString(": ")) == NULL || (S_CRLF = PyBytes_FromString("\r\n")) == NULL
-        || (S_COMMA_SP = PyBytes_FromString(", ")) == NULL
+    if ((S_COMMA_SP = PyBytes_FromString(", ")) == NULL
         || (S_V10 = PyUnicode_InternFromString("1.0")) == NULL
         || (S_EMPTY = PyBytes_FromStringAndSize(NULL, 0)) == NULL
         || (EMPTY_TUPLE = PyTuple_New(0)) == NULL)
@@ -1484,7 +1500,7 @@ PyInit__fastpath(void)
             return NULL;
     INTERN(A_method, "method");
     INTERN(A_target, "target");
-    INTERN(A_fields, "fields");
+    INTERN(A_wire, "wire");
     INTERN(A_host, "host");
     INTERN(A_content_length, "content_length");
     INTERN(A_version, "version");

@@ -165,7 +165,7 @@ class ProxyApp:
         a chunked body is re-chunked, and Connection is only sent to ask for an upgrade.
         """
         parts = [head.method, b" ", target, b" HTTP/1.1\r\n",
-                 *(head.fields if trace is None else trace.fields)]
+                 head.wire if trace is None else b"".join(trace.fields)]
         if head.forwarded_for is None:
             forwarding = self._forwarding_cache.get(client_ip)
             if forwarding is None:

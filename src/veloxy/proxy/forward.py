@@ -276,8 +276,7 @@ class ProxyExchange:
         # 1xx are forwarded to HTTP/1.1 clients (RFC 9110 §15.2); 100 Continue is what a
         # client waits for after `Expect: 100-continue`.
         if self.head.version == "1.1":
-            self._out.append(status_line(head.status, head.reason)
-                             + b"".join(head.fields) + b"\r\n")
+            self._out.append(status_line(head.status, head.reason) + head.wire + b"\r\n")
 
     def on_response_head(self, head: ResponseHead) -> None:
         self.response_started = True
@@ -294,11 +293,11 @@ class ProxyExchange:
                 return
             self._tunnel = True
             self._out.append(
-                status_line(101) + b"".join(head.fields)
+                status_line(101) + head.wire
                 + b"Connection: Upgrade\r\nUpgrade: " + head.upgrade + b"\r\n\r\n"
             )
             return
-        parts = [status_line(head.status, head.reason), *head.fields]
+        parts = [status_line(head.status, head.reason), head.wire]
         close = head.close and head.content_length is None and not head.chunked
         if (self._head_request or rules.status_has_no_body(head.status)
                 or head.content_length is not None):
@@ -340,8 +339,8 @@ class ProxyExchange:
         else:
             end = _KEEP_ALIVE_END if request.version == "1.0" else b"\r\n"
         self._response_done = True
-        self.down.write(b"".join([STATUS_LINES.get(status) or status_line(status),
-                                  *head.fields, end, body]))
+        self.down.write(b"".join((STATUS_LINES.get(status) or status_line(status), head.wire,
+                                  end, body)))
 
     def on_response_body(self, data: bytes) -> None:
         self._out.append(chunk(data) if self._rechunk else data)
