@@ -36,7 +36,10 @@ class _Derived:
     def __get__(self, obj: Any, owner: type | None = None) -> Any:
         if obj is None:
             return self
-        value = obj.__dict__[self._name] = self._compute(obj)
+        value = self._compute(obj)
+        # setattr, not obj.__dict__[...]: touching __dict__ turns CPython's compact
+        # per-instance values into a real dict, which every later access pays for
+        setattr(obj, self._name, value)
         return value
 
 

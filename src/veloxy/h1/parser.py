@@ -250,6 +250,7 @@ class RequestParser:
         limit = self._max_body_bytes
         if limit is not None and head.content_length is not None and head.content_length > limit:
             raise PayloadTooLarge("request body too large")
+        head.wire = b"".join(head.fields)  # what forwarding sends (cheaper here than derived)
         self._handler.on_request_head(head)
 
     def _counted_body(self, chunk: bytes) -> None:
@@ -348,6 +349,8 @@ class _ResponseParserBase:
             names = set(self._connection_names)
             self._connection_names = None
             head.fields = flatten([(n, v) for n, v in head.headers if n.lower() not in names])
+        if head.fields:  # (never for StatusResponseParser: the load generator's CPU)
+            head.wire = b"".join(head.fields)
         parser = self._parser
         status = parser.get_status_code()
         head.status = status
