@@ -15,9 +15,17 @@
  * "declined": the parser hands every byte of it, and all that follows on that connection,
  * to the Python parser (llhttp in strict mode), which either serves it or refuses it with
  * its precise status. Declining happens before any event of that message is emitted, so
- * the Python parser starts on a message boundary with nothing lost or repeated.
- * tests/h1/test_fastpath.py holds both to that: whatever the fast lane accepts, the Python
- * parser must accept with the same events.
+ * the Python parser starts on a message boundary with nothing lost or repeated, and it is
+ * fed the declined bytes read by read as they came, so that a refusal comes with the same
+ * read as it would without the fast lane (an unfinished head that can no longer become
+ * one of ours is declined at once). tests/h1/test_fastpath.py holds both to that:
+ * whatever the fast lane accepts, the Python parser must accept with the same events.
+ *
+ * As llhttp does, the parser refuses every byte after a message that closed the connection
+ * and after a read whose handler callback raised (its framing is lost then); a handler may
+ * not feed the parser again from a callback; an unfinished head is re-scanned from its
+ * start at each read, so past MAX_HEAD_READS reads it is declined to llhttp, which goes on
+ * where it stopped (tests/h1/test_fastpath_robustness.py).
  *
  * No I/O and no asyncio here, as in the rest of h1/.
  */
@@ -425,8 +433,25 @@ head_prefix_ok(const char *p, Py_ssize_t n, int response, Py_ssize_t max_line,
         return 0;
     /* a name that is declined once its line is complete is declined now: llhttp may
      * refuse it on its name alone (Transfer-Encoding after Content-Length) */
-    if ((response ? response_role(p, i) : request_role(p, i)) == R_DECLINE)
+    int role = response ? response_role(p, i) : request_role(p, i);
+    if (role == R_DECLINE)
         return 0;
+    if (role == R_CONTENT_LENGTH) {
+        /* llhttp refuses a second Content-Length, or a byte no length has, as the value
+         * arrives: declined now, so that its refusal comes with this read */
+        Py_ssize_t digits = 0;
+        if (lengths)
+            return 0;
+        for (i++; i < rest && (p[i] == ' ' || p[i] == '\t'); i++)
+            ;
+        for (; i < rest; i++) {
+            if (p[i] >= '0' && p[i] <= '9')
+                digits++;
+            else if (!(p[i] == '\r' && i == rest - 1))
+                return 0;
+        }
+        return digits <= 18;
+    }
     for (i++; i < rest; i++)
         if (!VCHAR[(unsigned char)p[i]] && !(p[i] == '\r' && i == rest - 1))
             return 0;
@@ -486,6 +511,30 @@ static PyObject *
 new_head(PyObject *cls)
 {
     return PyBaseObject_Type.tp_new((PyTypeObject *)cls, EMPTY_TUPLE, NULL);
+}
+
+/* new_head() calls object.__new__ directly: only for a class whose instances it makes (a
+ * class with a C base of its own, a deque say, would come out with its C state unmade). */
+static int
+check_head_class(PyObject *cls)
+{
+    if (!PyType_Check(cls) || ((PyTypeObject *)cls)->tp_new != PyBaseObject_Type.tp_new) {
+        PyErr_SetString(PyExc_TypeError,
+                        "head_class must be a class whose instances object.__new__ makes");
+        return -1;
+    }
+    return 0;
+}
+
+/* Every method that touches the handler, on a parser whose __init__ never succeeded. */
+static int
+check_ready(PyObject *handler)
+{
+    if (handler == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "parser not initialised");
+        return -1;
+    }
+    return 0;
 }
 
 static int
@@ -552,6 +601,11 @@ with_pending(PyObject *pending, PyObject *data)
         return NULL;
     return PyObject_CallMethodOneArg(S_EMPTY, A_join, pending);
 }
+
+/* An unfinished head is joined and scanned again from its start at every read: past this
+ * many reads it goes to the Python parser (llhttp goes on where it stopped), or a client
+ * trickling a head byte by byte costs time in the square of its size. */
+#define MAX_HEAD_READS 32
 
 /* Keeps the unfinished head at buf[pos:] for the next read; *mid_read: it began after
  * other messages of the same read. */
@@ -639,6 +693,8 @@ typedef struct {
     long long body_left;      /* > 0 while a Content-Length body is arriving */
     int close_after;          /* the current message ends the connection's messages */
     int closed;               /* ...and it has ended: any byte more is an error */
+    int feeding;              /* inside feed(): a handler may not feed again */
+    int failed;               /* feed() raised: framing is lost, every later feed raises */
 } RequestParserObject;
 
 static int
@@ -652,6 +708,7 @@ RequestParser_traverse(RequestParserObject *self, visitproc visit, void *arg)
     Py_VISIT(self->fallback_class);
     Py_VISIT(self->fallback);
     Py_VISIT(self->head_class);
+    Py_VISIT(self->pending);
     return 0;
 }
 
@@ -689,26 +746,44 @@ RequestParser_init(RequestParserObject *self, PyObject *args, PyObject *kwds)
                                      &fallback_class, &head_class, &max_line, &max_header,
                                      &max_body))
         return -1;
-    if (!PyType_Check(head_class)) {
-        PyErr_SetString(PyExc_TypeError, "head_class must be a class");
+    if (self->feeding) {
+        PyErr_SetString(PyExc_RuntimeError, "__init__() called from a handler callback");
+        return -1;
+    }
+    if (check_head_class(head_class) < 0)
+        return -1;
+    if (max_line < 0 || max_header < 0) {
+        PyErr_SetString(PyExc_ValueError, "negative size limit");
+        return -1;
+    }
+    long long max_body_bytes = -1;
+    if (max_body != Py_None) {
+        max_body_bytes = PyLong_AsLongLong(max_body);
+        if (max_body_bytes == -1 && PyErr_Occurred())
+            return -1;
+    }
+    /* all that can fail first: a failed __init__ leaves the parser as it was */
+    PyObject *on_head = NULL, *on_body = NULL, *on_end = NULL, *on_whole = NULL;
+    if ((on_head = PyObject_GetAttr(handler, A_on_request_head)) == NULL
+        || (on_body = PyObject_GetAttr(handler, A_on_request_body)) == NULL
+        || (on_end = PyObject_GetAttr(handler, A_on_request_end)) == NULL
+        || optional_attr(handler, A_on_request, &on_whole) < 0) {
+        Py_XDECREF(on_head);
+        Py_XDECREF(on_body);
+        Py_XDECREF(on_end);
         return -1;
     }
     RequestParser_clear(self);
-    self->max_body_bytes = -1;
-    if (max_body != Py_None) {
-        self->max_body_bytes = PyLong_AsLongLong(max_body);
-        if (self->max_body_bytes == -1 && PyErr_Occurred())
-            return -1;
-    }
+    self->on_head = on_head;
+    self->on_body = on_body;
+    self->on_end = on_end;
+    self->on_whole = on_whole;
+    self->max_body_bytes = max_body_bytes;
     self->max_request_line = max_line;
     self->max_header_bytes = max_header;
     self->body_left = 0;
-    self->on_head = PyObject_GetAttr(handler, A_on_request_head);
-    self->on_body = PyObject_GetAttr(handler, A_on_request_body);
-    self->on_end = PyObject_GetAttr(handler, A_on_request_end);
-    if (!self->on_head || !self->on_body || !self->on_end
-        || optional_attr(handler, A_on_request, &self->on_whole) < 0)
-        return -1;
+    self->pending_mid_read = 0;
+    self->close_after = self->closed = self->failed = 0;
     Py_INCREF(handler);
     self->handler = handler;
     Py_INCREF(fallback_class);
@@ -910,9 +985,41 @@ request_decline(RequestParserObject *self, PyObject *buf, Py_ssize_t pos)
     return replay(self->fallback, &self->pending, self->pending_mid_read, buf, pos, 1);
 }
 
+/* What feed raises for bytes after a message that closed the connection, or after feed
+ * raised (a handler's exception): the Python parser's refusal (llhttp refuses every byte
+ * after either). */
+static PyObject *
+request_data_after_close(RequestParserObject *self)
+{
+    self->failed = 1;
+    if (self->fallback == NULL && make_request_fallback(self) < 0)
+        return NULL;
+    return PyObject_CallMethodNoArgs(self->fallback, A_data_after_close);
+}
+
+static PyObject *request_feed(RequestParserObject *self, PyObject *data);
+
 static PyObject *
 RequestParser_feed(RequestParserObject *self, PyObject *data)
 {
+    if (check_ready(self->handler) < 0)
+        return NULL;
+    if (self->feeding) {
+        /* neither this parser nor llhttp can go on from the middle of a read */
+        PyErr_SetString(PyExc_RuntimeError, "feed() called from a handler callback");
+        return NULL;
+    }
+    self->feeding = 1;
+    PyObject *r = request_feed(self, data);
+    self->feeding = 0;
+    return r;
+}
+
+static PyObject *
+request_feed(RequestParserObject *self, PyObject *data)
+{
+    if (self->failed)
+        return request_data_after_close(self);
     if (self->fallback != NULL)
         return PyObject_CallMethodOneArg(self->fallback, A_feed, data);
     if (!PyBytes_Check(data)) {
@@ -965,7 +1072,8 @@ RequestParser_feed(RequestParserObject *self, PyObject *data)
         }
         Py_ssize_t end = head_end(base + pos, size - pos);
         if (end == 0) {
-            if (size - pos > self->max_request_line + self->max_header_bytes
+            if (size - pos - self->max_request_line > self->max_header_bytes
+                || (self->pending != NULL && PyList_GET_SIZE(self->pending) >= MAX_HEAD_READS)
                 || !head_prefix_ok(base + pos, size - pos, 0, self->max_request_line,
                                    self->max_header_bytes))
                 goto decline; /* too large a head (414 or 431), or not one of ours */
@@ -1014,10 +1122,10 @@ decline:
 after_close:
     /* bytes after a message that closed the connection: the Python parser's error */
     Py_DECREF(buf);
-    if (self->fallback == NULL && make_request_fallback(self) < 0)
-        return NULL;
-    return PyObject_CallMethodNoArgs(self->fallback, A_data_after_close);
+    return request_data_after_close(self);
 error:
+    /* a handler raised (or no memory): the rest of this read is lost, so is the framing */
+    self->failed = 1;
     Py_DECREF(buf);
     return NULL;
 }
@@ -1079,6 +1187,8 @@ typedef struct {
     int close_after;      /* the current response ends the connection's messages */
     int in_message;       /* between a head and the end of its response (for `idle`) */
     int closed;           /* ...and it has ended: any byte more is an error */
+    int feeding;          /* inside feed(): a handler may not feed again */
+    int failed;           /* feed() raised: framing is lost, every later feed raises */
 } ResponseParserObject;
 
 static int
@@ -1092,6 +1202,7 @@ ResponseParser_traverse(ResponseParserObject *self, visitproc visit, void *arg)
     Py_VISIT(self->fallback_class);
     Py_VISIT(self->fallback);
     Py_VISIT(self->head_class);
+    Py_VISIT(self->pending);
     Py_VISIT(self->in_body);
     return 0;
 }
@@ -1128,19 +1239,31 @@ ResponseParser_init(ResponseParserObject *self, PyObject *args, PyObject *kwds)
     if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOO", kwlist, &handler, &fallback_class,
                                      &head_class))
         return -1;
-    if (!PyType_Check(head_class)) {
-        PyErr_SetString(PyExc_TypeError, "head_class must be a class");
+    if (self->feeding) {
+        PyErr_SetString(PyExc_RuntimeError, "__init__() called from a handler callback");
+        return -1;
+    }
+    if (check_head_class(head_class) < 0)
+        return -1;
+    /* all that can fail first: a failed __init__ leaves the parser as it was */
+    PyObject *on_head = NULL, *on_body = NULL, *on_end = NULL, *on_whole = NULL;
+    if ((on_head = PyObject_GetAttr(handler, A_on_response_head)) == NULL
+        || (on_body = PyObject_GetAttr(handler, A_on_response_body)) == NULL
+        || (on_end = PyObject_GetAttr(handler, A_on_response_end)) == NULL
+        || optional_attr(handler, A_on_response, &on_whole) < 0) {
+        Py_XDECREF(on_head);
+        Py_XDECREF(on_body);
+        Py_XDECREF(on_end);
         return -1;
     }
     ResponseParser_clear(self);
+    self->on_head = on_head;
+    self->on_body = on_body;
+    self->on_end = on_end;
+    self->on_whole = on_whole;
     self->body_left = 0;
     self->no_body = 0;
-    self->on_head = PyObject_GetAttr(handler, A_on_response_head);
-    self->on_body = PyObject_GetAttr(handler, A_on_response_body);
-    self->on_end = PyObject_GetAttr(handler, A_on_response_end);
-    if (!self->on_head || !self->on_body || !self->on_end
-        || optional_attr(handler, A_on_response, &self->on_whole) < 0)
-        return -1;
+    self->close_after = self->in_message = self->closed = self->failed = 0;
     Py_INCREF(handler);
     self->handler = handler;
     Py_INCREF(fallback_class);
@@ -1276,9 +1399,39 @@ response_end(ResponseParserObject *self)
     return 0;
 }
 
+/* As request_data_after_close. */
+static PyObject *
+response_data_after_close(ResponseParserObject *self)
+{
+    self->failed = 1;
+    if (self->fallback == NULL
+        && (self->fallback = PyObject_CallOneArg(self->fallback_class, self->handler)) == NULL)
+        return NULL;
+    return PyObject_CallMethodNoArgs(self->fallback, A_data_after_close);
+}
+
+static PyObject *response_feed(ResponseParserObject *self, PyObject *data);
+
 static PyObject *
 ResponseParser_feed(ResponseParserObject *self, PyObject *data)
 {
+    if (check_ready(self->handler) < 0)
+        return NULL;
+    if (self->feeding) {
+        PyErr_SetString(PyExc_RuntimeError, "feed() called from a handler callback");
+        return NULL;
+    }
+    self->feeding = 1;
+    PyObject *r = response_feed(self, data);
+    self->feeding = 0;
+    return r;
+}
+
+static PyObject *
+response_feed(ResponseParserObject *self, PyObject *data)
+{
+    if (self->failed)
+        return response_data_after_close(self);
     if (self->fallback != NULL)
         return PyObject_CallMethodOneArg(self->fallback, A_feed, data);
     if (!PyBytes_Check(data)) {
@@ -1330,6 +1483,7 @@ ResponseParser_feed(ResponseParserObject *self, PyObject *data)
         Py_ssize_t end = head_end(base + pos, size - pos);
         if (end == 0) {
             if (size - pos > 65536 + 8192
+                || (self->pending != NULL && PyList_GET_SIZE(self->pending) >= MAX_HEAD_READS)
                 || !head_prefix_ok(base + pos, size - pos, 1, 65536, 65536))
                 goto decline; /* an endless head, or not one of ours: llhttp decides */
             if (keep_pending(&self->pending, buf, pos, &self->pending_mid_read) < 0)
@@ -1381,11 +1535,9 @@ decline:
     return r;
 after_close:
     Py_DECREF(buf);
-    if (self->fallback == NULL
-        && (self->fallback = PyObject_CallOneArg(self->fallback_class, self->handler)) == NULL)
-        return NULL;
-    return PyObject_CallMethodNoArgs(self->fallback, A_data_after_close);
+    return response_data_after_close(self);
 error:
+    self->failed = 1;
     Py_DECREF(buf);
     return NULL;
 }
@@ -1411,7 +1563,8 @@ ResponseParser_finish(ResponseParserObject *self, PyObject *unused)
 static PyObject *
 ResponseParser_get_idle(ResponseParserObject *self, void *closure)
 {
-    if (self->fallback != NULL)
+    /* (after a failed feed the fallback is only there to raise: the state is ours) */
+    if (self->fallback != NULL && !self->failed)
         return PyObject_GetAttr(self->fallback, A_idle);
     return PyBool_FromLong(self->in_body == NULL && self->pending == NULL
                            && !self->in_message);
@@ -1420,7 +1573,8 @@ ResponseParser_get_idle(ResponseParserObject *self, void *closure)
 static PyObject *
 ResponseParser_get_in_body(ResponseParserObject *self, void *closure)
 {
-    if (self->fallback != NULL)
+    /* (after a failed feed the fallback is only there to raise: the state is ours) */
+    if (self->fallback != NULL && !self->failed)
         return PyObject_GetAttr(self->fallback, A_in_body);
     PyObject *head = self->in_body ? self->in_body : Py_None;
     Py_INCREF(head);
