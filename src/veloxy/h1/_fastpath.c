@@ -672,33 +672,35 @@ replay(PyObject *fallback, PyObject **pending, int mid_read, PyObject *buf, Py_s
 }
 
 /* ======================================================================================== */
-/* RequestParser                                                                             */
+/* What both parsers share                                                                   */
 /* ======================================================================================== */
 
+/* The members both parser types begin with, in this order, so that the functions on
+ * LaneObject below serve both (as every CPython object begins with PyObject_HEAD). */
+#define LANE_MEMBERS                                                                         \
+    PyObject_HEAD                                                                            \
+    PyObject *on_head;    /* handler.on_request_head / on_response_head */                   \
+    PyObject *on_body;    /* ..._body */                                                     \
+    PyObject *on_end;     /* ..._end */                                                      \
+    PyObject *on_whole;   /* handler.on_request / on_response(head, body), if it has one */  \
+    PyObject *handler;                                                                       \
+    PyObject *fallback_class;                                                                \
+    PyObject *fallback;   /* the Python parser, once a message was declined */               \
+    PyObject *head_class;                                                                    \
+    PyObject *pending;    /* the reads of an unfinished head (a list), or NULL */            \
+    int pending_mid_read; /* that head began after other messages of its first read */       \
+    long long body_left;  /* > 0 while a Content-Length body is arriving */                  \
+    int close_after;      /* the current message ends the connection's messages */          \
+    int closed;           /* ...and it has ended: any byte more is an error */               \
+    int feeding;          /* inside feed(): a handler may not feed again */                  \
+    int failed;           /* feed() raised: framing is lost, every later feed raises */
+
 typedef struct {
-    PyObject_HEAD
-    PyObject *on_head;   /* handler.on_request_head */
-    PyObject *on_body;   /* handler.on_request_body */
-    PyObject *on_end;    /* handler.on_request_end */
-    PyObject *on_whole;  /* handler.on_request(head, body), if it has one */
-    PyObject *handler;
-    PyObject *fallback_class;
-    PyObject *fallback;  /* the Python parser, once a message was declined */
-    PyObject *head_class;
-    PyObject *pending;   /* the reads of an unfinished head (a list), or NULL */
-    int pending_mid_read; /* that head began after other messages of its first read */
-    Py_ssize_t max_request_line;
-    Py_ssize_t max_header_bytes;
-    long long max_body_bytes; /* -1: no limit */
-    long long body_left;      /* > 0 while a Content-Length body is arriving */
-    int close_after;          /* the current message ends the connection's messages */
-    int closed;               /* ...and it has ended: any byte more is an error */
-    int feeding;              /* inside feed(): a handler may not feed again */
-    int failed;               /* feed() raised: framing is lost, every later feed raises */
-} RequestParserObject;
+    LANE_MEMBERS
+} LaneObject;
 
 static int
-RequestParser_traverse(RequestParserObject *self, visitproc visit, void *arg)
+lane_traverse(LaneObject *self, visitproc visit, void *arg)
 {
     Py_VISIT(self->on_whole);
     Py_VISIT(self->on_head);
@@ -713,7 +715,7 @@ RequestParser_traverse(RequestParserObject *self, visitproc visit, void *arg)
 }
 
 static int
-RequestParser_clear(RequestParserObject *self)
+lane_clear(LaneObject *self)
 {
     Py_CLEAR(self->on_whole);
     Py_CLEAR(self->on_head);
@@ -728,12 +730,81 @@ RequestParser_clear(RequestParserObject *self)
 }
 
 static void
-RequestParser_dealloc(RequestParserObject *self)
+lane_dealloc(PyObject *self)
 {
     PyObject_GC_UnTrack(self);
-    RequestParser_clear(self);
-    Py_TYPE(self)->tp_free((PyObject *)self);
+    Py_TYPE(self)->tp_clear(self);
+    Py_TYPE(self)->tp_free(self);
 }
+
+/* The shared part of __init__: the handler's callbacks (`names`: head, body, end, whole;
+ * whole optional), the classes, the state reset. Everything that can fail is done before
+ * anything is changed: a failed __init__ leaves the parser as it was. `clear` is the
+ * type's tp_clear (it also drops the type's own references). */
+static int
+lane_init(LaneObject *self, PyObject *handler, PyObject *fallback_class,
+          PyObject *head_class, PyObject *const names[4], inquiry clear)
+{
+    if (self->feeding) {
+        PyErr_SetString(PyExc_RuntimeError, "__init__() called from a handler callback");
+        return -1;
+    }
+    if (check_head_class(head_class) < 0)
+        return -1;
+    PyObject *on_head = NULL, *on_body = NULL, *on_end = NULL, *on_whole = NULL;
+    if ((on_head = PyObject_GetAttr(handler, names[0])) == NULL
+        || (on_body = PyObject_GetAttr(handler, names[1])) == NULL
+        || (on_end = PyObject_GetAttr(handler, names[2])) == NULL
+        || optional_attr(handler, names[3], &on_whole) < 0) {
+        Py_XDECREF(on_head);
+        Py_XDECREF(on_body);
+        Py_XDECREF(on_end);
+        return -1;
+    }
+    clear((PyObject *)self);
+    self->on_head = on_head;
+    self->on_body = on_body;
+    self->on_end = on_end;
+    self->on_whole = on_whole;
+    self->body_left = 0;
+    self->pending_mid_read = 0;
+    self->close_after = self->closed = self->failed = 0;
+    Py_INCREF(handler);
+    self->handler = handler;
+    Py_INCREF(fallback_class);
+    self->fallback_class = fallback_class;
+    Py_INCREF(head_class);
+    self->head_class = head_class;
+    return 0;
+}
+
+/* feed() of either type: refuses a parser never initialised and a feed from inside one of
+ * its own callbacks (neither parser nor llhttp can go on from the middle of a read). */
+static PyObject *
+lane_feed(LaneObject *self, PyObject *data, PyObject *(*feed)(LaneObject *, PyObject *))
+{
+    if (check_ready(self->handler) < 0)
+        return NULL;
+    if (self->feeding) {
+        PyErr_SetString(PyExc_RuntimeError, "feed() called from a handler callback");
+        return NULL;
+    }
+    self->feeding = 1;
+    PyObject *r = feed(self, data);
+    self->feeding = 0;
+    return r;
+}
+
+/* ======================================================================================== */
+/* RequestParser                                                                             */
+/* ======================================================================================== */
+
+typedef struct {
+    LANE_MEMBERS
+    Py_ssize_t max_request_line;
+    Py_ssize_t max_header_bytes;
+    long long max_body_bytes; /* -1: no limit */
+} RequestParserObject;
 
 static int
 RequestParser_init(RequestParserObject *self, PyObject *args, PyObject *kwds)
@@ -746,12 +817,6 @@ RequestParser_init(RequestParserObject *self, PyObject *args, PyObject *kwds)
                                      &fallback_class, &head_class, &max_line, &max_header,
                                      &max_body))
         return -1;
-    if (self->feeding) {
-        PyErr_SetString(PyExc_RuntimeError, "__init__() called from a handler callback");
-        return -1;
-    }
-    if (check_head_class(head_class) < 0)
-        return -1;
     if (max_line < 0 || max_header < 0) {
         PyErr_SetString(PyExc_ValueError, "negative size limit");
         return -1;
@@ -762,34 +827,14 @@ RequestParser_init(RequestParserObject *self, PyObject *args, PyObject *kwds)
         if (max_body_bytes == -1 && PyErr_Occurred())
             return -1;
     }
-    /* all that can fail first: a failed __init__ leaves the parser as it was */
-    PyObject *on_head = NULL, *on_body = NULL, *on_end = NULL, *on_whole = NULL;
-    if ((on_head = PyObject_GetAttr(handler, A_on_request_head)) == NULL
-        || (on_body = PyObject_GetAttr(handler, A_on_request_body)) == NULL
-        || (on_end = PyObject_GetAttr(handler, A_on_request_end)) == NULL
-        || optional_attr(handler, A_on_request, &on_whole) < 0) {
-        Py_XDECREF(on_head);
-        Py_XDECREF(on_body);
-        Py_XDECREF(on_end);
+    PyObject *const names[4] = {A_on_request_head, A_on_request_body, A_on_request_end,
+                                A_on_request};
+    if (lane_init((LaneObject *)self, handler, fallback_class, head_class, names,
+                  (inquiry)lane_clear) < 0)
         return -1;
-    }
-    RequestParser_clear(self);
-    self->on_head = on_head;
-    self->on_body = on_body;
-    self->on_end = on_end;
-    self->on_whole = on_whole;
     self->max_body_bytes = max_body_bytes;
     self->max_request_line = max_line;
     self->max_header_bytes = max_header;
-    self->body_left = 0;
-    self->pending_mid_read = 0;
-    self->close_after = self->closed = self->failed = 0;
-    Py_INCREF(handler);
-    self->handler = handler;
-    Py_INCREF(fallback_class);
-    self->fallback_class = fallback_class;
-    Py_INCREF(head_class);
-    self->head_class = head_class;
     return 0;
 }
 
@@ -1002,17 +1047,8 @@ static PyObject *request_feed(RequestParserObject *self, PyObject *data);
 static PyObject *
 RequestParser_feed(RequestParserObject *self, PyObject *data)
 {
-    if (check_ready(self->handler) < 0)
-        return NULL;
-    if (self->feeding) {
-        /* neither this parser nor llhttp can go on from the middle of a read */
-        PyErr_SetString(PyExc_RuntimeError, "feed() called from a handler callback");
-        return NULL;
-    }
-    self->feeding = 1;
-    PyObject *r = request_feed(self, data);
-    self->feeding = 0;
-    return r;
+    return lane_feed((LaneObject *)self, data,
+                     (PyObject * (*)(LaneObject *, PyObject *))request_feed);
 }
 
 static PyObject *
@@ -1158,9 +1194,9 @@ static PyTypeObject RequestParserType = {
               "to the Python parser (see the module docstring).",
     .tp_new = PyType_GenericNew,
     .tp_init = (initproc)RequestParser_init,
-    .tp_dealloc = (destructor)RequestParser_dealloc,
-    .tp_traverse = (traverseproc)RequestParser_traverse,
-    .tp_clear = (inquiry)RequestParser_clear,
+    .tp_dealloc = lane_dealloc,
+    .tp_traverse = (traverseproc)lane_traverse,
+    .tp_clear = (inquiry)lane_clear,
     .tp_methods = RequestParser_methods,
     .tp_getset = RequestParser_getset,
 };
@@ -1170,65 +1206,24 @@ static PyTypeObject RequestParserType = {
 /* ======================================================================================== */
 
 typedef struct {
-    PyObject_HEAD
-    PyObject *on_head;
-    PyObject *on_body;
-    PyObject *on_end;
-    PyObject *on_whole;   /* handler.on_response(head, body), if it has one */
-    PyObject *handler;
-    PyObject *fallback_class;
-    PyObject *fallback;
-    PyObject *head_class;
-    PyObject *pending;
-    int pending_mid_read; /* (kept, unused: the Python response parser counts no head) */
+    LANE_MEMBERS
     PyObject *in_body;    /* the head of the response whose body is arriving, or NULL */
-    long long body_left;
     int no_body;          /* the next response answers a HEAD request */
-    int close_after;      /* the current response ends the connection's messages */
     int in_message;       /* between a head and the end of its response (for `idle`) */
-    int closed;           /* ...and it has ended: any byte more is an error */
-    int feeding;          /* inside feed(): a handler may not feed again */
-    int failed;           /* feed() raised: framing is lost, every later feed raises */
 } ResponseParserObject;
 
 static int
 ResponseParser_traverse(ResponseParserObject *self, visitproc visit, void *arg)
 {
-    Py_VISIT(self->on_whole);
-    Py_VISIT(self->on_head);
-    Py_VISIT(self->on_body);
-    Py_VISIT(self->on_end);
-    Py_VISIT(self->handler);
-    Py_VISIT(self->fallback_class);
-    Py_VISIT(self->fallback);
-    Py_VISIT(self->head_class);
-    Py_VISIT(self->pending);
     Py_VISIT(self->in_body);
-    return 0;
+    return lane_traverse((LaneObject *)self, visit, arg);
 }
 
 static int
 ResponseParser_clear(ResponseParserObject *self)
 {
-    Py_CLEAR(self->on_whole);
-    Py_CLEAR(self->on_head);
-    Py_CLEAR(self->on_body);
-    Py_CLEAR(self->on_end);
-    Py_CLEAR(self->handler);
-    Py_CLEAR(self->fallback_class);
-    Py_CLEAR(self->fallback);
-    Py_CLEAR(self->head_class);
-    Py_CLEAR(self->pending);
     Py_CLEAR(self->in_body);
-    return 0;
-}
-
-static void
-ResponseParser_dealloc(ResponseParserObject *self)
-{
-    PyObject_GC_UnTrack(self);
-    ResponseParser_clear(self);
-    Py_TYPE(self)->tp_free((PyObject *)self);
+    return lane_clear((LaneObject *)self);
 }
 
 static int
@@ -1239,37 +1234,13 @@ ResponseParser_init(ResponseParserObject *self, PyObject *args, PyObject *kwds)
     if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOO", kwlist, &handler, &fallback_class,
                                      &head_class))
         return -1;
-    if (self->feeding) {
-        PyErr_SetString(PyExc_RuntimeError, "__init__() called from a handler callback");
+    PyObject *const names[4] = {A_on_response_head, A_on_response_body, A_on_response_end,
+                                A_on_response};
+    if (lane_init((LaneObject *)self, handler, fallback_class, head_class, names,
+                  (inquiry)ResponseParser_clear) < 0)
         return -1;
-    }
-    if (check_head_class(head_class) < 0)
-        return -1;
-    /* all that can fail first: a failed __init__ leaves the parser as it was */
-    PyObject *on_head = NULL, *on_body = NULL, *on_end = NULL, *on_whole = NULL;
-    if ((on_head = PyObject_GetAttr(handler, A_on_response_head)) == NULL
-        || (on_body = PyObject_GetAttr(handler, A_on_response_body)) == NULL
-        || (on_end = PyObject_GetAttr(handler, A_on_response_end)) == NULL
-        || optional_attr(handler, A_on_response, &on_whole) < 0) {
-        Py_XDECREF(on_head);
-        Py_XDECREF(on_body);
-        Py_XDECREF(on_end);
-        return -1;
-    }
-    ResponseParser_clear(self);
-    self->on_head = on_head;
-    self->on_body = on_body;
-    self->on_end = on_end;
-    self->on_whole = on_whole;
-    self->body_left = 0;
     self->no_body = 0;
-    self->close_after = self->in_message = self->closed = self->failed = 0;
-    Py_INCREF(handler);
-    self->handler = handler;
-    Py_INCREF(fallback_class);
-    self->fallback_class = fallback_class;
-    Py_INCREF(head_class);
-    self->head_class = head_class;
+    self->in_message = 0;
     return 0;
 }
 
@@ -1415,16 +1386,8 @@ static PyObject *response_feed(ResponseParserObject *self, PyObject *data);
 static PyObject *
 ResponseParser_feed(ResponseParserObject *self, PyObject *data)
 {
-    if (check_ready(self->handler) < 0)
-        return NULL;
-    if (self->feeding) {
-        PyErr_SetString(PyExc_RuntimeError, "feed() called from a handler callback");
-        return NULL;
-    }
-    self->feeding = 1;
-    PyObject *r = response_feed(self, data);
-    self->feeding = 0;
-    return r;
+    return lane_feed((LaneObject *)self, data,
+                     (PyObject * (*)(LaneObject *, PyObject *))response_feed);
 }
 
 static PyObject *
@@ -1617,7 +1580,7 @@ static PyTypeObject ResponseParserType = {
               "declined to the Python parser (see the module docstring).",
     .tp_new = PyType_GenericNew,
     .tp_init = (initproc)ResponseParser_init,
-    .tp_dealloc = (destructor)ResponseParser_dealloc,
+    .tp_dealloc = lane_dealloc,
     .tp_traverse = (traverseproc)ResponseParser_traverse,
     .tp_clear = (inquiry)ResponseParser_clear,
     .tp_methods = ResponseParser_methods,
