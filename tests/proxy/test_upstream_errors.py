@@ -90,3 +90,28 @@ def test_backend_dies_mid_chunked_body(failing):
         rest = c.read_to_eof(timeout=5)  # PeerTimeout here means the proxy hung
     assert b"y" * 100 in rest, rest[:300]
     assert b"0\r\n\r\n" not in rest, f"terminating chunk sent for a truncated body: {rest[-50:]!r}"
+
+
+def test_a_second_response_in_one_read_never_reaches_the_client(module_stack):
+    """An upstream that answers one request with two responses in one write (out of sync,
+    or response splitting): the second answers no request. It must not be written to the
+    client, where it would be taken as the answer to the client's next request."""
+    from tests.support.backends import fixed_script
+
+    make_backend, start_proxy = module_stack
+    extra = (b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfirst"
+             b"HTTP/1.1 200 OK\r\nContent-Length: 8\r\nX-Injected: 1\r\n\r\ninjected")
+    doubled = make_backend(fixed_script(extra, then_close=False), name="doubled")
+    normal = make_backend(fixed_script(b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nsecond",
+                                       then_close=False), name="normal")
+    proxy = start_proxy(config=proxy_config(
+        {"doubled": doubled, "normal": normal},
+        routes=prefix_routes({"/doubled/": "doubled", "/normal/": "normal"})))
+    with Client(proxy.port, timeout=5) as c:
+        c.send(b"GET /doubled/x HTTP/1.1\r\nHost: test.local\r\n\r\n")
+        first = c.read_response()
+        c.send(b"GET /normal/y HTTP/1.1\r\nHost: test.local\r\n\r\n")
+        second = c.read_response()
+    assert (first.status, first.body) == (200, b"first"), first
+    assert (second.status, second.body) == (200, b"second"), second
+    assert second.header("x-injected") is None, second

@@ -87,6 +87,7 @@ class ClientConnection(asyncio.Protocol):
     #: swaps in StatusResponseParser.
     parser_class: Callable[[ClientConnection], _ResponseParserBase] = staticmethod(response_parser)
     __slots__ = (
+        "_discarding",
         "_on_closed",
         "_parser",
         "_read_paused",
@@ -118,6 +119,7 @@ class ClientConnection(asyncio.Protocol):
         self._state = _IDLE
         self._read_paused = False
         self._reusable = True
+        self._discarding = False  # inside a response that answers no request (see below)
         self.transport: asyncio.Transport | None = None
         self.sink: ResponseSink | None = None
         #: Whether any byte of the current response arrived (a retry is then unsafe).
@@ -304,10 +306,21 @@ class ClientConnection(asyncio.Protocol):
 
     # -- ResponseParser handler: forwarded to the sink --------------------------------------
 
+    # A response while _IDLE answers no request: the upstream sent more than one response
+    # in a read (out of sync, or worse). It must never reach the client, where it would
+    # answer the client's next request: it is dropped, and the connection is not reused.
+
     def on_informational(self, head: ResponseHead) -> None:
+        if self._state == _IDLE:
+            self._reusable = False
+            return
         self.sink.on_informational(head)  # type: ignore[union-attr]
 
     def on_response_head(self, head: ResponseHead) -> None:
+        if self._state == _IDLE:
+            self._reusable = False
+            self._discarding = True
+            return
         self._reusable = not head.close
         if head.status == 101:
             self._state = _TUNNEL
@@ -320,17 +333,25 @@ class ClientConnection(asyncio.Protocol):
         """A whole response from one read (the C fast lane's event, h1/_fastpath.c): head,
         body and end at once. Never a 101 or a 1xx (those are declined to the Python
         parser), so the connection is idle again when the sink hears of it."""
+        if self._state == _IDLE:
+            self._reusable = False
+            return
         self._reusable = not head.close
         self._state = _IDLE
         self.deadline = NEVER
         self.sink.on_response(head, body)  # type: ignore[union-attr]
 
     def on_response_body(self, chunk: bytes) -> None:
+        if self._discarding:
+            return
         self.sink.on_response_body(chunk)  # type: ignore[union-attr]
 
     def on_response_end(self) -> None:
         if self._state == _TUNNEL:
             return  # llhttp ends the 101 message before handing over the tunnel's bytes
+        if self._discarding:
+            self._discarding = False
+            return
         self._state = _IDLE
         self.deadline = NEVER
         sink = self.sink
