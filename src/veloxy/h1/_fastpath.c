@@ -779,9 +779,12 @@ lane_init(LaneObject *self, PyObject *handler, PyObject *fallback_class,
 }
 
 /* feed() of either type: refuses a parser never initialised and a feed from inside one of
- * its own callbacks (neither parser nor llhttp can go on from the middle of a read). */
+ * its own callbacks (neither parser nor llhttp can go on from the middle of a read); after
+ * a failure or once declined, hands the bytes on; else calls the type's `parse` with the
+ * bytes to parse (an unfinished head's reads joined before them). */
 static PyObject *
-lane_feed(LaneObject *self, PyObject *data, PyObject *(*feed)(LaneObject *, PyObject *))
+lane_feed(LaneObject *self, PyObject *data, PyObject *(*parse)(LaneObject *, PyObject *),
+          PyObject *(*data_after_close)(LaneObject *))
 {
     if (check_ready(self->handler) < 0)
         return NULL;
@@ -789,10 +792,51 @@ lane_feed(LaneObject *self, PyObject *data, PyObject *(*feed)(LaneObject *, PyOb
         PyErr_SetString(PyExc_RuntimeError, "feed() called from a handler callback");
         return NULL;
     }
-    self->feeding = 1;
-    PyObject *r = feed(self, data);
+    PyObject *r;
+    self->feeding = 1; /* (around the Python parser too: llhttp is not re-entrant either) */
+    if (self->failed)
+        r = data_after_close(self);
+    else if (self->fallback != NULL)
+        r = PyObject_CallMethodOneArg(self->fallback, A_feed, data);
+    else if (!PyBytes_Check(data)) {
+        PyErr_SetString(PyExc_TypeError, "feed() takes bytes");
+        r = NULL;
+    }
+    else {
+        /* an unfinished head goes on from its start (rare: heads mostly come in one read) */
+        PyObject *buf = with_pending(self->pending, data);
+        r = buf == NULL ? NULL : parse(self, buf);
+        Py_XDECREF(buf);
+    }
     self->feeding = 0;
     return r;
+}
+
+static PyObject *
+lane_get_declined(LaneObject *self, void *closure)
+{
+    return PyBool_FromLong(self->fallback != NULL);
+}
+
+/* After a message that closed the connection llhttp lets line ends follow; skips them.
+ * True when bytes other than those remain (the caller refuses them). */
+static inline int
+more_after_close(const char *base, Py_ssize_t *pos, Py_ssize_t size)
+{
+    while (*pos < size && (base[*pos] == '\r' || base[*pos] == '\n'))
+        (*pos)++;
+    return *pos < size;
+}
+
+/* The next n body bytes at buf[pos:], as a new reference (buf itself when it is all). */
+static inline PyObject *
+body_chunk(PyObject *buf, Py_ssize_t pos, Py_ssize_t n)
+{
+    if (pos == 0 && n == PyBytes_GET_SIZE(buf)) {
+        Py_INCREF(buf);
+        return buf;
+    }
+    return PyBytes_FromStringAndSize(PyBytes_AS_STRING(buf) + pos, n);
 }
 
 /* ======================================================================================== */
@@ -1042,40 +1086,17 @@ request_data_after_close(RequestParserObject *self)
     return PyObject_CallMethodNoArgs(self->fallback, A_data_after_close);
 }
 
-static PyObject *request_feed(RequestParserObject *self, PyObject *data);
-
+/* Parses buf (lane_feed's): events to the handler, declines to the Python parser. */
 static PyObject *
-RequestParser_feed(RequestParserObject *self, PyObject *data)
+request_parse(RequestParserObject *self, PyObject *buf)
 {
-    return lane_feed((LaneObject *)self, data,
-                     (PyObject * (*)(LaneObject *, PyObject *))request_feed);
-}
-
-static PyObject *
-request_feed(RequestParserObject *self, PyObject *data)
-{
-    if (self->failed)
-        return request_data_after_close(self);
-    if (self->fallback != NULL)
-        return PyObject_CallMethodOneArg(self->fallback, A_feed, data);
-    if (!PyBytes_Check(data)) {
-        PyErr_SetString(PyExc_TypeError, "feed() takes bytes");
-        return NULL;
-    }
-    /* an unfinished head goes on from its start (rare: heads mostly come in one read) */
-    PyObject *buf = with_pending(self->pending, data);
-    if (buf == NULL)
-        return NULL;
     const char *base = PyBytes_AS_STRING(buf);
     Py_ssize_t size = PyBytes_GET_SIZE(buf);
     Py_ssize_t pos = 0;
     PyObject *r;
     while (pos < size) {
         if (self->closed) {
-            /* llhttp lets line ends follow the last message; anything else is an error */
-            while (pos < size && (base[pos] == '\r' || base[pos] == '\n'))
-                pos++;
-            if (pos == size)
+            if (!more_after_close(base, &pos, size))
                 break;
             goto after_close;
         }
@@ -1083,12 +1104,8 @@ request_feed(RequestParserObject *self, PyObject *data)
             Py_ssize_t n = size - pos;
             if ((long long)n > self->body_left)
                 n = (Py_ssize_t)self->body_left;
-            PyObject *chunk;
-            if (pos == 0 && n == size) {
-                chunk = buf;
-                Py_INCREF(chunk);
-            }
-            else if ((chunk = PyBytes_FromStringAndSize(base + pos, n)) == NULL)
+            PyObject *chunk = body_chunk(buf, pos, n);
+            if (chunk == NULL)
                 goto error;
             self->body_left -= n;
             pos += n;
@@ -1149,27 +1166,24 @@ request_feed(RequestParserObject *self, PyObject *data)
             Py_DECREF(r);
         }
     }
-    Py_DECREF(buf);
     Py_RETURN_NONE;
 decline:
-    r = request_decline(self, buf, pos);
-    Py_DECREF(buf);
-    return r;
+    return request_decline(self, buf, pos);
 after_close:
     /* bytes after a message that closed the connection: the Python parser's error */
-    Py_DECREF(buf);
     return request_data_after_close(self);
 error:
     /* a handler raised (or no memory): the rest of this read is lost, so is the framing */
     self->failed = 1;
-    Py_DECREF(buf);
     return NULL;
 }
 
 static PyObject *
-RequestParser_get_declined(RequestParserObject *self, void *closure)
+RequestParser_feed(RequestParserObject *self, PyObject *data)
 {
-    return PyBool_FromLong(self->fallback != NULL);
+    return lane_feed((LaneObject *)self, data,
+                     (PyObject * (*)(LaneObject *, PyObject *))request_parse,
+                     (PyObject * (*)(LaneObject *))request_data_after_close);
 }
 
 static PyMethodDef RequestParser_methods[] = {
@@ -1180,7 +1194,7 @@ static PyMethodDef RequestParser_methods[] = {
 };
 
 static PyGetSetDef RequestParser_getset[] = {
-    {"declined", (getter)RequestParser_get_declined, NULL,
+    {"declined", (getter)lane_get_declined, NULL,
      "True once the connection's messages go to the Python parser.", NULL},
     {NULL},
 };
@@ -1381,40 +1395,17 @@ response_data_after_close(ResponseParserObject *self)
     return PyObject_CallMethodNoArgs(self->fallback, A_data_after_close);
 }
 
-static PyObject *response_feed(ResponseParserObject *self, PyObject *data);
-
+/* Parses buf (lane_feed's): events to the handler, declines to the Python parser. */
 static PyObject *
-ResponseParser_feed(ResponseParserObject *self, PyObject *data)
+response_parse(ResponseParserObject *self, PyObject *buf)
 {
-    return lane_feed((LaneObject *)self, data,
-                     (PyObject * (*)(LaneObject *, PyObject *))response_feed);
-}
-
-static PyObject *
-response_feed(ResponseParserObject *self, PyObject *data)
-{
-    if (self->failed)
-        return response_data_after_close(self);
-    if (self->fallback != NULL)
-        return PyObject_CallMethodOneArg(self->fallback, A_feed, data);
-    if (!PyBytes_Check(data)) {
-        PyErr_SetString(PyExc_TypeError, "feed() takes bytes");
-        return NULL;
-    }
-    /* an unfinished head goes on from its start (rare: heads mostly come in one read) */
-    PyObject *buf = with_pending(self->pending, data);
-    if (buf == NULL)
-        return NULL;
     const char *base = PyBytes_AS_STRING(buf);
     Py_ssize_t size = PyBytes_GET_SIZE(buf);
     Py_ssize_t pos = 0;
     PyObject *r;
     while (pos < size) {
         if (self->closed) {
-            /* llhttp lets line ends follow the last message; anything else is an error */
-            while (pos < size && (base[pos] == '\r' || base[pos] == '\n'))
-                pos++;
-            if (pos == size)
+            if (!more_after_close(base, &pos, size))
                 break;
             goto after_close;
         }
@@ -1422,12 +1413,8 @@ response_feed(ResponseParserObject *self, PyObject *data)
             Py_ssize_t n = size - pos;
             if ((long long)n > self->body_left)
                 n = (Py_ssize_t)self->body_left;
-            PyObject *chunk;
-            if (pos == 0 && n == size) {
-                chunk = buf;
-                Py_INCREF(chunk);
-            }
-            else if ((chunk = PyBytes_FromStringAndSize(base + pos, n)) == NULL)
+            PyObject *chunk = body_chunk(buf, pos, n);
+            if (chunk == NULL)
                 goto error;
             self->body_left -= n;
             pos += n;
@@ -1490,18 +1477,13 @@ response_feed(ResponseParserObject *self, PyObject *data)
         if (head_request)
             break; /* as the Python parser: what follows a HEAD response's head is dropped */
     }
-    Py_DECREF(buf);
     Py_RETURN_NONE;
 decline:
-    r = response_decline(self, buf, pos);
-    Py_DECREF(buf);
-    return r;
+    return response_decline(self, buf, pos);
 after_close:
-    Py_DECREF(buf);
     return response_data_after_close(self);
 error:
     self->failed = 1;
-    Py_DECREF(buf);
     return NULL;
 }
 
@@ -1545,9 +1527,11 @@ ResponseParser_get_in_body(ResponseParserObject *self, void *closure)
 }
 
 static PyObject *
-ResponseParser_get_declined(ResponseParserObject *self, void *closure)
+ResponseParser_feed(ResponseParserObject *self, PyObject *data)
 {
-    return PyBool_FromLong(self->fallback != NULL);
+    return lane_feed((LaneObject *)self, data,
+                     (PyObject * (*)(LaneObject *, PyObject *))response_parse,
+                     (PyObject * (*)(LaneObject *))response_data_after_close);
 }
 
 static PyMethodDef ResponseParser_methods[] = {
@@ -1566,7 +1550,7 @@ static PyGetSetDef ResponseParser_getset[] = {
      "No response is in progress.", NULL},
     {"in_body", (getter)ResponseParser_get_in_body, NULL,
      "The head of the response whose body is arriving, or None.", NULL},
-    {"declined", (getter)ResponseParser_get_declined, NULL,
+    {"declined", (getter)lane_get_declined, NULL,
      "True once the connection's messages go to the Python parser.", NULL},
     {NULL},
 };
