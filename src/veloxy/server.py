@@ -142,9 +142,7 @@ async def _create_secure_server(loop: asyncio.AbstractEventLoop, app: Applicatio
         from veloxy.config import Http2Settings
 
         http2 = Http2Settings()
-    with_scheme = getattr(app, "with_scheme", None)
-    listener_app = with_scheme(b"https") if listener_tls is not None and with_scheme else app
-    factory = protocol_factory(listener_app, limits, http2, sweeper, registry, conn_class,
+    factory = protocol_factory(app, limits, http2, sweeper, registry, conn_class,
                                tls=listener_tls, h2c=h2c)
     options: dict[str, Any] = {} if listener_tls is None else {
         "ssl": listener_tls.context, "ssl_handshake_timeout": limits.header_timeout,

@@ -888,8 +888,8 @@ class UpstreamGroup(_Model):
     protocol maps onto it) or "h2c" (HTTP/2 without TLS, prior knowledge: gRPC backends).
     With h2c, requests from HTTP/2 clients go upstream as HTTP/2 streams on one shared
     connection per server, trailers included (grpc-status); HTTP/1.1 clients get 503, since
-    gRPC needs HTTP/2 end to end. h2c servers are http:// URLs, and active health checks
-    (HTTP/1.1 probes) are not available for them."""
+    gRPC needs HTTP/2 end to end. h2c servers are http:// URLs; balancing, retries and
+    passive and active health (probes as HTTP/2 streams) work as for HTTP/1.1 groups."""
     retries: Annotated[int, _int_in(0, 10)] = 1
     """How many times a failed attempt is tried again on another server, only when nothing
     reached the application (connect failure, reset before any byte) or the method is
@@ -925,9 +925,6 @@ class UpstreamGroup(_Model):
                 (("servers", index), "h2c is HTTP/2 without TLS: use an http:// URL",
                  server.url)
                 for index, server in enumerate(self.servers) if server.secure]
-            if self.health_check is not None:
-                problems.append((("health_check",), "active health checks speak HTTP/1.1: "
-                                 "not available with protocol h2c", "health_check"))
             if problems:
                 raise located("UpstreamGroup", problems)
         return self

@@ -59,8 +59,10 @@ MAX_WRITE_BUFFER = 4 * 1024 * 1024
 
 class H2ServerConnection(asyncio.Protocol):
     def __init__(self, app: Any, limits: Any, settings: Any, sweeper: DeadlineSweeper,
-                 registry: Any, initial: bytes = b"") -> None:
+                 registry: Any, initial: bytes = b"", *, scheme: bytes = b"http") -> None:
         self._app = app
+        #: The listener's scheme (https over TLS), for X-Forwarded-Proto.
+        self.scheme = scheme
         self._sweeper = sweeper
         self._registry = registry
         self._timeouts = (limits.header_timeout, limits.idle_timeout)

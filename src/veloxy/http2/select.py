@@ -104,11 +104,14 @@ def protocol_factory(app: Any, limits: Any, http2: Any, sweeper: Any, registry: 
                      h2c: bool = False) -> Callable[[], asyncio.Protocol]:
     """The protocol factory of one TLS or h2c listener."""
 
+    scheme = b"http" if tls is None else b"https"
+
     def make_h1() -> asyncio.Protocol:
-        return h1_class(app, limits, sweeper, registry)
+        return h1_class(app, limits, sweeper, registry, scheme=scheme)
 
     def make_h2(initial: bytes) -> asyncio.Protocol:
-        return H2ServerConnection(app, limits, http2, sweeper, registry, initial)
+        return H2ServerConnection(app, limits, http2, sweeper, registry, initial,
+                                  scheme=scheme)
 
     if tls is not None:
         if not tls.http2:
