@@ -293,11 +293,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def add_lab_parsers(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """`veloxy doctor` and `veloxy suite` (their work lives in doctor.py and lab/)."""
-    from veloxy.lab.cli import add_suite_parser
+    from veloxy.lab.cli import add_merge_parser, add_suite_parser
 
     add_doctor_parser(commands)
     add_suite_parser(commands)
     commands.choices["suite"].set_defaults(run=cmd_suite)
+    add_merge_parser(commands)
+    commands.choices["merge"].set_defaults(run=cmd_merge)
 
 
 def add_doctor_parser(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -329,3 +331,9 @@ def cmd_suite(args: argparse.Namespace) -> int:
     from veloxy.lab.cli import run
 
     return run(args)
+
+
+def cmd_merge(args: argparse.Namespace) -> int:
+    from veloxy.lab.cli import run_merge
+
+    return run_merge(args)
