@@ -88,9 +88,11 @@ def test_deployment_drains_before_sigterm_and_outlasts_shutdown_timeout() -> Non
     assert pre_stop[0] == "sleep"
     drain_s = float(pre_stop[1])
     assert drain_s >= 5, "endpoint removal needs a few seconds to spread"
+    delay_s = parse_duration(config["limits"].get("shutdown_delay", 0))
     shutdown_s = parse_duration(config["limits"]["shutdown_timeout"])
-    # The grace period counts from the start of preStop; SIGTERM comes after it.
-    assert pod["terminationGracePeriodSeconds"] > drain_s + shutdown_s + 5
+    # The grace period counts from the start of preStop; SIGTERM comes after it, then the
+    # delay (still serving), then at most shutdown_timeout.
+    assert pod["terminationGracePeriodSeconds"] > drain_s + delay_s + shutdown_s + 5
     strategy = deployment["spec"]["strategy"]["rollingUpdate"]
     assert strategy["maxUnavailable"] == 0
 
