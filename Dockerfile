@@ -33,7 +33,9 @@ COPY deploy/veloxy.yaml /etc/veloxy/veloxy.yaml
 USER 10001:10001
 EXPOSE 8080 9901
 # 503 once a shutdown began, so a draining container reports unhealthy (Python is the only
-# HTTP client in the slim image; urlopen raises on any status but 2xx).
+# HTTP client in the slim image; urlopen raises on any status but 2xx). A config mounted in
+# place of deploy/veloxy.yaml must keep `admin` on port 9901 for this check (and the
+# Kubernetes probes) to reach it.
 HEALTHCHECK --interval=10s --timeout=3s --start-period=5s --retries=3 \
     CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:9901/healthz', timeout=2)"]
 # SIGTERM: stop accepting, let requests in flight finish within limits.shutdown_timeout.
