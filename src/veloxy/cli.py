@@ -25,6 +25,7 @@ examples:
   veloxy origin --listen 127.0.0.1:9001        a test backend (?size=16k&delay=50ms&status=404)
   veloxy serve --listen 127.0.0.1:8080 --upstream http://127.0.0.1:9001
   veloxy serve --config veloxy.yaml --workers auto
+  veloxy serve --config veloxy.yaml --watch    reload when the file changes
   veloxy check veloxy.yaml                     validate a config file (exit 2 on errors)
 
 environment:
@@ -59,6 +60,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--workers", "-w", metavar="N|auto",
                        help="worker processes (default 1; auto = usable CPUs)")
     serve.add_argument("--admin", metavar="HOST:PORT", help="admin listener address")
+    serve.add_argument("--watch", action="store_true",
+                       help="reload when the --config file changes (also a Kubernetes "
+                       "ConfigMap's symlink swap); an invalid new file changes nothing and "
+                       "is logged")
     serve.add_argument("--log-level", default="info",
                        choices=["debug", "info", "warning", "error"])
     serve.set_defaults(run=cmd_serve)
@@ -141,12 +146,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from veloxy.config import resolve_workers
     from veloxy.server import announce_listening, configure_logging
 
+    if args.watch and not args.config:
+        raise ConfigError([("--watch", "needs --config FILE: there is no file to watch when "
+                                       "the proxy is configured by flags")])
     config = _load_serve_config(args)
     configure_logging("debug" if args.debug else args.log_level)
     workers = resolve_workers(config.workers)
     # Metrics, reload (SIGHUP, POST /reload) and the admin listener: admin/launch.py.
     load = (lambda: _load_serve_config(args)) if args.config else None
-    with ProxyOps(config, load, workers, announce_listening) as ops:
+    watch_path = args.config if args.watch else None
+    with ProxyOps(config, load, workers, announce_listening, watch_path) as ops:
 
         def make_app(sweeper):
             from veloxy.proxy.app import ProxyApp
@@ -293,11 +302,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def add_lab_parsers(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """`veloxy doctor` and `veloxy suite` (their work lives in doctor.py and lab/)."""
-    from veloxy.lab.cli import add_suite_parser
+    from veloxy.lab.cli import add_merge_parser, add_suite_parser
 
     add_doctor_parser(commands)
     add_suite_parser(commands)
     commands.choices["suite"].set_defaults(run=cmd_suite)
+    add_merge_parser(commands)
+    commands.choices["merge"].set_defaults(run=cmd_merge)
 
 
 def add_doctor_parser(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -329,3 +340,9 @@ def cmd_suite(args: argparse.Namespace) -> int:
     from veloxy.lab.cli import run
 
     return run(args)
+
+
+def cmd_merge(args: argparse.Namespace) -> int:
+    from veloxy.lab.cli import run_merge
+
+    return run_merge(args)

@@ -503,6 +503,15 @@ class Limits(_Model):
     """On shutdown or reload, requests in flight get this long to finish before their
     connections are closed. Default 30s; 0 closes at once. Longer is kinder to long
     downloads; shorter makes restarts quicker."""
+    shutdown_delay: Duration = 0.0
+    """On SIGTERM, keep accepting and serving this long before the shutdown proper (which
+    then takes up to shutdown_timeout), while /healthz answers 503 and every response says
+    Connection: close: a load balancer that health-checks /healthz takes the instance out
+    and keep-alive clients move to other instances, so no request meets a closed listener
+    or a connection closed under it (Traefik's requestAcceptGraceTimeout, Envoy's drain
+    time). Default 0s: stop accepting at once. Set it to the balancer's time to notice
+    (check interval x fall count, plus a margin); with a Kubernetes preStop sleep doing the
+    endpoint part, a few seconds move the kept-alive clients off."""
 
 
 # --- routes ----------------------------------------------------------------------------------
