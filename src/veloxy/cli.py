@@ -221,13 +221,13 @@ def run_servers(addresses: list[tuple[str, int]], workers: int,
         workers = 1
     if workers == 1:
         sockets = [listen_socket(host, port, **listen_options) for host, port in addresses]
-        loop.run(serve(sockets[:served], make_app, limits,  # type: ignore[arg-type]
+        loop.run(serve(sockets[:served], make_app, limits,  # type: ignore[arg-type]  # make_app returns a ProxyApp, an Application in all but name
                        announce=announce, tuning=tuning, attach=attach(sockets),
                        **(secure or {})))
         return 0
 
     def worker_main(sockets: list[socket.socket], ready: Callable[[], None]) -> None:
-        loop.run(serve(sockets[:served], make_app, limits,  # type: ignore[arg-type]
+        loop.run(serve(sockets[:served], make_app, limits,  # type: ignore[arg-type]  # make_app returns a ProxyApp, an Application in all but name
                        ready=ready, tuning=tuning, attach=attach(sockets),
                        **(secure or {})))
 
@@ -300,7 +300,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 # -- the performance lab: doctor, suite ------------------------------------------------------
 
 
-def add_lab_parsers(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_lab_parsers(commands: argparse._SubParsersAction) -> None:
     """`veloxy doctor` and `veloxy suite` (their work lives in doctor.py and lab/)."""
     from veloxy.lab.cli import add_merge_parser, add_suite_parser
 
@@ -311,7 +311,7 @@ def add_lab_parsers(commands: argparse._SubParsersAction) -> None:  # type: igno
     commands.choices["merge"].set_defaults(run=cmd_merge)
 
 
-def add_doctor_parser(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_doctor_parser(commands: argparse._SubParsersAction) -> None:
     doctor = commands.add_parser(
         "doctor", help="check the OS settings that limit a proxy, and say what to change",
         description="Read the kernel and process limits that matter to a proxy (backlog, "

@@ -290,7 +290,7 @@ def _tls_version(value: object) -> str:
     if isinstance(value, int | float) and not isinstance(value, bool):
         text = str(value)  # YAML reads 1.2 as a number
     if text in ("1.2", "1.3"):
-        return text  # type: ignore[return-value]
+        return text
     raise ValueError(f'expected "1.2" or "1.3", got {show(value)}')
 
 
@@ -718,7 +718,7 @@ def _no_duplicate_servers(servers: tuple[UpstreamServer, ...]) -> tuple[Upstream
 
 def _upstream_protocol(value: object) -> str:
     if value in ("http1", "h2c"):
-        return value  # type: ignore[return-value]
+        return value
     raise ValueError(f'expected "http1" or "h2c", got {show(value)}')
 
 
@@ -1086,7 +1086,7 @@ def _log_path(value: object) -> str:
 
 def _log_format(value: object) -> str:
     if value in ("combined", "json"):
-        return value  # type: ignore[return-value]
+        return value
     raise ValueError(f"expected combined or json, got {show(value)}")
 
 

@@ -49,7 +49,7 @@ class _Handover(asyncio.Protocol):
 
 class AlpnSelect(_Handover):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self._transport = transport  # type: ignore[assignment]
+        self._transport = transport  # type: ignore[assignment]  # a server protocol is handed a Transport
         ssl_object = transport.get_extra_info("ssl_object")
         chosen = ssl_object.selected_alpn_protocol() if ssl_object is not None else None
         if chosen == "h2":
@@ -69,7 +69,7 @@ class PrefaceSniff(_Handover):
         self.deadline = NEVER
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self._transport = transport  # type: ignore[assignment]
+        self._transport = transport  # type: ignore[assignment]  # a server protocol is handed a Transport
         self.deadline = self._sweeper.now + self._timeout  # limits.header_timeout
         self._sweeper.add(self)
 

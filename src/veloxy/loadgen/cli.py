@@ -92,7 +92,7 @@ def add_bench_parser(commands: Any) -> argparse.ArgumentParser:
     def error(message: str) -> NoReturn:
         _die(message)
 
-    bench.error = error  # type: ignore[method-assign]  # one line, not usage + line
+    bench.error = error  # one line, not usage + line
     parse_known = bench.parse_known_args
 
     def parse_known_args(args: Any = None, namespace: Any = None) -> Any:
@@ -103,7 +103,7 @@ def add_bench_parser(commands: Any) -> argparse.ArgumentParser:
             _die(f"unrecognized arguments: {' '.join(extras)}")
         return parsed, extras
 
-    bench.parse_known_args = parse_known_args  # type: ignore[method-assign]
+    bench.parse_known_args = parse_known_args
     bench.set_defaults(run=cmd_bench)
     return bench
 

@@ -152,7 +152,8 @@ def merge_results(named: list[tuple[str, dict[str, Any]]]) -> dict[str, Any]:
     if lag is not None:
         lag_doc = hdr.summary(lag)
         lag_doc["histogram"] = hdr.encode(lag)
-    processes, warnings = [], []
+    processes: list[dict[str, Any]] = []
+    warnings: list[str] = []
     for name, doc in named:
         for proc in doc["generator"]["processes"]:
             processes.append({**proc, "index": len(processes)})

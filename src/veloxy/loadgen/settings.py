@@ -239,7 +239,7 @@ class BenchSettings:
         return first, base + (1 if index < extra else 0)
 
     def with_(self, **changes: object) -> BenchSettings:
-        return replace(self, **changes)  # type: ignore[arg-type]
+        return replace(self, **changes)  # type: ignore[arg-type]  # field names checked by dataclasses.replace at run time
 
     def describe(self) -> dict[str, object]:
         """The settings as JSON data (the "settings" object of the result document)."""

@@ -220,7 +220,7 @@ class ServerConnection(asyncio.Protocol):
     # -- asyncio.Protocol ------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+        self.transport = transport  # type: ignore[assignment]  # a server protocol is handed a Transport
         peer = transport.get_extra_info("peername")
         if peer:
             self.peer = (peer[0], peer[1])
@@ -351,7 +351,7 @@ class ServerConnection(asyncio.Protocol):
 
     def write(self, data: bytes) -> None:
         self.bytes_out += len(data)
-        self.transport.write(data)  # type: ignore[union-attr]
+        self.transport.write(data)  # type: ignore[union-attr]  # exchanges write only while connected
 
     def finish(self, keep_alive: bool = True) -> None:
         """The response is complete. Keep the connection for the next request, or close."""
@@ -482,11 +482,11 @@ class ServerConnection(asyncio.Protocol):
         for chunk in item.body:
             if self._exchange is not exchange:
                 return
-            exchange.request_body(chunk)  # type: ignore[union-attr]
+            exchange.request_body(chunk)  # type: ignore[union-attr]  # the exchange started just above
         if item.ended and self._exchange is exchange:
             self._request_done = True
             self.deadline = NEVER
-            exchange.request_end()  # type: ignore[union-attr]
+            exchange.request_end()  # type: ignore[union-attr]  # the exchange started just above
         if self._exchange is exchange and exchange is not None:
             exchange.flush()
         if not queue:

@@ -65,7 +65,7 @@ class ProxyApp:
         # start_exchange, bound without a Python frame of its own (it runs per request),
         # unless a subclass has its own
         if type(self).start_exchange is ProxyApp.start_exchange:
-            self.start_exchange = partial(ProxyExchange, self)  # type: ignore[method-assign]
+            self.start_exchange = partial(ProxyExchange, self)  # type: ignore[method-assign]  # bound without a frame of its own: it runs per request
 
     def _router(self, config: Config, groups: dict[str, Group]) -> Router:
         router = Router(config.routes, groups)
