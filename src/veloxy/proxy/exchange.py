@@ -170,6 +170,14 @@ class BaseExchange:
         """Make the request ready to be sent again, from what was kept (a retry)."""
         raise NotImplementedError
 
+    def _keep_for_replay(self, data: bytes) -> None:
+        """Request bytes as sent, kept for a retry while they stay under REPLAY_LIMIT."""
+        replay: list[bytes] = self._replay  # type: ignore[assignment]  # callers check
+        replay.append(data)
+        self._replay_size += len(data)
+        if self._replay_size > REPLAY_LIMIT:
+            self._replay = None
+
     def _body_resendable(self) -> bool:
         """The request body can be sent again whole (it was not sent, or it was kept)."""
         raise NotImplementedError

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 from veloxy.errors import UpstreamError, UpstreamResetError
 from veloxy.h1.framing import informational_head, response_framing, upgrade_head
 from veloxy.h1.serialize import LAST_CHUNK, chunk
-from veloxy.proxy.exchange import REPLAY_LIMIT, BaseExchange
+from veloxy.proxy.exchange import BaseExchange
 from veloxy.proxy.forwarding import FORWARDED_HOST_PREFIX, NO_CACHE
 from veloxy.proxy.logging_phase import log_exchange
 
@@ -170,12 +170,8 @@ class ProxyExchange(BaseExchange):
             data = pending[0] if len(pending) == 1 else b"".join(pending)
             pending.clear()
             self._pending_size = 0
-            replay = self._replay
-            if replay is not None:
-                replay.append(data)
-                self._replay_size += len(data)
-                if self._replay_size > REPLAY_LIMIT:
-                    self._replay = None
+            if self._replay is not None:
+                self._keep_for_replay(data)
             if not self._head_sent:
                 self._head_sent = True
                 up.send(data, self, head_request=self.head.method == b"HEAD",

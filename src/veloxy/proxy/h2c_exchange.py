@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 
 from veloxy.errors import UpstreamError
 from veloxy.http2.headers import CONNECTION_SPECIFIC
-from veloxy.proxy.exchange import REPLAY_LIMIT, BaseExchange
+from veloxy.proxy.exchange import BaseExchange
 from veloxy.proxy.forwarding import h2_request_headers
 from veloxy.proxy.logging_phase import log_exchange
 
@@ -117,12 +117,8 @@ class H2cExchange(BaseExchange):
     # -- the client's side (the Exchange calls of an H2Stream) ----------------------------
 
     def request_body(self, data: bytes) -> None:
-        replay = self._replay
-        if replay is not None:
-            replay.append(data)
-            self._replay_size += len(data)
-            if self._replay_size > REPLAY_LIMIT:
-                self._replay = None
+        if self._replay is not None:
+            self._keep_for_replay(data)
         up = self._up
         if up is None:
             self._to_upstream.append(data)

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from veloxy.config import HealthCheck
 from veloxy.errors import UpstreamError
@@ -91,25 +91,32 @@ def probe_request(path: str, authority: str) -> bytes:
 
 async def probe(server: Server, check: HealthCheck, sweeper: DeadlineSweeper,
                 request: bytes) -> str | None:
-    """One check of `server`: None when healthy, else what went wrong."""
-    loop = asyncio.get_running_loop()
-    conn: ClientConnection | None = None
+    """One HTTP/1.1 check of `server`: None when healthy, else what went wrong."""
+
+    async def ask() -> int:
+        conn = await ClientConnection.open(server.host, server.port, sweeper,
+                                           _ProbeTimeouts(check.timeout), ssl=server.pool.ssl,
+                                           server_hostname=server.pool.server_hostname)
+        try:
+            done: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+            conn.send(request, _ProbeSink(done))
+            return await done
+        finally:
+            conn.abort()
+
+    return await _checked(check, ask)
+
+
+async def _checked(check: HealthCheck, ask: Callable[[], Awaitable[int]]) -> str | None:
+    """The verdict on one probe (`ask` connects, asks and gives the status): None when a
+    2xx or 3xx came within the check's timeout, else what went wrong."""
     try:
         async with asyncio.timeout(check.timeout):
-            conn = await ClientConnection.open(server.host, server.port, sweeper,
-                                               _ProbeTimeouts(check.timeout),
-                                               ssl=server.pool.ssl,
-                                               server_hostname=server.pool.server_hostname)
-            done: asyncio.Future[int] = loop.create_future()
-            conn.send(request, _ProbeSink(done))
-            status = await done
+            status = await ask()
     except TimeoutError:
         return f"no answer within {check.timeout:g}s"
     except UpstreamError as exc:
         return str(exc)
-    finally:
-        if conn is not None:
-            conn.abort()
     if 200 <= status < 400:
         return None
     return f"{check.path} answered {status}"
@@ -150,28 +157,21 @@ async def probe_h2c(server: Server, check: HealthCheck, sweeper: DeadlineSweeper
     """One check of a server of an h2c group: `GET path` as an HTTP/2 stream on a fresh
     connection (as the HTTP/1.1 probe opens one: it also shows that the server accepts
     connections). None when healthy, else what went wrong."""
-    loop = asyncio.get_running_loop()
-    conn: H2ClientConnection | None = None
-    try:
-        async with asyncio.timeout(check.timeout):
-            conn = await H2ClientConnection.open(server.host, server.port, sweeper,
-                                                 _ProbeTimeouts(check.timeout))
-            done: asyncio.Future[int] = loop.create_future()
+
+    async def ask() -> int:
+        conn = await H2ClientConnection.open(server.host, server.port, sweeper,
+                                             _ProbeTimeouts(check.timeout))
+        try:
+            done: asyncio.Future[int] = asyncio.get_running_loop().create_future()
             conn.start([(b":method", b"GET"), (b":scheme", b"http"),
                         (b":authority", authority), (b":path", check.path.encode()),
                         (b"user-agent", b"veloxy-health-check")], _H2ProbeSink(done), True)
             conn.flush()
-            status = await done
-    except TimeoutError:
-        return f"no answer within {check.timeout:g}s"
-    except UpstreamError as exc:
-        return str(exc)
-    finally:
-        if conn is not None:
+            return await done
+        finally:
             conn.close()
-    if 200 <= status < 400:
-        return None
-    return f"{check.path} answered {status}"
+
+    return await _checked(check, ask)
 
 
 class HealthChecker:
