@@ -250,7 +250,11 @@ def test_kill_9_fails_only_what_was_in_flight(fleet: Fleet) -> None:
     failed = sum(d["requests"]["failed"] for d in docs)
     completed = sum(d["requests"]["completed"] for d in docs)
     assert open_to_victim >= 1
-    assert 1 <= failed <= open_to_victim, (failed, open_to_victim, [d["errors"] for d in docs])
+    # (+1: reading HAProxy's count and the kill are two steps, and on a loaded machine one
+    # more connection to the victim can open between them; seen once in CI-like runs)
+    assert 1 <= failed <= open_to_victim + 1, (failed, open_to_victim,
+                                               [d["errors"] for d in docs])
+    assert failed <= 8  # never more than the requests in flight: 2 generators x 4 connections
     assert sum(d["errors"]["connect"] for d in docs) == 0  # refused connects: redispatched
 
     # Ejected: with p2 still dead, a fresh load fails nothing.
