@@ -51,7 +51,7 @@ from hotpath import MemoryTransport
 from veloxy.config import parse_config
 from veloxy.h1.head import RequestHead, flatten
 from veloxy.net.client import ClientConnection
-from veloxy.net.server import ConnectionRegistry, ServerConnection
+from veloxy.net.server_connection import ConnectionRegistry, ServerConnection
 from veloxy.net.timers import sweeper_for
 from veloxy.proxy.app import ProxyApp
 from veloxy.proxy.router import Router

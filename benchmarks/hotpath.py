@@ -26,7 +26,7 @@ import time
 
 from veloxy.config import parse_config
 from veloxy.net.client import ClientConnection
-from veloxy.net.server import ConnectionRegistry, ServerConnection
+from veloxy.net.server_connection import ConnectionRegistry, ServerConnection
 from veloxy.net.timers import sweeper_for
 from veloxy.proxy.app import ProxyApp
 

@@ -44,11 +44,11 @@ OFF_EDITS = [
     ("src/veloxy/proxy/forward.py", "        log_exchange(self, self.status)\n"
      "        self.down.finish(keep_alive=not self._close_after)",
      "        self.down.finish(keep_alive=not self._close_after)"),
-    ("src/veloxy/net/server.py", "        self.bytes_in += len(data)\n", ""),
-    ("src/veloxy/net/server.py",
+    ("src/veloxy/net/server_connection.py", "        self.bytes_in += len(data)\n", ""),
+    ("src/veloxy/net/server_connection.py",
      "        self.bytes_out += len(data)\n        self.transport.write",
      "        self.transport.write"),
-    ("src/veloxy/net/server.py", "        self._registry.accepted += 1\n", ""),
+    ("src/veloxy/net/server_connection.py", "        self._registry.accepted += 1\n", ""),
 ]
 
 

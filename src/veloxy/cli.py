@@ -1,7 +1,7 @@
 """The `veloxy` command line.
 
 Each subcommand is a small function that turns arguments into a call of the package: the
-work itself lives elsewhere (server.py, workers.py, origin.py, demo.py). Errors a user can
+work itself lives elsewhere (serving.py, workers.py, origin.py, demo.py). Errors a user can
 fix print one clear message and exit 2; no traceback unless --debug.
 """
 
@@ -144,7 +144,7 @@ def _load_serve_config(args: argparse.Namespace):
 def cmd_serve(args: argparse.Namespace) -> int:
     from veloxy.admin.launch import ProxyOps
     from veloxy.config import resolve_workers
-    from veloxy.server import announce_listening, configure_logging
+    from veloxy.serving import announce_listening, configure_logging
 
     if args.watch and not args.config:
         raise ConfigError([("--watch", "needs --config FILE: there is no file to watch when "
@@ -172,7 +172,7 @@ def _secure_listeners(config: Any) -> dict[str, Any] | None:
     here, and the workers share the session-ticket keys) and h2c flags per listener."""
     if not any(a.tls is not None or a.h2c for a in config.listen):
         return None
-    from veloxy.tls.server import listener_tls
+    from veloxy.tls.listener import listener_tls
 
     return {"tls": listener_tls(config.listen), "h2c": [a.h2c for a in config.listen],
             "http2": config.http2}
@@ -196,7 +196,7 @@ def run_servers(addresses: list[tuple[str, int]], workers: int,
     from veloxy import workers as workers_mod
     from veloxy.net import loop
     from veloxy.net.listen import listen_socket
-    from veloxy.server import DEFAULT_BACKLOG, announce_listening, apply_gc, serve
+    from veloxy.serving import DEFAULT_BACKLOG, announce_listening, apply_gc, serve
 
     listen_options: dict[str, Any] = {"backlog": DEFAULT_BACKLOG}
     if tuning is not None:
@@ -254,7 +254,7 @@ def _check_tls(config: Any) -> None:
     """Load every certificate, key and CA bundle the config names (ConfigError if one does
     not load), as `serve` would."""
     from veloxy.tls.client import client_context
-    from veloxy.tls.server import listener_tls
+    from veloxy.tls.listener import listener_tls
 
     listener_tls(config.listen)
     for name, group in config.upstreams.items():
@@ -269,7 +269,7 @@ def cmd_origin(args: argparse.Namespace) -> int:
     from veloxy.config import Limits, resolve_workers
     from veloxy.config.values import parse_bind_address
     from veloxy.origin import OriginApp
-    from veloxy.server import configure_logging
+    from veloxy.serving import configure_logging
 
     configure_logging("debug" if args.debug else "warning")
     addresses = []

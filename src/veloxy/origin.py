@@ -24,7 +24,7 @@ from urllib.parse import parse_qsl
 from veloxy.config import parse_duration, parse_size
 from veloxy.h1.head import RequestHead
 from veloxy.h1.serialize import LAST_CHUNK, chunk, error_response, status_line
-from veloxy.net.server import ServerConnection
+from veloxy.net.server_connection import ServerConnection
 
 # Bodies above this are produced piece by piece under flow control rather than in memory.
 STREAM_ABOVE = 1 << 20

@@ -7,7 +7,7 @@ they decline must reach the Python parser whole, so that the events (or the refu
 again the Python parser's. Every comparison here feeds the same pieces to a C parser (with
 the Python class as its fallback) and to a pure Python parser, each with its own recorder;
 the C parser is run twice, for a handler with and without the whole-message event
-(on_request / on_response, which net/server.py and net/client.py have). A refusal is
+(on_request / on_response, which net/server_connection.py and net/client.py have). A refusal is
 compared by its exception type, and separately by the read that brings it.
 
 Sections: the harness; the fast lane engages on the common shapes; each reason to decline;
@@ -150,7 +150,7 @@ class ResponseRecorder:
 
 
 class WholeRequestRecorder(RequestRecorder):
-    """A handler with the whole-message event, as net/server.py has: the C parser calls
+    """A handler with the whole-message event, as net/server_connection.py has: the C parser calls
     on_request(head, body) for a request that is all in one read, meaning on_request_head,
     on_request_body (unless body is empty) and on_request_end."""
 

@@ -19,7 +19,7 @@ ALLOWED: dict[str, set[str]] = {
     "upstream": {"errors", "h1", "net", "config", "tls", "http2", "observe"},
     "proxy": {"errors", "h1", "net", "upstream", "config", "tls", "http2", "observe"},
     "origin": {"errors", "h1", "net", "config"},
-    "server": {"errors", "h1", "net", "config", "tls", "http2"},
+    "serving": {"errors", "h1", "net", "config", "tls", "http2"},
     "tls": {"errors", "config"},
     "http2": {"errors", "h1", "net"},
     "loadgen": {"errors", "h1", "net", "config"},
@@ -56,7 +56,7 @@ def test_layer_imports_only_what_it_may(package: str) -> None:
 
 
 # Packages whose __init__ imports nothing: their modules are probed one by one.
-MODULES = ["veloxy.tls.server", "veloxy.tls.client", "veloxy.http2.connection",
+MODULES = ["veloxy.tls.listener", "veloxy.tls.client", "veloxy.http2.connection",
            "veloxy.http2.select", "veloxy.proxy.h2exchange", "veloxy.observe.otel"]
 
 
@@ -74,7 +74,7 @@ def test_opentelemetry_is_imported_only_when_configured() -> None:
     """The otel extra costs nothing when `tracing.otel` is off: not even its import (the
     SDK is imported by observe/otel.SpanExport, built only for that config)."""
     out = subprocess.run(
-        [sys.executable, "-c", "import sys, veloxy.cli, veloxy.server, veloxy.proxy.app, "
+        [sys.executable, "-c", "import sys, veloxy.cli, veloxy.serving, veloxy.proxy.app, "
          "veloxy.observe.otel; print(any(m.startswith('opentelemetry') for m in sys.modules))"],
         capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

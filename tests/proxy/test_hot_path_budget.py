@@ -157,7 +157,7 @@ def test_the_inlined_attempt_and_answer_keep_the_books(balance: str) -> None:
     wiring = _drive(balance)
     server = wiring.server
     assert server.active == 0
-    assert server.counted
+    assert server.tracks_in_flight
     if balance != "least_conn":
         assert server.latency_at > 0.0  # answered() saw an attempt timed from its start
         assert 0.0 <= server.latency < 1.0

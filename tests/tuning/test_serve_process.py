@@ -20,7 +20,7 @@ import yaml
 
 from tests.support.proc import VeloxyProcess
 from veloxy.config.model import GcSettings
-from veloxy.server import apply_gc
+from veloxy.serving import apply_gc
 
 LINUX = sys.platform.startswith("linux")
 GC_LINE = re.compile(r"veloxy\[(\d+)\] INFO veloxy: gc: thresholds \((\d+), (\d+), (\d+)\), "

@@ -22,7 +22,7 @@ from veloxy.config import parse_config
 from veloxy.config.model import SocketOptions
 from veloxy.net.listen import listen_socket
 from veloxy.net.loop import new_event_loop
-from veloxy.net.server import ServerConnection
+from veloxy.net.server_connection import ServerConnection
 from veloxy.net.sockopt import (
     NagleServerConnection,
     effective_buffers,
@@ -30,7 +30,7 @@ from veloxy.net.sockopt import (
     server_connection_class,
 )
 from veloxy.proxy.app import ProxyApp
-from veloxy.server import serve
+from veloxy.serving import serve
 
 LINUX = sys.platform.startswith("linux")
 RESPONSE = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"

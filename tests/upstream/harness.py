@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from veloxy.config import parse_config
-from veloxy.net.server import ConnectionRegistry, ServerConnection
+from veloxy.net.server_connection import ConnectionRegistry, ServerConnection
 from veloxy.net.timers import sweeper_for
 from veloxy.proxy.app import ProxyApp
 

@@ -24,15 +24,15 @@ from veloxy.upstream.balance import (
     make_balancer,
     score,
 )
-from veloxy.upstream.server import DECAY, Server
+from veloxy.upstream.endpoint import DECAY, Endpoint
 
 
-def servers(*weights: int) -> list[Server]:
-    return [Server(f"http://10.0.0.{i}:80", f"10.0.0.{i}", 80, w, None)  # type: ignore[arg-type]
+def servers(*weights: int) -> list[Endpoint]:
+    return [Endpoint(f"http://10.0.0.{i}:80", f"10.0.0.{i}", 80, w, None)  # type: ignore[arg-type]
             for i, w in enumerate(weights, 1)]
 
 
-def names(picks: list[Server | None]) -> str:
+def names(picks: list[Endpoint | None]) -> str:
     return "".join("abcdefgh"[int(s.host.rsplit(".", 1)[1]) - 1] for s in picks if s)
 
 
@@ -188,7 +188,7 @@ def test_weights_scale_the_ring() -> None:
 
 
 def test_ejection_bookkeeping_needs_a_group() -> None:
-    """Server.failed without a group (unit use) only counts; with one it may eject."""
+    """Endpoint.failed without a group (unit use) only counts; with one it may eject."""
     (server,) = servers(1)
     server.failed()
     server.failed()

@@ -22,7 +22,7 @@ from veloxy.h1.serialize import status_line
 if TYPE_CHECKING:
     from veloxy.admin.runtime import WorkerRuntime
     from veloxy.h1.head import RequestHead
-    from veloxy.net.server import ServerConnection
+    from veloxy.net.server_connection import ServerConnection
 
 log = logging.getLogger("veloxy.admin")
 

@@ -23,7 +23,7 @@ from veloxy.admin.runtime import WorkerRuntime
 from veloxy.config import Config
 from veloxy.errors import ConfigError
 from veloxy.net.listen import format_address
-from veloxy.net.server import ConnectionRegistry
+from veloxy.net.server_connection import ConnectionRegistry
 
 log = logging.getLogger("veloxy.admin")
 

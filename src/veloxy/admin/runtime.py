@@ -39,7 +39,7 @@ from veloxy.admin.reload import Reloader
 from veloxy.admin.status import merge_status, worker_status
 from veloxy.admin.watch import POLL_INTERVAL, ConfigFileWatch
 from veloxy.config import Config
-from veloxy.net.server import ConnectionRegistry, ServerConnection, ServerLimits
+from veloxy.net.server_connection import ConnectionRegistry, ServerConnection, ServerLimits
 from veloxy.net.timers import sweeper_for
 from veloxy.observe.metrics import merge, render
 from veloxy.observe.process import LoopMonitor, process_numbers

@@ -24,7 +24,7 @@ import asyncio
 import socket
 from typing import Protocol
 
-from veloxy.net.server import ServerConnection
+from veloxy.net.server_connection import ServerConnection
 
 
 class SocketOptions(Protocol):

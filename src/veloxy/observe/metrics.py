@@ -80,7 +80,7 @@ class ServerMetrics:
         self.codes = _count_list()
         self.buckets = [0] * (len(BOUNDS) + 1)
         self.sum = 0.0
-        #: Live `upstream.Server` objects with these labels (a reload or a DNS change may
+        #: Live `upstream.Endpoint` objects with these labels (a reload or a DNS change may
         #: replace one; until its pool has closed both are counted).
         self._sources: list[Any] = []
         #: Pool counters of sources gone for good: created, reused, connect failures.

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 from veloxy import __version__
 from veloxy.config import Config
 from veloxy.h1.head import RequestHead
-from veloxy.net.server import ServerConnection
+from veloxy.net.server_connection import ServerConnection
 from veloxy.net.timers import DeadlineSweeper
 from veloxy.observe.accesslog import AccessLog
 from veloxy.observe.metrics import MetricsRegistry
@@ -60,7 +60,7 @@ class ProxyApp:
         self.otel = self._span_export(config)
         #: The forwarding fields of the upstream requests (written once, cached).
         self.forwarding = Forwarding()
-        #: Called after each successful reload (server.py: the TLS certificates).
+        #: Called after each successful reload (serving.py: the TLS certificates).
         self.reload_hooks: list[Callable[[], object]] = []
         # start_exchange, bound without a Python frame of its own (it runs per request),
         # unless a subclass has its own

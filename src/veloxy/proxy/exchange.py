@@ -44,12 +44,12 @@ from veloxy.proxy.retry import Retry, decide_retry
 
 if TYPE_CHECKING:
     from veloxy.h1.head import RequestHead
-    from veloxy.net.server import Downstream
+    from veloxy.net.server_connection import Downstream
     from veloxy.observe.tracing import Trace
     from veloxy.proxy.app import ProxyApp
     from veloxy.proxy.router import CompiledRoute
+    from veloxy.upstream.endpoint import Endpoint
     from veloxy.upstream.group import Group
-    from veloxy.upstream.server import Server
 
 log = logging.getLogger("veloxy.proxy")
 
@@ -62,7 +62,7 @@ class BaseExchange:
     #: The route taken (None: none matched, or not routed yet), and the server of the
     #: current (or last) attempt.
     route: CompiledRoute | None = None
-    server: Server | None = None
+    server: Endpoint | None = None
     #: The upstream's status (0: no response head arrived), and whether any byte of the
     #: response went to the client (an error can no longer change it).
     status = 0
@@ -77,12 +77,12 @@ class BaseExchange:
     _recorded = False
     #: The server whose in-flight count (`active`) this attempt holds: only under the
     #: policies that read it (least_conn, p2c_ewma, adaptive).
-    _in_flight: Server | None = None
+    _in_flight: Endpoint | None = None
     #: When the attempt started by its server's clock: only for latency-aware policies.
     _attempt_clock = 0.0
     #: Servers that failed this request (a retry avoids them), and whether the one retry
     #: for the keep-alive race was used.
-    _failed_servers: tuple[Server, ...] = ()
+    _failed_servers: tuple[Endpoint, ...] = ()
     _race_retried = False
     _replay_size = 0
     #: Only with `tracing` and `access_log` configured: the trace context, and the client
@@ -140,13 +140,13 @@ class BaseExchange:
             return
         self._begin_attempt(server)
 
-    def _begin_attempt(self, server: Server, *, fresh: bool = False) -> None:
+    def _begin_attempt(self, server: Endpoint, *, fresh: bool = False) -> None:
         self.server = server
-        if server.counted:  # least_conn, p2c_ewma, adaptive read the requests in flight
+        if server.tracks_in_flight:  # least_conn, p2c_ewma, adaptive read the requests in flight
             self._in_flight = server
             server.active += 1
-            if server.timed:  # p2c_ewma, adaptive: time the attempt up to the response head
-                self._attempt_clock = server.clock()  # type: ignore[misc]  # set when timed
+            if server.tracks_latency:  # p2c_ewma, adaptive: time it up to the response head
+                self._attempt_clock = server.clock()  # type: ignore[misc]  # set with tracks_latency
         self._attempts += 1
         self._attempt(server, fresh)
 
@@ -156,7 +156,7 @@ class BaseExchange:
         """Build the upstream request (once: a retry sends the same)."""
         raise NotImplementedError
 
-    def _attempt(self, server: Server, fresh: bool) -> None:
+    def _attempt(self, server: Endpoint, fresh: bool) -> None:
         """Send the request to `server` (on a new connection when `fresh`)."""
         raise NotImplementedError
 
@@ -193,8 +193,8 @@ class BaseExchange:
         nothing on record, under a policy that ignores latency) costs two tests."""
         self.response_started = True
         self.status = status
-        server: Server = self.server  # type: ignore[assignment]  # an attempt has one
-        if server.watch or status >= 500:
+        server: Endpoint = self.server  # type: ignore[assignment]  # an attempt has one
+        if server.reports_answers or status >= 500:
             server.answered(status, self._attempt_clock)
 
     # -- failures and the client's leaving ---------------------------------------------------

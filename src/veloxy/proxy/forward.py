@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from veloxy.h1.head import ResponseHead
     from veloxy.net.client import ClientConnection
     from veloxy.proxy.router import CompiledRoute
-    from veloxy.upstream.server import Server
+    from veloxy.upstream.endpoint import Endpoint
 
 #: Request bytes held while the upstream connection is being made; beyond it, stop reading.
 CONNECT_BUFFER_LIMIT = 256 * 1024
@@ -82,15 +82,15 @@ class ProxyExchange(BaseExchange):
         self.upstream_head = data = b"".join(parts)
         self._to_upstream.append(data)
 
-    def _begin_attempt(self, server: Server, *, fresh: bool = False) -> None:
+    def _begin_attempt(self, server: Endpoint, *, fresh: bool = False) -> None:
         # BaseExchange._begin_attempt with _attempt inlined: the common path (one Python
         # call fewer per request; test_hot_path_budget.py checks the copy)
         self.server = server
-        if server.counted:
+        if server.tracks_in_flight:
             self._in_flight = server
             server.active += 1
-            if server.timed:
-                self._attempt_clock = server.clock()  # type: ignore[misc]  # set when timed
+            if server.tracks_latency:
+                self._attempt_clock = server.clock()  # type: ignore[misc]  # set with tracks_latency
         self._attempts += 1
         conn = None if fresh else server.pool.acquire_idle()
         if conn is not None:
@@ -98,14 +98,14 @@ class ProxyExchange(BaseExchange):
             return  # the head goes out in flush(), with any body bytes of the same read
         self._connect_task = asyncio.get_running_loop().create_task(self._open(server, fresh))
 
-    def _attempt(self, server: Server, fresh: bool) -> None:
+    def _attempt(self, server: Endpoint, fresh: bool) -> None:
         conn = None if fresh else server.pool.acquire_idle()
         if conn is not None:
             self.up = conn
             return  # the head goes out in flush(), with any body bytes of the same read
         self._connect_task = asyncio.get_running_loop().create_task(self._open(server, fresh))
 
-    async def _open(self, server: Server, fresh: bool) -> None:
+    async def _open(self, server: Endpoint, fresh: bool) -> None:
         try:
             conn = await server.pool.acquire(fresh=fresh)
         except UpstreamError as exc:
@@ -239,8 +239,8 @@ class ProxyExchange(BaseExchange):
         # _answered, inlined (the common path; test_hot_path_budget.py checks the copy)
         self.response_started = True
         status = self.status = head.status
-        server: Server = self.server  # type: ignore[assignment]  # an attempt has one
-        if server.watch or status >= 500:
+        server: Endpoint = self.server  # type: ignore[assignment]  # an attempt has one
+        if server.reports_answers or status >= 500:
             server.answered(status, self._attempt_clock)
         data, _, self._close_after = response_framing(head, self.head, self.down.keep_alive,
                                                       body)

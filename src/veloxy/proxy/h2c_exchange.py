@@ -36,8 +36,8 @@ if TYPE_CHECKING:
     from veloxy.http2.stream import H2Stream
     from veloxy.proxy.app import ProxyApp
     from veloxy.proxy.router import CompiledRoute
+    from veloxy.upstream.endpoint import Endpoint
     from veloxy.upstream.h2c_pool import H2cPool
-    from veloxy.upstream.server import Server
 
 Header = tuple[bytes, bytes]
 
@@ -68,7 +68,7 @@ class H2cExchange(BaseExchange):
             head, route.rewrite(head.target) if route.strip_prefix else head.target,
             head.host or route.group.name.encode(), down.client_ip, down.scheme, self.trace)
 
-    def _attempt(self, server: Server, fresh: bool) -> None:
+    def _attempt(self, server: Endpoint, fresh: bool) -> None:
         pool: H2cPool = server.pool  # type: ignore[assignment]  # an h2c group's servers
         conn = None if fresh else pool.ready()
         if conn is not None:

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 def log_exchange(x: BaseExchange, status: int) -> None:
     """`x` is over for its client with `status` (499: the client left first)."""
     server = x.server
-    if server is not None and server.counted:  # (x._leave(), inlined: the common path)
+    if server is not None and server.tracks_in_flight:  # (x._leave(), inlined: the common path)
         held = x._in_flight  # the current attempt's in-flight count (least_conn & co.)
         if held is not None:
             x._in_flight = None

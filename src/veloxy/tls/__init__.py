@@ -1,6 +1,6 @@
 """TLS: the contexts veloxy serves and connects with, built once from the config.
 
-    server.py   ServerTLS: one listener's contexts (a default certificate and more chosen by
+    listener.py  ServerTLS: one listener's contexts (a default certificate and more chosen by
                 SNI), ALPN h2 / http/1.1, optional client certificates, reload on SIGHUP
     client.py   client_context(): how the https:// servers of an upstream group are checked
 

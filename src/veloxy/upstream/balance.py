@@ -15,7 +15,7 @@ The policies, and what each costs per request (benchmarks/balance_cost.py measur
 
 - round_robin: nginx's smooth weighted round robin; a rotating index when all weights are
   equal. The default: no state beyond a counter, no feedback loop to go wrong.
-- least_conn: fewest attempts in flight per unit of weight (`Server.active / weight`),
+- least_conn: fewest attempts in flight per unit of weight (`Endpoint.active / weight`),
   ties broken by a rotating start so equal servers share evenly. O(servers) per pick.
 - random: weighted, by bisection of the cumulative weights.
 - p2c_ewma: power of two choices (Mitzenmacher): two servers drawn at random, the one with
@@ -55,7 +55,7 @@ from itertools import accumulate
 from random import random
 from typing import TYPE_CHECKING, Protocol
 
-from veloxy.upstream.server import STALE, Server
+from veloxy.upstream.endpoint import STALE, Endpoint
 
 if TYPE_CHECKING:
     from veloxy.h1.head import RequestHead
@@ -76,7 +76,7 @@ HASH_CACHE = 4096
 
 class Balancer(Protocol):
     def pick(self, head: RequestHead, client_ip: bytes,
-             exclude: Server | None = None) -> Server | None: ...
+             exclude: Endpoint | None = None) -> Endpoint | None: ...
 
 
 class Unavailable:
@@ -85,7 +85,7 @@ class Unavailable:
     __slots__ = ()
 
     def pick(self, head: RequestHead, client_ip: bytes,
-             exclude: Server | None = None) -> Server | None:
+             exclude: Endpoint | None = None) -> Endpoint | None:
         return None
 
 
@@ -94,11 +94,11 @@ class Single:
 
     __slots__ = ("_server",)
 
-    def __init__(self, server: Server) -> None:
+    def __init__(self, server: Endpoint) -> None:
         self._server = server
 
     def pick(self, head: RequestHead, client_ip: bytes,
-             exclude: Server | None = None) -> Server | None:
+             exclude: Endpoint | None = None) -> Endpoint | None:
         return self._server
 
 
@@ -112,7 +112,7 @@ class SmoothWeightedRoundRobin:
 
     __slots__ = ("_current", "_next", "_servers", "_total", "_uniform", "_weights")
 
-    def __init__(self, servers: Sequence[Server]) -> None:
+    def __init__(self, servers: Sequence[Endpoint]) -> None:
         if not servers:
             raise ValueError("a balancer needs at least one server")
         self._servers = list(servers)
@@ -123,7 +123,7 @@ class SmoothWeightedRoundRobin:
         self._next = 0
 
     def pick(self, head: RequestHead | None = None, client_ip: bytes = b"",
-             exclude: Server | None = None) -> Server:
+             exclude: Endpoint | None = None) -> Endpoint:
         servers = self._servers
         if self._uniform:
             index = self._next
@@ -151,17 +151,17 @@ class LeastConn:
 
     __slots__ = ("_next", "_servers", "_twice")
 
-    def __init__(self, servers: Sequence[Server]) -> None:
+    def __init__(self, servers: Sequence[Endpoint]) -> None:
         self._servers = list(servers)
         self._twice = self._servers * 2  # a rotated view without modulo arithmetic
         self._next = 0
 
     def pick(self, head: RequestHead, client_ip: bytes,
-             exclude: Server | None = None) -> Server | None:
+             exclude: Endpoint | None = None) -> Endpoint | None:
         n = len(self._servers)
         start = self._next
         self._next = start + 1 if start + 1 < n else 0
-        best: Server | None = None
+        best: Endpoint | None = None
         best_load = 0.0
         for server in self._twice[start:start + n]:
             if server is exclude:
@@ -177,14 +177,14 @@ class WeightedRandom:
 
     __slots__ = ("_bounds", "_servers", "_total", "_uniform")
 
-    def __init__(self, servers: Sequence[Server]) -> None:
+    def __init__(self, servers: Sequence[Endpoint]) -> None:
         self._servers = list(servers)
         self._bounds = list(accumulate(s.weight for s in self._servers))
         self._total = self._bounds[-1]
         self._uniform = len({s.weight for s in self._servers}) == 1
 
     def pick(self, head: RequestHead, client_ip: bytes,
-             exclude: Server | None = None) -> Server | None:
+             exclude: Endpoint | None = None) -> Endpoint | None:
         servers = self._servers
         if self._uniform:
             server = servers[int(random() * len(servers))]
@@ -195,7 +195,7 @@ class WeightedRandom:
         return server
 
 
-def _two(servers: list[Server]) -> tuple[Server, Server]:
+def _two(servers: list[Endpoint]) -> tuple[Endpoint, Endpoint]:
     """Two distinct servers drawn uniformly (the list has at least two)."""
     n = len(servers)
     i = int(random() * n)
@@ -210,12 +210,12 @@ class PowerOfTwoEwma:
 
     __slots__ = ("_servers", "_sweeper")
 
-    def __init__(self, servers: Sequence[Server], sweeper: DeadlineSweeper) -> None:
+    def __init__(self, servers: Sequence[Endpoint], sweeper: DeadlineSweeper) -> None:
         self._servers = list(servers)
         self._sweeper = sweeper
 
     def pick(self, head: RequestHead, client_ip: bytes,
-             exclude: Server | None = None) -> Server | None:
+             exclude: Endpoint | None = None) -> Endpoint | None:
         servers = self._servers  # _two() inlined: this runs per request
         n = len(servers)
         i = int(random() * n)
@@ -226,7 +226,7 @@ class PowerOfTwoEwma:
         if b is exclude:
             return a
         now = self._sweeper.now
-        # Server.cost_latency inlined (two calls per request): the estimate, decayed if stale.
+        # Endpoint.cost_latency inlined (two calls per request): the estimate, decayed if stale.
         lat_a = a.latency if now - a.latency_at <= STALE else a.cost_latency(now)
         lat_b = b.latency if now - b.latency_at <= STALE else b.cost_latency(now)
         if lat_a < LATENCY_FLOOR:
@@ -241,12 +241,12 @@ class Adaptive:
 
     __slots__ = ("_servers", "_sweeper")
 
-    def __init__(self, servers: Sequence[Server], sweeper: DeadlineSweeper) -> None:
+    def __init__(self, servers: Sequence[Endpoint], sweeper: DeadlineSweeper) -> None:
         self._servers = list(servers)
         self._sweeper = sweeper
 
     def pick(self, head: RequestHead, client_ip: bytes,
-             exclude: Server | None = None) -> Server | None:
+             exclude: Endpoint | None = None) -> Endpoint | None:
         a, b = _two(self._servers)
         if a is exclude:
             return b
@@ -255,7 +255,7 @@ class Adaptive:
         return a if score(a, b, self._sweeper.now) <= 0.5 else b
 
 
-def score(a: Server, b: Server, now: float) -> float:
+def score(a: Endpoint, b: Endpoint, now: float) -> float:
     """Adaptive's score of `a` against `b`, in 0..1; b's is 1 minus it."""
     lat_a = a.latency if now - a.latency_at <= STALE else a.cost_latency(now)
     lat_b = b.latency if now - b.latency_at <= STALE else b.cost_latency(now)
@@ -291,7 +291,7 @@ class ConsistentHash:
 
     __slots__ = ("_cache", "_hashes", "_kind", "_name", "_owners", "_servers")
 
-    def __init__(self, servers: Sequence[Server],
+    def __init__(self, servers: Sequence[Endpoint],
                  source: tuple[str, str | None] = ("client_ip", None)) -> None:
         self._servers = list(servers)
         points = sorted(
@@ -301,7 +301,7 @@ class ConsistentHash:
         )
         self._hashes = [point for point, _ in points]
         self._owners = [self._servers[index] for _, index in points]
-        self._cache: dict[bytes, Server] = {}
+        self._cache: dict[bytes, Endpoint] = {}
         kind, name = source
         self._kind = kind
         self._name = (name or "").encode("latin-1")
@@ -321,7 +321,7 @@ class ConsistentHash:
                     return value
         return client_ip
 
-    def owner(self, key: bytes, exclude: Server | None = None) -> Server:
+    def owner(self, key: bytes, exclude: Endpoint | None = None) -> Endpoint:
         """The server owning `key`'s point on the ring; clockwise past `exclude`."""
         hashes = self._hashes
         index = bisect_left(hashes, stable_hash(key))
@@ -333,7 +333,7 @@ class ConsistentHash:
         return owners[0]
 
     def pick(self, head: RequestHead, client_ip: bytes,
-             exclude: Server | None = None) -> Server | None:
+             exclude: Endpoint | None = None) -> Endpoint | None:
         key = self.key(head, client_ip) if self._kind != "client_ip" else client_ip
         cache = self._cache
         server = cache.get(key)
@@ -353,7 +353,7 @@ TIMED_POLICIES = frozenset({"p2c_ewma", "adaptive"})
 COUNTED_POLICIES = frozenset({"least_conn", "p2c_ewma", "adaptive"})
 
 
-def make_balancer(policy: str, servers: Sequence[Server], sweeper: DeadlineSweeper,
+def make_balancer(policy: str, servers: Sequence[Endpoint], sweeper: DeadlineSweeper,
                   hash_source: tuple[str, str | None] = ("client_ip", None)) -> Balancer:
     """The selector for `policy` over `servers` (the available ones)."""
     if not servers:

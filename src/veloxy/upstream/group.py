@@ -44,13 +44,13 @@ from veloxy.upstream.balance import (
     Balancer,
     make_balancer,
 )
+from veloxy.upstream.endpoint import Endpoint
 from veloxy.upstream.health import HealthChecker
 from veloxy.upstream.pool import ConnectionPool
-from veloxy.upstream.server import Server
 
 log = logging.getLogger("veloxy.upstream")
 
-__all__ = ["Group", "Server"]
+__all__ = ["Endpoint", "Group"]
 
 
 class Group:
@@ -98,10 +98,10 @@ class Group:
             self._clock: Callable[[], float] = asyncio.get_running_loop().time
         except RuntimeError:
             self._clock = sweeper.refresh
-        self._checkers: dict[Server, asyncio.Task[None]] = {}
+        self._checkers: dict[Endpoint, asyncio.Task[None]] = {}
         self._dns_task: asyncio.Task[None] | None = None
         #: Each configured server with the servers (addresses) it stands for now.
-        self._entries: list[tuple[UpstreamServer, list[Server]]] = []
+        self._entries: list[tuple[UpstreamServer, list[Endpoint]]] = []
         for entry in config.servers:
             try:
                 addresses = discovery.resolve_now(entry.host, entry.port)
@@ -111,12 +111,12 @@ class Group:
                             self.name, entry.host, exc, config.dns_ttl)
                 addresses = []
             self._entries.append((entry, [self._new_server(entry, a) for a in addresses]))
-        self.servers: list[Server] = []
-        self.available: list[Server] = []
+        self.servers: list[Endpoint] = []
+        self.available: list[Endpoint] = []
         self.balancer: Balancer = make_balancer(config.balance, [], sweeper)
         self._rebuild()
 
-    def _new_server(self, entry: UpstreamServer, address: str) -> Server:
+    def _new_server(self, entry: UpstreamServer, address: str) -> Endpoint:
         pool = self.config.pool
         pool_class: type[ConnectionPool] = ConnectionPool
         extra: dict[str, Any] = {}
@@ -124,7 +124,7 @@ class Group:
             from veloxy.upstream.h2c_pool import H2cPool
 
             pool_class, extra = H2cPool, {"group": self.name}
-        server = Server(
+        server = Endpoint(
             entry.url, address, entry.port, entry.weight,
             pool_class(
                 address, entry.port, **extra,
@@ -146,8 +146,8 @@ class Group:
                                                  if ":" not in address
                                                  else f"[{address}]:{entry.port}"),
         )
-        server.set_timed(self.config.balance in TIMED_POLICIES)
-        server.counted = self.config.balance in COUNTED_POLICIES
+        server.set_tracks_latency(self.config.balance in TIMED_POLICIES)
+        server.tracks_in_flight = self.config.balance in COUNTED_POLICIES
         return server
 
     # -- the selector ------------------------------------------------------------------------
@@ -167,8 +167,8 @@ class Group:
         self.balancer = make_balancer(self.config.balance, available, self.sweeper,
                                       self.config.hash_source)
 
-    def pick_retry(self, head: RequestHead, client_ip: bytes, failed: Server | None,
-                   avoid: tuple[Server, ...]) -> Server | None:
+    def pick_retry(self, head: RequestHead, client_ip: bytes, failed: Endpoint | None,
+                   avoid: tuple[Endpoint, ...]) -> Endpoint | None:
         """A server for a retry: the selector's choice away from `failed` (the server of the
         attempt that just failed), and never one of `avoid` (those that failed this request
         for real, not by the keep-alive race) while another is available."""
@@ -199,8 +199,8 @@ class Group:
 
     # -- passive health ------------------------------------------------------------------------
 
-    def server_failed(self, server: Server) -> None:
-        """Called by Server.failed: eject it if its run of failures is long enough."""
+    def server_failed(self, server: Endpoint) -> None:
+        """Called by Endpoint.failed: eject it if its run of failures is long enough."""
         passive = self.config.passive_health
         if passive is None or server.ejected or server.failures < passive.failures:
             return
@@ -219,7 +219,7 @@ class Group:
                     self.name, server.address, duration, server.failures)
         self.refresh()
 
-    def readmit(self, server: Server) -> None:
+    def readmit(self, server: Endpoint) -> None:
         """An ejection is over: the server is back, on probation (see the module doc)."""
         self.sweeper.discard(server)
         server.deadline = NEVER
@@ -232,7 +232,7 @@ class Group:
 
     # -- active health -------------------------------------------------------------------------
 
-    def set_healthy(self, server: Server, healthy: bool, why: str) -> None:
+    def set_healthy(self, server: Endpoint, healthy: bool, why: str) -> None:
         """The active checks changed their verdict on `server`."""
         server.healthy = healthy
         if healthy:
@@ -253,7 +253,7 @@ class Group:
         if self.config.dns_ttl > 0 and not all(discovery.is_ip(e.host) for e, _ in self._entries):
             self._dns_task = asyncio.get_running_loop().create_task(self._follow_dns())
 
-    def _start_checker(self, server: Server) -> None:
+    def _start_checker(self, server: Endpoint) -> None:
         check = self.config.health_check
         if check is None or self.closed:
             return
@@ -296,7 +296,7 @@ class Group:
         if changed:
             self._rebuild()
 
-    def _drop(self, server: Server) -> None:
+    def _drop(self, server: Endpoint) -> None:
         task = self._checkers.pop(server, None)
         if task is not None:
             task.cancel()

@@ -26,8 +26,8 @@ from veloxy.h1.head import ResponseHead
 from veloxy.http2.client import H2ClientConnection
 from veloxy.net.client import ClientConnection
 from veloxy.net.timers import DeadlineSweeper
+from veloxy.upstream.endpoint import Endpoint
 from veloxy.upstream.h2c_pool import H2cPool
-from veloxy.upstream.server import Server
 
 log = logging.getLogger("veloxy.upstream")
 
@@ -89,7 +89,7 @@ def probe_request(path: str, authority: str) -> bytes:
             "Connection: close\r\n\r\n").encode("latin-1")
 
 
-async def probe(server: Server, check: HealthCheck, sweeper: DeadlineSweeper,
+async def probe(server: Endpoint, check: HealthCheck, sweeper: DeadlineSweeper,
                 request: bytes) -> str | None:
     """One HTTP/1.1 check of `server`: None when healthy, else what went wrong."""
 
@@ -152,7 +152,7 @@ class _H2ProbeSink:
         pass
 
 
-async def probe_h2c(server: Server, check: HealthCheck, sweeper: DeadlineSweeper,
+async def probe_h2c(server: Endpoint, check: HealthCheck, sweeper: DeadlineSweeper,
                     authority: bytes) -> str | None:
     """One check of a server of an h2c group: `GET path` as an HTTP/2 stream on a fresh
     connection (as the HTTP/1.1 probe opens one: it also shows that the server accepts
@@ -177,8 +177,8 @@ async def probe_h2c(server: Server, check: HealthCheck, sweeper: DeadlineSweeper
 class HealthChecker:
     """Probes one server for as long as its task runs; reports changes to `on_change`."""
 
-    def __init__(self, server: Server, check: HealthCheck, sweeper: DeadlineSweeper,
-                 on_change: Callable[[Server, bool, str], None]) -> None:
+    def __init__(self, server: Endpoint, check: HealthCheck, sweeper: DeadlineSweeper,
+                 on_change: Callable[[Endpoint, bool, str], None]) -> None:
         self.server = server
         self.check = check
         self._sweeper = sweeper

@@ -1,6 +1,7 @@
-"""One upstream server as the balancers and the health machinery see it.
+"""One upstream endpoint (a server of a group, as the config calls it) as the balancers and
+the health machinery see it; not to be confused with a serving process (serving.py).
 
-A `Server` is one address (host:port) of a group, with its connection pool and the few
+An `Endpoint` is one address (host:port) of a group, with its connection pool and the few
 numbers that selection and passive health need. Why they live here, on plain slots, rather
 than in a statistics object: the exchange updates them on every request (`active` at the
 start and end of an attempt, `failures` when an answer is a failure or ends a run of them),
@@ -10,15 +11,15 @@ The numbers, and who reads them:
 
 - `active`: attempts in flight (picked, not yet finished, including the wait for a pooled
   connection). least_conn, p2c_ewma and adaptive read it, so the exchange maintains it
-  only under those (`counted`); the others leave the hot path without it (the pool's
-  `in_use` tells nearly the same for stats).
+  only under those (`tracks_in_flight`); the others leave the hot path without it (the
+  pool's `in_use` tells nearly the same for stats).
 - `failures`: failures in a row (connect error, reset, timeout, 5xx). Passive health ejects
   the server when it reaches the group's threshold; any success resets it.
 - `latency`: a peak-sensitive moving average of the time from the start of an attempt to
   the response head (Finagle's "peak EWMA"): a slower sample is taken at once, a faster one
   is blended in with a weight that grows with the time since the previous sample (decay time
-  `DECAY`). Only kept for the policies that read it (`timed`), because it costs two clock
-  reads per request.
+  `DECAY`). Only kept for the policies that read it (`tracks_latency`), because it costs
+  two clock reads per request.
 - `error_rate`: a moving average of failures (1) and successes (0) over about the last 20
   answers, for adaptive.
 
@@ -52,14 +53,13 @@ STALE = 0.5
 ERROR_ALPHA = 0.05
 
 
-class Server:
+class Endpoint:
     """One address of an upstream group, with its pool, health and load numbers."""
 
     __slots__ = (
         "active",
         "address",
         "clock",
-        "counted",
         "deadline",
         "ejected",
         "ejections",
@@ -75,9 +75,10 @@ class Server:
         "name",
         "pool",
         "port",
-        "timed",
+        "reports_answers",
+        "tracks_in_flight",
+        "tracks_latency",
         "url",
-        "watch",
         "weight",
     )
 
@@ -106,14 +107,14 @@ class Server:
         self.ejections = 0
         self.failures = 0
         self.deadline = NEVER
-        #: Clock for latency samples (the loop's); set with `timed` by the group.
+        #: Clock for latency samples (the loop's); set with `tracks_latency` by the group.
         self.clock = clock
-        self.timed = False
+        self.tracks_latency = False
         #: The policy reads `active`, so the exchange keeps it (see the module docstring).
-        self.counted = False
-        #: The exchange must report this server's answers: it is timed, or has failures on
+        self.tracks_in_flight = False
+        #: The exchange must report this server's answers: it tracks latency, or has failures on
         #: record. Otherwise a good answer costs the exchange one test (see `answered`).
-        self.watch = False
+        self.reports_answers = False
         self.latency = 0.0
         self.latency_at = 0.0
         self.error_rate = 0.0
@@ -121,7 +122,7 @@ class Server:
 
     def __repr__(self) -> str:
         state = "up" if self.available else "down"
-        return f"<Server {self.address} weight={self.weight} {state}>"
+        return f"<Endpoint {self.address} weight={self.weight} {state}>"
 
     @property
     def available(self) -> bool:
@@ -130,16 +131,17 @@ class Server:
 
     # -- passive health: called by the exchange ----------------------------------------------
 
-    def set_timed(self, timed: bool) -> None:
+    def set_tracks_latency(self, tracks: bool) -> None:
         """Whether the policy reads latency (the exchange then times each attempt)."""
-        self.timed = timed
-        self.watch = timed or self.failures > 0
+        self.tracks_latency = tracks
+        self.reports_answers = tracks or self.failures > 0
 
     def answered(self, status: int, started: float) -> None:
-        """A response head arrived. The exchange calls this only when `watch` is set or the
-        status is a 5xx, so a good answer from a server with a clean record costs nothing
-        here; `started` is when the attempt began (meaningful only when timed)."""
-        if self.timed:
+        """A response head arrived. The exchange calls this only when `reports_answers` is
+        set or the status is a 5xx, so a good answer from a server with a clean record costs
+        nothing here; `started` is when the attempt began (meaningful only when latency is
+        tracked)."""
+        if self.tracks_latency:
             self.observe(status, started)
         elif status >= 500:
             self.failed()
@@ -150,12 +152,12 @@ class Server:
         """An answer below 500 arrived: the run of failures, and the ejection record, end."""
         self.failures = 0
         self.ejections = 0
-        self.watch = self.timed
+        self.reports_answers = self.tracks_latency
 
     def failed(self) -> None:
         """An attempt failed: connect error, reset, timeout, garbage, or a 5xx status."""
         self.failures += 1
-        self.watch = True
+        self.reports_answers = True
         if self.group is not None:
             self.error_rate += (1.0 - self.error_rate) * ERROR_ALPHA
             self.error_at = self.group.sweeper.now
@@ -165,7 +167,7 @@ class Server:
         """A response head arrived for an attempt started at `started` (by `clock`; only
         latency-aware policies call this): update the latency average, the error rate and
         passive health. One clock read: the one that ends the sample."""
-        now = self.clock()  # type: ignore[misc]  # clock is set whenever timed is (group.py)
+        now = self.clock()  # type: ignore[misc]  # set with tracks_latency (group.py)
         elapsed = now - started
         previous = self.latency
         if elapsed >= previous or self.latency_at == 0.0:

@@ -20,7 +20,12 @@ from typing import Any
 
 from veloxy.net.accept import AcceptCatchUp, needs_accept_catch_up
 from veloxy.net.listen import format_address
-from veloxy.net.server import Application, ConnectionRegistry, ServerConnection, ServerLimits
+from veloxy.net.server_connection import (
+    Application,
+    ConnectionRegistry,
+    ServerConnection,
+    ServerLimits,
+)
 from veloxy.net.sockopt import server_connection_class
 from veloxy.net.timers import sweeper_for
 
@@ -49,7 +54,7 @@ async def serve(
 ) -> None:
     """Serve on listening `sockets` until a stop signal; `make_app(sweeper)` builds the app.
 
-    Per socket, `tls` gives its tls.server.ServerTLS (None: cleartext) and `h2c` whether it
+    Per socket, `tls` gives its tls.listener.ServerTLS (None: cleartext) and `h2c` whether it
     also takes HTTP/2 with prior knowledge; `http2` is config.Http2Settings. A reload
     (SIGHUP) reads the TLS listeners' certificates again (`_reload_certificates_on`).
 
@@ -119,7 +124,7 @@ async def _drain(registry: ConnectionRegistry, delay: float) -> None:
     one races with a request the client may be sending on it, which would then fail; the
     client's next request gets its answer and the close. What is still open after `delay`
     goes through the shutdown proper (begin_shutdown). (A ConnectionRegistry.begin_drain()
-    in net/server.py would be this function's natural home.)"""
+    in net/server_connection.py would be this function's natural home.)"""
     if delay <= 0:
         return
     registry.closing = True
@@ -182,7 +187,7 @@ def _reload_certificates_on(loop: asyncio.AbstractEventLoop, app: Any, contexts:
     run by admin/reload.py on SIGHUP and POST /reload) and, when nothing else handles
     SIGHUP here (`own_signal`), on SIGHUP directly. New handshakes get the new
     certificates; established connections keep theirs."""
-    from veloxy.tls.server import reload_all
+    from veloxy.tls.listener import reload_all
 
     hooks = getattr(app, "reload_hooks", None)
     if hooks is not None:
