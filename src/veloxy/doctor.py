@@ -481,8 +481,8 @@ def fast_lane_state() -> str | None:
 
 def check_fast_lane(r: LinuxReadings | WindowsReadings, plan: Plan) -> Finding:
     name = "C fast lane (h1/_fastpath)"
-    why = ("heads of the common case parsed in C: about a third less CPU per proxied request "
-           "than the Python parsers alone (docs/BENCHMARKS.md)")
+    why = ("heads of the common case parsed in C: less CPU per proxied request than the "
+           "Python parsers alone (docs/BENCHMARKS.md, \"The C fast lane\")")
     if r.fast_lane == "on":
         return Finding(name, "ok", "on", "on", why)
     if r.fast_lane is not None:
