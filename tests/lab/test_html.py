@@ -17,6 +17,7 @@ from veloxy.lab import html
 from veloxy.lab.html import PALETTE, render_html, write_html
 
 
+@pytest.mark.process
 def test_self_contained_with_every_plot() -> None:
     page = render_html(synthetic.document())
     assert page.startswith("<!doctype html>")

@@ -30,6 +30,7 @@ def honest(backends: Backends) -> tuple[str, dict[str, Any]]:
     return server.url + "/", document(outcome)
 
 
+@pytest.mark.process
 def test_a_planted_throughput_regression_fails_the_run(honest: tuple[str, dict[str, Any]],
                                                        cli: Cli, tmp_path: Path) -> None:
     url, doc = honest
@@ -50,6 +51,7 @@ def test_a_planted_throughput_regression_fails_the_run(honest: tuple[str, dict[s
     assert rps["change_percent"] < -10 and rps["better"] == "higher"
 
 
+@pytest.mark.process
 def test_same_server_within_threshold_passes(honest: tuple[str, dict[str, Any]], cli: Cli,
                                             tmp_path: Path) -> None:
     url, doc = honest

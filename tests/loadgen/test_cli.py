@@ -33,6 +33,7 @@ from veloxy.loadgen.settings import BenchSettings
 Cli = Callable[..., subprocess.CompletedProcess[str]]
 
 
+@pytest.mark.process
 def test_json_validates_and_hdr_log_is_readable(backends: Backends, cli: Cli,
                                                 tmp_path: Path) -> None:
     server = backends(ok)
@@ -98,6 +99,7 @@ def test_the_validator_names_what_is_wrong(result_doc: dict[str, Any],
         validate(broken)
 
 
+@pytest.mark.process
 def test_progress_line_on_a_terminal_only(backends: Backends) -> None:
     server = backends(ok)
     leader, follower = pty.openpty()
@@ -127,6 +129,7 @@ def test_progress_line_on_a_terminal_only(backends: Backends) -> None:
     assert b"Requests/sec:" in out
 
 
+@pytest.mark.process
 def test_ctrl_c_prints_partial_results(backends: Backends) -> None:
     server = backends(ok)
     proc = subprocess.Popen(
@@ -209,6 +212,7 @@ def test_bad_input_is_one_line_and_exit_2(case: tuple[str, Callable[[str, Path],
     assert len(server.requests) == 0  # nothing was sent
 
 
+@pytest.mark.process
 def test_bad_input_in_a_real_process_has_no_traceback(cli: Cli) -> None:
     result = cli("bench", f"http://127.0.0.1:{_refused_port()}/", "-d", "1s")
     assert result.returncode == 2
@@ -216,6 +220,7 @@ def test_bad_input_in_a_real_process_has_no_traceback(cli: Cli) -> None:
     assert result.stdout == ""
 
 
+@pytest.mark.process
 def test_debug_shows_the_traceback(cli: Cli) -> None:
     result = cli("--debug", "bench", f"http://127.0.0.1:{_refused_port()}/", "-d", "1s")
     assert result.returncode != 0

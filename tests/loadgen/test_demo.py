@@ -14,8 +14,12 @@ import time
 import uuid
 from pathlib import Path
 
+import pytest
+
 from tests.support.proc import SRC, child_env
 from veloxy.config import usable_cpus
+
+pytestmark = pytest.mark.process
 
 # Per-row seconds for the tests (the real --quick takes 1.5 s per row).
 FAST = "0.3"

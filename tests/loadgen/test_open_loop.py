@@ -7,6 +7,8 @@ from __future__ import annotations
 import threading
 import time
 
+import pytest
+
 from tests.loadgen.conftest import Backends, ok
 from tests.support.backends import Conn, Request, ScriptedBackend, response
 from tests.support.proc import VeloxyProcess
@@ -16,6 +18,7 @@ from veloxy.loadgen.runner import run_bench
 from veloxy.loadgen.settings import BenchSettings
 
 
+@pytest.mark.process
 def test_rate_is_held_against_the_origin(origin: VeloxyProcess) -> None:
     rate, seconds = 600.0, 1.5
     outcome = run_bench(BenchSettings(url=f"http://127.0.0.1:{origin.port}/?size=200",

@@ -12,7 +12,7 @@ from tests.support.backends import ok_script
 from tests.support.client import Client, get
 from tests.support.proc import established_inodes, process_tree, socket_inodes
 
-pytestmark = pytest.mark.timeout(40)
+pytestmark = [pytest.mark.timeout(40), pytest.mark.process]
 
 
 def wait_children(proxy, n: int, timeout: float = 5.0,

@@ -147,6 +147,7 @@ async def _read_response(reader: asyncio.StreamReader) -> bytes:
     return head + await reader.readexactly(length)
 
 
+@pytest.mark.process
 def test_defaults_keep_nodelay_on_both_sides_and_set_nothing(run) -> None:
     seen = run(_one_request(None))
     assert seen["response"].startswith(b"HTTP/1.1 200") and seen["response"].endswith(b"ok")
@@ -161,6 +162,7 @@ def test_defaults_keep_nodelay_on_both_sides_and_set_nothing(run) -> None:
         assert seen["backlog"] == [4096]
 
 
+@pytest.mark.process
 def test_configured_options_reach_the_kernel(run) -> None:
     tuning = {"backlog": 77,
               "downstream": {"tcp_nodelay": False, "recv_buffer": "48k", "send_buffer": "40k"},
@@ -176,6 +178,7 @@ def test_configured_options_reach_the_kernel(run) -> None:
         assert seen["backlog"] == [77]
 
 
+@pytest.mark.process
 def test_nodelay_alone_leaves_buffers_to_the_kernel(run) -> None:
     """Only what is configured is set: buffers stay autotuned (not the values above)."""
     seen = run(_one_request({"upstream": {"tcp_nodelay": False}}))
@@ -192,6 +195,7 @@ def test_protocol_class_follows_downstream_nodelay() -> None:
     assert server_connection_class(SocketOptions(tcp_nodelay=False)) is NagleServerConnection
 
 
+@pytest.mark.process
 @needs_ss
 def test_listen_socket_sets_backlog_and_buffers_before_listen() -> None:
     sock = listen_socket("127.0.0.1", 0, backlog=33, recv_buffer=40960, send_buffer=36864)
