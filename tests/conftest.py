@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import platform
 import sys
-from collections.abc import Generator
+from collections.abc import Generator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +47,14 @@ def _refuse_program_starts_in_unmarked_tests(event: str, args: tuple[Any, ...]) 
 # so that whichever test happens to ask first is not charged with starting a program.
 platform.processor()
 sys.addaudithook(_refuse_program_starts_in_unmarked_tests)
+
+
+@pytest.fixture
+def refused_program_starts() -> Iterator[list[str]]:
+    """The program starts refused during the test that asks for this: that test checks
+    them itself (tests/test_process_marker.py), so they do not fail it at teardown."""
+    yield _refused
+    _refused.clear()
 
 
 @pytest.hookimpl(wrapper=True)
