@@ -110,7 +110,8 @@ async def _one_request(tuning: dict | None) -> dict[str, object]:
         apps.append(RecordingApp(config, sweeper))
         return apps[0]
 
-    listener = listen_socket("127.0.0.1", 0, recv_buffer=config.tuning.downstream.recv_buffer,
+    listener = listen_socket("127.0.0.1", 0, backlog=config.tuning.backlog,
+                             recv_buffer=config.tuning.downstream.recv_buffer,
                              send_buffer=config.tuning.downstream.send_buffer)
     port = listener.getsockname()[1]
     ready = asyncio.Event()

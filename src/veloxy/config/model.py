@@ -1049,13 +1049,18 @@ class GcSettings(_Model):
     pause a little longer. 1..10000000."""
 
 
+#: listen()'s backlog unless `tuning.backlog` says otherwise: the one default, read by the
+#: serving processes (server.py, cli.py) and by `veloxy doctor`'s checks.
+DEFAULT_BACKLOG = 4096
+
+
 class Tuning(_Model):
     """Knobs of the serving processes that the proxy study names: the listen backlog, TCP
     options of client (downstream) and upstream sockets, and the garbage collector. The
     defaults are right for most deployments; docs/TUNING.md has the measurements. Applied
     when a serving process starts: changing them takes a restart, not a reload."""
 
-    backlog: Annotated[int, _int_in(1, 65535)] = 4096
+    backlog: Annotated[int, _int_in(1, 65535)] = DEFAULT_BACKLOG
     """Length of each listening socket's queue of connections accepted by the kernel and
     not yet by veloxy (listen()'s backlog). Default 4096. The kernel caps it at
     net.core.somaxconn (`veloxy doctor` checks); a burst of connects beyond the queue is
