@@ -133,6 +133,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "src"))  # veloxy.lab, without installing the package
 
 # Process management and the peers' configs are shared with `veloxy suite` (veloxy/lab/).
+from veloxy.config.values import parse_duration  # noqa: E402  (5s, 1m, 500ms, 1m30s)
 from veloxy.lab.peers import (  # noqa: E402
     build_goproxy,
     haproxy_conf,
@@ -1009,14 +1010,6 @@ def render_markdown(meta: dict[str, Any], results: dict[str, dict[str, dict[str,
 
 # --------------------------------------------------------------------------------------------
 # Main
-
-
-def parse_duration(text: str) -> float:
-    m = re.fullmatch(r"\s*([\d.]+)\s*(ms|s|m)?\s*", text)
-    if not m:
-        raise argparse.ArgumentTypeError(f"bad duration {text!r} (use e.g. 5s, 1m, 500ms)")
-    v = float(m.group(1))
-    return v * {"ms": 1e-3, "s": 1.0, "m": 60.0, None: 1.0}[m.group(2)]
 
 
 def csv_list(choices: Sequence[str]) -> Callable[[str], list[str]]:
