@@ -53,7 +53,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))  # veloxy's helpers, without installing the package
 
 from veloxy.config.values import parse_duration  # noqa: E402  (5s, 1m, 500ms, 1m30s)
-from veloxy.lab.procs import free_port  # noqa: E402
+from veloxy.lab.procs import cpu_model, free_port  # noqa: E402
 
 BODY = b"x" * 100
 
@@ -212,14 +212,7 @@ def fmt_us(us: float) -> str:
 
 
 def machine() -> str:
-    cpu = platform.processor() or "?"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_model() or platform.processor() or "?"
     return f"{os.cpu_count()} CPUs ({cpu}), Linux {platform.release()}, Python " \
            f"{platform.python_version()}"
 
