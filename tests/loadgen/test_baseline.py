@@ -12,7 +12,8 @@ from typing import Any
 
 import pytest
 
-from tests.loadgen.conftest import Backends, ok
+from tests.loadgen.conftest import ok
+from tests.support.backends import BackendStarter
 from veloxy.loadgen.report import compare, comparison_text, document, write_json
 from veloxy.loadgen.runner import run_bench
 from veloxy.loadgen.schema import validate
@@ -22,9 +23,9 @@ Cli = Callable[..., subprocess.CompletedProcess[str]]
 
 
 @pytest.fixture
-def honest(backends: Backends) -> tuple[str, dict[str, Any]]:
+def honest(backends: BackendStarter) -> tuple[str, dict[str, Any]]:
     """A server and a real result against it."""
-    server = backends(ok)
+    server = backends.serving(ok)
     outcome = run_bench(BenchSettings(url=server.url + "/", connections=2, duration=0.5,
                                       processes=1))
     return server.url + "/", document(outcome)
