@@ -18,6 +18,7 @@ import sys
 
 import pytest
 
+from tests.upstream.harness import Client
 from veloxy.config import parse_config
 from veloxy.config.model import SocketOptions
 from veloxy.net.listen import listen_socket
@@ -121,16 +122,15 @@ async def _one_request(tuning: dict | None) -> dict[str, object]:
         await ready.wait()
         if shutil.which("ss") and LINUX:
             seen["backlog"] = listen_queues(port)
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        writer.write(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-        seen["response"] = await _read_response(reader)
+        client = Client(port)
+        seen["response"] = await client.request()
         pool = apps[0].groups["a"].servers[0].pool
         seen["pool_options"] = pool.socket_options
         conn = pool.acquire_idle()
         assert conn is not None and conn.transport is not None
         seen["upstream"] = _sock_readings(conn.transport.get_extra_info("socket"))
         pool.release(conn)
-        writer.close()
+        await client.close()
     finally:
         task.cancel()
         try:
@@ -141,17 +141,10 @@ async def _one_request(tuning: dict | None) -> dict[str, object]:
     return seen
 
 
-async def _read_response(reader: asyncio.StreamReader) -> bytes:
-    head = await reader.readuntil(b"\r\n\r\n")
-    length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n")
-                  if line.lower().startswith(b"content-length:"))
-    return head + await reader.readexactly(length)
-
-
 @pytest.mark.process
 def test_defaults_keep_nodelay_on_both_sides_and_set_nothing(run) -> None:
     seen = run(_one_request(None))
-    assert seen["response"].startswith(b"HTTP/1.1 200") and seen["response"].endswith(b"ok")
+    assert (seen["response"].status, seen["response"].body) == (200, b"ok")
     # TCP_NODELAY is on by default on both loops (the stdlib loop sets it only when the
     # listener's proto is IPPROTO_TCP: net/listen.py makes it so).
     assert seen["downstream"]["nodelay"] is True
@@ -169,7 +162,7 @@ def test_configured_options_reach_the_kernel(run) -> None:
               "downstream": {"tcp_nodelay": False, "recv_buffer": "48k", "send_buffer": "40k"},
               "upstream": {"tcp_nodelay": False, "recv_buffer": "56k", "send_buffer": "24k"}}
     seen = run(_one_request(tuning))
-    assert seen["response"].startswith(b"HTTP/1.1 200") and seen["response"].endswith(b"ok")
+    assert (seen["response"].status, seen["response"].body) == (200, b"ok")
     assert seen["conn_class"] is NagleServerConnection
     assert seen["downstream"] == {"nodelay": False, "rcvbuf": kernel_size(48 * 1024),
                                   "sndbuf": kernel_size(40 * 1024)}
