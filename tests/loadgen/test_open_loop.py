@@ -34,6 +34,7 @@ def test_rate_is_held_against_the_origin(origin: VeloxyProcess) -> None:
     assert doc["schedule_lag"]["count"] > 0
 
 
+@pytest.mark.slow
 def test_rate_is_held_at_the_server(backends: BackendStarter) -> None:
     """What arrives at the server, not only what the report says."""
     server = backends.serving(ok)
@@ -65,6 +66,7 @@ def stalling_server(backends: BackendStarter, after: float, stall: float) -> obj
     return backends.serving(respond, name="stalling")
 
 
+@pytest.mark.slow
 def test_a_stall_shows_in_corrected_p99_not_in_uncorrected(backends: BackendStarter) -> None:
     server = stalling_server(backends, after=1.0, stall=1.0)
     outcome = run_bench(BenchSettings(url=server.url + "/", connections=4,  # type: ignore[attr-defined]
@@ -83,6 +85,7 @@ def test_a_stall_shows_in_corrected_p99_not_in_uncorrected(backends: BackendStar
     assert doc["rate"]["achieved"] >= 0.97 * 400.0
 
 
+@pytest.mark.slow
 def test_connections_the_server_closes_while_idle_are_replaced(backends: BackendStarter) -> None:
     """A server whose keep-alive timeout is shorter than the gap between two requests of a
     connection: every request finds its connection closed, and none of them fails."""
