@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -22,7 +21,6 @@ from tests.upstream.harness import Client
 from veloxy.config import parse_config
 from veloxy.config.model import SocketOptions
 from veloxy.net.listen import listen_socket
-from veloxy.net.loop import new_event_loop
 from veloxy.net.server import ServerConnection
 from veloxy.net.sockopt import (
     NagleServerConnection,
@@ -50,23 +48,6 @@ def listen_queues(port: int) -> list[int]:
 
 
 needs_ss = pytest.mark.skipif(shutil.which("ss") is None or not LINUX, reason="needs Linux ss")
-
-
-@pytest.fixture(params=["uvloop", "asyncio"])
-def run(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.setenv("VELOXY_LOOP", request.param)
-    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
-
-    def runner(coro):
-        loop = new_event_loop()
-        try:
-            return loop.run_until_complete(asyncio.wait_for(coro, 10))
-        finally:
-            loop.close()
-            for sig, handler in saved.items():  # serve() installs its own
-                signal.signal(sig, handler)
-
-    return runner
 
 
 class _Upstream(asyncio.Protocol):
