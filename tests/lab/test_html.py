@@ -17,7 +17,6 @@ from veloxy.lab import html
 from veloxy.lab.html import PALETTE, render_html, write_html
 
 
-@pytest.mark.process
 def test_self_contained_with_every_plot() -> None:
     page = render_html(synthetic.document())
     assert page.startswith("<!doctype html>")
@@ -76,6 +75,7 @@ def _colour_counts(png: Path) -> dict[str, int]:
     return counts
 
 
+@pytest.mark.process
 def test_plots_render_in_headless_chromium(tmp_path: Path) -> None:
     browser = _chromium()
     if browser is None:
