@@ -18,7 +18,6 @@ and tracing are off, as by default: what is measured is what every request pays.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import shutil
 import subprocess
@@ -30,26 +29,21 @@ REPO = Path(__file__).resolve().parents[1]
 
 #: (file, text with the bookkeeping, text without it)
 OFF_EDITS = [
-    ("src/veloxy/proxy/forward.py", '''        self.started = monotonic()
+    ("src/veloxy/proxy/exchange.py", '''        self.started = monotonic()
         app = self._app
+        head = self.head
         if app.tracer is not None:
-            self.trace = app.tracer.start(self.head.fields)
+            self.trace = app.tracer.start(head.fields)
         if app.access_log is not None:
-            self._bytes_mark = getattr(self.down, "bytes_out", 0)
-        route = app.router.match(self.head)''', '''        app = self._app
-        route = app.router.match(self.head)'''),
-    ("src/veloxy/proxy/forward.py",
-     "self.head, route.rewrite(self.head.target), self.down.client_ip, self.trace\n",
-     "self.head, route.rewrite(self.head.target), self.down.client_ip\n"),
-    ("src/veloxy/proxy/forward.py", "        self.response_started = True\n"
-     "        self.status = head.status\n", "        self.response_started = True\n"),
-    ("src/veloxy/proxy/forward.py", "        self._record(self.status)\n"
-     "        self.down.finish(keep_alive=not self._response_close)",
-     "        self.down.finish(keep_alive=not self._response_close)"),
-    ("src/veloxy/proxy/forward.py", "        self._record(status)\n"
-     "        down.finish(keep_alive=keep)", "        down.finish(keep_alive=keep)"),
-    ("src/veloxy/proxy/app.py", "*(head.fields if trace is None else trace.fields)]",
-     "*head.fields]"),
+            self._bytes_mark = self.down.bytes_out
+''', '''        app = self._app
+        head = self.head
+'''),
+    ("src/veloxy/proxy/forward.py", "        status = self.status = head.status\n",
+     "        status = head.status\n"),
+    ("src/veloxy/proxy/forward.py", "        log_exchange(self, self.status)\n"
+     "        self.down.finish(keep_alive=not self._close_after)",
+     "        self.down.finish(keep_alive=not self._close_after)"),
     ("src/veloxy/net/server.py", "        self.bytes_in += len(data)\n", ""),
     ("src/veloxy/net/server.py",
      "        self.bytes_out += len(data)\n        self.transport.write",
@@ -69,47 +63,25 @@ def make_off_tree(target: Path) -> None:
 
 
 async def drive(requests: int, browser: bool) -> None:
-    """hotpath.measure's set-up; the measured requests run inside map()."""
+    """hotpath's wiring; the measured requests run inside map()."""
     sys.path.insert(0, str(REPO / "benchmarks"))
     import hotpath
 
-    from veloxy.config import parse_config
-    from veloxy.net.client import ClientConnection
-    from veloxy.net.server import ConnectionRegistry, ServerConnection
-    from veloxy.net.timers import sweeper_for
-    from veloxy.proxy.app import ProxyApp
-
-    sweeper = sweeper_for(asyncio.get_running_loop())
-    config = parse_config({"routes": [{"upstream": "app"}],
-                           "upstreams": {"app": {"servers": ["http://127.0.0.1:9"]}}})
-    app = ProxyApp(config, sweeper)
-    server = app.groups["app"].servers[0]
-    upstream = ClientConnection(sweeper, config.upstreams["app"].timeouts,
-                                server.pool._connection_closed)
-    up_transport = hotpath.MemoryTransport(("127.0.0.1", 9))
-    upstream.connection_made(up_transport)
-    server.pool.open += 1
-    server.pool._idle.append(upstream)
-    down = ServerConnection(app, config.limits, sweeper, ConnectionRegistry())
-    down_transport = hotpath.MemoryTransport(("127.0.0.1", 40000))
-    down.connection_made(down_transport)
-    request = (b"GET /index.html?id=42 HTTP/1.1\r\nHost: example.com\r\n"
-               + (hotpath.BROWSER_HEADERS if browser else b"") + b"\r\n")
-    body = b"x" * 100
-    response = (b"HTTP/1.1 200 OK\r\nServer: origin\r\nDate: Thu, 26 Nov 2026 22:00:00 GMT\r\n"
-                b"Content-Type: text/plain\r\nContent-Length: %d\r\n\r\n" % len(body)) + body
+    wiring = hotpath.Wiring(browser)
+    down, upstream = wiring.down, wiring.upstream
+    request, response = wiring.request, wiring.response
     for _ in range(1000):  # warm up (a for loop: not counted)
         down.data_received(request)
         upstream.data_received(response)
-    up_transport.written.clear()
-    down_transport.written.clear()
+    wiring.up_transport.written.clear()
+    wiring.down_transport.written.clear()
 
     def one(_: int) -> None:
         down.data_received(request)
         upstream.data_received(response)
 
     list(map(one, range(requests)))
-    assert len(down_transport.written) == requests == len(up_transport.written)
+    assert len(wiring.down_transport.written) == requests == len(wiring.up_transport.written)
 
 
 def count(tree: Path, requests: int, variant: str) -> int:

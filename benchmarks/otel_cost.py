@@ -1,5 +1,6 @@
 """What the OpenTelemetry export costs when it is off (issue 5: "no cost when it is off"):
-instructions per proxied request with and without its hook in `ProxyExchange._record`.
+instructions per proxied request with and without its hook in the logging phase
+(`proxy/logging_phase.py`, `log_exchange`).
 
 "Without" is this tree with the hook taken out (a copy of src/ with HOOK replaced by
 ORIGINAL, the code before the export existed); "with" is a copy of the tree as it is. Both
@@ -33,17 +34,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import metrics_cost  # beside this file (sys.path above)
 
 REPO = metrics_cost.REPO
-FORWARD = "src/veloxy/proxy/forward.py"
+FORWARD = "src/veloxy/proxy/logging_phase.py"
 
-HOOK = """        log = self._app.access_log
-        if log is not None:
-            self._log(log, status, now)
-        if self._app.otel is not None:  # all that the OpenTelemetry export costs when off
-            self._span(status, now)
+HOOK = """    if app.access_log is not None:
+        _access_log(x, app.access_log, status, now)
+    if app.otel is not None:  # all that the OpenTelemetry export costs when off
+        _span(x, app.otel, status, now)
 """
-ORIGINAL = """        log = self._app.access_log
-        if log is not None:
-            self._log(log, status, now)
+ORIGINAL = """    if app.access_log is not None:
+        _access_log(x, app.access_log, status, now)
 """
 
 

@@ -25,6 +25,7 @@ examples:
   veloxy origin --listen 127.0.0.1:9001        a test backend (?size=16k&delay=50ms&status=404)
   veloxy serve --listen 127.0.0.1:8080 --upstream http://127.0.0.1:9001
   veloxy serve --config veloxy.yaml --workers auto
+  veloxy serve --config veloxy.yaml --watch    reload when the file changes
   veloxy check veloxy.yaml                     validate a config file (exit 2 on errors)
 
 environment:
@@ -59,6 +60,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--workers", "-w", metavar="N|auto",
                        help="worker processes (default 1; auto = usable CPUs)")
     serve.add_argument("--admin", metavar="HOST:PORT", help="admin listener address")
+    serve.add_argument("--watch", action="store_true",
+                       help="reload when the --config file changes (also a Kubernetes "
+                       "ConfigMap's symlink swap); an invalid new file changes nothing and "
+                       "is logged")
     serve.add_argument("--log-level", default="info",
                        choices=["debug", "info", "warning", "error"])
     serve.set_defaults(run=cmd_serve)
@@ -141,12 +146,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from veloxy.config import resolve_workers
     from veloxy.server import announce_listening, configure_logging
 
+    if args.watch and not args.config:
+        raise ConfigError([("--watch", "needs --config FILE: there is no file to watch when "
+                                       "the proxy is configured by flags")])
     config = _load_serve_config(args)
     configure_logging("debug" if args.debug else args.log_level)
     workers = resolve_workers(config.workers)
     # Metrics, reload (SIGHUP, POST /reload) and the admin listener: admin/launch.py.
     load = (lambda: _load_serve_config(args)) if args.config else None
-    with ProxyOps(config, load, workers, announce_listening) as ops:
+    watch_path = args.config if args.watch else None
+    with ProxyOps(config, load, workers, announce_listening, watch_path) as ops:
 
         def make_app(sweeper):
             from veloxy.proxy.app import ProxyApp
@@ -213,13 +222,13 @@ def run_servers(addresses: list[tuple[str, int]], workers: int,
         workers = 1
     if workers == 1:
         sockets = [listen_socket(host, port, **listen_options) for host, port in addresses]
-        loop.run(serve(sockets[:served], make_app, limits,  # type: ignore[arg-type]
+        loop.run(serve(sockets[:served], make_app, limits,  # type: ignore[arg-type]  # make_app returns a ProxyApp, an Application in all but name
                        announce=announce, tuning=tuning, attach=attach(sockets),
                        **(secure or {})))
         return 0
 
     def worker_main(sockets: list[socket.socket], ready: Callable[[], None]) -> None:
-        loop.run(serve(sockets[:served], make_app, limits,  # type: ignore[arg-type]
+        loop.run(serve(sockets[:served], make_app, limits,  # type: ignore[arg-type]  # make_app returns a ProxyApp, an Application in all but name
                        ready=ready, tuning=tuning, attach=attach(sockets),
                        **(secure or {})))
 
@@ -292,16 +301,18 @@ def cmd_demo(args: argparse.Namespace) -> int:
 # -- the performance lab: doctor, suite ------------------------------------------------------
 
 
-def add_lab_parsers(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_lab_parsers(commands: argparse._SubParsersAction) -> None:
     """`veloxy doctor` and `veloxy suite` (their work lives in doctor.py and lab/)."""
-    from veloxy.lab.cli import add_suite_parser
+    from veloxy.lab.cli import add_merge_parser, add_suite_parser
 
     add_doctor_parser(commands)
     add_suite_parser(commands)
     commands.choices["suite"].set_defaults(run=cmd_suite)
+    add_merge_parser(commands)
+    commands.choices["merge"].set_defaults(run=cmd_merge)
 
 
-def add_doctor_parser(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_doctor_parser(commands: argparse._SubParsersAction) -> None:
     doctor = commands.add_parser(
         "doctor", help="check the OS settings that limit a proxy, and say what to change",
         description="Read the kernel and process limits that matter to a proxy (backlog, "
@@ -330,3 +341,9 @@ def cmd_suite(args: argparse.Namespace) -> int:
     from veloxy.lab.cli import run
 
     return run(args)
+
+
+def cmd_merge(args: argparse.Namespace) -> int:
+    from veloxy.lab.cli import run_merge
+
+    return run_merge(args)

@@ -15,14 +15,26 @@ be kept, and whether the request may be retried on another upstream connection::
     │   └── NotImplementedByProxy   CONNECT, transfer codings but chunked   -> 501
     └── UpstreamError               the upstream failed us                 -> 5xx
         ├── UpstreamConnectError    refused, unreachable, connect timeout   -> 502, retryable
+        ├── UpstreamRefusedError    an HTTP/2 upstream refused the stream   -> 502, retryable
+        │                           (REFUSED_STREAM, or beyond its GOAWAY)
         ├── UpstreamResetError      closed/reset before any response byte   -> 502, retryable
         │                           if the request is idempotent and replayable
         ├── UpstreamProtocolError   garbage where a response was expected   -> 502
         ├── UpstreamTimeout         no response head within response_header -> 504
-        └── NoUpstreamAvailable     every server of the group is down       -> 503
+        └── NoUpstreamAvailable     no server to try, or our own pool limit -> 503
+
+Three facts on each upstream error drive what the proxy does after it (proxy/retry.py reads
+them; nothing else decides a retry):
+
+- `retryable`: another attempt may succeed at all;
+- `request_sent`: the request may have reached the upstream application, so only a request
+  that is idempotent (RFC 9110 §9.2.2) and can be replayed whole may be sent again; when
+  False (a connect error, a stream the upstream refused: RFC 9113 §8.7) any method may be;
+- `server_at_fault`: the failure counts against the server's passive health (not our own
+  pool's limit).
 
 Errors after the response head was sent cannot change the status any more: they close the
-client connection so that the truncation is visible (see proxy/forward.py).
+client connection so that the truncation is visible (see proxy/exchange.py).
 """
 
 from __future__ import annotations
@@ -88,11 +100,25 @@ class NotImplementedByProxy(DownstreamError):
 
 class UpstreamError(HttpError):
     status = 502
+    #: The request may have reached the upstream application (see the module docstring).
+    request_sent: bool = True
+    #: The failure says something about the server's health (passive health counts it).
+    server_at_fault: bool = True
 
 
 class UpstreamConnectError(UpstreamError):
     status = 502
     retryable = True
+    request_sent = False
+
+
+class UpstreamRefusedError(UpstreamError):
+    """An HTTP/2 upstream refused the stream (REFUSED_STREAM) or went away before it
+    (GOAWAY with a lower last stream id): it did not process the request (RFC 9113 §8.7)."""
+
+    status = 502
+    retryable = True
+    request_sent = False
 
 
 class UpstreamResetError(UpstreamError):
@@ -110,3 +136,5 @@ class UpstreamTimeout(UpstreamError):
 
 class NoUpstreamAvailable(UpstreamError):
     status = 503
+    request_sent = False
+    server_at_fault = False

@@ -1,9 +1,10 @@
 """The life of one serving process: listeners, the application, signals, graceful shutdown.
 
-`serve()` runs until SIGTERM or SIGINT, then stops accepting, closes idle keep-alive
-connections at once, lets in-flight requests finish within shutdown_timeout, aborts what is
-left and returns. Used by `veloxy serve` (one process, or each worker of workers.py) and by
-`veloxy origin`.
+`serve()` runs until SIGTERM or SIGINT, then drains for limits.shutdown_delay (still
+accepting, /healthz 503, every response closing its connection), stops accepting, closes idle
+keep-alive connections at once, lets in-flight requests finish within shutdown_timeout,
+aborts what is left and returns. Used by `veloxy serve` (one process, or each worker of
+workers.py) and by `veloxy origin`.
 """
 
 from __future__ import annotations
@@ -98,6 +99,7 @@ async def serve(
         ready()
     try:
         await stop.wait()
+        await _drain(registry, getattr(limits, "shutdown_delay", 0.0))
     finally:
         if catch_up is not None:
             catch_up.stop()
@@ -105,6 +107,28 @@ async def serve(
         if detach is not None:
             await detach()
         sweeper.close()
+
+
+async def _drain(registry: ConnectionRegistry, delay: float) -> None:
+    """limits.shutdown_delay: go on serving for `delay` seconds while telling everyone to go.
+
+    `registry.closing` is what /healthz reads (503 from now on) and what makes a connection
+    accepted from now on serve one request; each open connection answers its next request
+    with Connection: close. Idle keep-alive connections are deliberately left open: closing
+    one races with a request the client may be sending on it, which would then fail; the
+    client's next request gets its answer and the close. What is still open after `delay`
+    goes through the shutdown proper (begin_shutdown). (A ConnectionRegistry.begin_drain()
+    in net/server.py would be this function's natural home.)"""
+    if delay <= 0:
+        return
+    registry.closing = True
+    for conn in list(registry.connections):
+        if isinstance(conn, ServerConnection):
+            conn.keep_alive = False
+        else:
+            conn.close_when_done()  # HTTP/2: GOAWAY, the protocol's own race-free way out
+    log.info("draining for %gs before the shutdown (limits.shutdown_delay)", delay)
+    await asyncio.sleep(delay)
 
 
 async def _shutdown(servers: list[asyncio.Server], registry: ConnectionRegistry,
@@ -141,9 +165,7 @@ async def _create_secure_server(loop: asyncio.AbstractEventLoop, app: Applicatio
         from veloxy.config import Http2Settings
 
         http2 = Http2Settings()
-    with_scheme = getattr(app, "with_scheme", None)
-    listener_app = with_scheme(b"https") if listener_tls is not None and with_scheme else app
-    factory = protocol_factory(listener_app, limits, http2, sweeper, registry, conn_class,
+    factory = protocol_factory(app, limits, http2, sweeper, registry, conn_class,
                                tls=listener_tls, h2c=h2c)
     options: dict[str, Any] = {} if listener_tls is None else {
         "ssl": listener_tls.context, "ssl_handshake_timeout": limits.header_timeout,

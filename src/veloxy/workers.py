@@ -108,7 +108,7 @@ class Supervisor:
             sockets = [listen_socket(host, port, reuse_port=True, **self._listen_options)
                        for host, port in self._addresses]
             ready_fd = self._ready_write
-            self._worker_main(sockets, lambda: os.write(ready_fd, b"r"))
+            self._worker_main(sockets, lambda: _signal_ready(ready_fd))
         except BaseException:
             traceback.print_exc()
             code = 1
@@ -197,3 +197,8 @@ def _describe(status: int) -> str:
     if os.WIFSIGNALED(status):
         return f"signal {signal.Signals(os.WTERMSIG(status)).name}"
     return f"exit code {os.WEXITSTATUS(status)}"
+
+
+def _signal_ready(fd: int) -> None:
+    """A worker tells the supervisor it is serving: one byte on the readiness pipe."""
+    os.write(fd, b"r")

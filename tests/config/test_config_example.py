@@ -43,6 +43,7 @@ limits:
   header_timeout: 10s           # full request head must arrive within this, else 408 and close
   idle_timeout: 60s             # idle keep-alive client connections closed after this
   shutdown_timeout: 30s
+  shutdown_delay: 0s
 routes:                          # first match wins; at least one route required
   - match: {host: "api.example.com", path_prefix: "/api/", methods: [GET, POST], headers: {X-Canary: "1"}}
     upstream: api
@@ -71,6 +72,7 @@ limits:
   header_timeout: 10s
   idle_timeout: 1m
   shutdown_timeout: 30s
+  shutdown_delay: 0s
 routes:
 - match:
     host: api.example.com

@@ -2,10 +2,44 @@
 
 from __future__ import annotations
 
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from veloxy.observe.metrics import BOUNDS, MetricsRegistry, merge, quantile, render
+from veloxy.h1.head import RequestHead
+from veloxy.observe.metrics import BOUNDS, MetricsRegistry, RouteMetrics, merge, quantile, render
 from veloxy.observe.tracing import Tracer, parse_traceparent
+from veloxy.proxy import logging_phase
+from veloxy.proxy.exchange import BaseExchange
+
+
+class _App:
+    """What the logging phase reads of the proxy app: no access log, no span export."""
+
+    access_log = None
+    otel = None
+
+
+class _Route:
+    def __init__(self, handle: RouteMetrics) -> None:
+        self.metrics = handle
+
+
+@pytest.fixture
+def answer(monkeypatch):
+    """`answer(route_handle, seconds)`: one GET answered 200 on the route, counted by the
+    proxy's logging phase (the only code that counts requests), `seconds` exactly after
+    it started (the phase's clock is set for it)."""
+
+    def count(handle: RouteMetrics, seconds: float) -> None:
+        monkeypatch.setattr(logging_phase, "monotonic", lambda: seconds)
+        head = RequestHead()
+        head.method = b"GET"
+        exchange = BaseExchange(_App(), None, head)  # type: ignore[arg-type]
+        exchange.route = _Route(handle)  # type: ignore[assignment]
+        exchange.started = 0.0
+        logging_phase.log_exchange(exchange, 200)
+
+    return count
 
 
 def _samples(text: str) -> dict:
@@ -13,13 +47,13 @@ def _samples(text: str) -> dict:
             for family in text_string_to_metric_families(text) for s in family.samples}
 
 
-def test_merge_sums_counters_and_histograms_and_keeps_rules() -> None:
+def test_merge_sums_counters_and_histograms_and_keeps_rules(answer) -> None:
     snapshots = []
     for worker, seconds in enumerate((0.0004, 0.2)):
         registry = MetricsRegistry()
         route = registry.route('a"b\\c\n')  # escaped in the label value
         for _ in range(worker + 1):
-            route.done(b"GET", 200, seconds)
+            answer(route, seconds)
         snapshot = registry.snapshot()
         snapshot["veloxy_event_loop_lag_seconds"] = [[[], 0.01 * (worker + 1)]]
         snapshot["veloxy_upstream_healthy"] = [[["g", "s"], worker]]
@@ -37,12 +71,12 @@ def test_merge_sums_counters_and_histograms_and_keeps_rules() -> None:
     assert samples[("veloxy_workers", ())] == 2
 
 
-def test_bucket_edges_are_inclusive_and_quantiles_bounded() -> None:
+def test_bucket_edges_are_inclusive_and_quantiles_bounded(answer) -> None:
     registry = MetricsRegistry()
     route = registry.route("r")
     for bound in BOUNDS:
-        route.done(b"GET", 200, bound)  # exactly on a bound: counted in that bucket (le)
-    route.done(b"GET", 200, 99.0)
+        answer(route, bound)  # exactly on a bound: counted in that bucket (le)
+    answer(route, 99.0)
     assert route.buckets == [1] * len(BOUNDS) + [1]
     assert quantile(route.buckets, 0.5) == BOUNDS[7]
     assert quantile([0] * (len(BOUNDS) + 1), 0.5) is None

@@ -82,9 +82,12 @@ def test_h2c_groups(pki) -> None:
     assert _problems(_config(pki, upstreams={"a": {
         "servers": ["https://127.0.0.1:9001"], "protocol": "h2c",
         "health_check": {"path": "/"}}})) == [
-        "upstreams.a.servers.0: h2c is HTTP/2 without TLS: use an http:// URL",
-        "upstreams.a.health_check: active health checks speak HTTP/1.1: not available with "
-        "protocol h2c"]
+        "upstreams.a.servers.0: h2c is HTTP/2 without TLS: use an http:// URL"]
+    # active health checks probe h2c servers over HTTP/2 (tests/http2/test_h2c_exchange.py)
+    checked = parse_config(_config(pki, upstreams={"a": {
+        "servers": ["http://127.0.0.1:9001"], "protocol": "h2c",
+        "health_check": {"path": "/"}, "retries": 2}}))
+    assert checked.upstreams["a"].health_check is not None
     assert _problems(_config(pki, upstreams={"a": {
         "servers": ["http://127.0.0.1:9001"], "protocol": "grpc"}})) == [
         'upstreams.a.protocol: expected "http1" or "h2c", got "grpc"']

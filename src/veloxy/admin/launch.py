@@ -30,8 +30,10 @@ log = logging.getLogger("veloxy.admin")
 
 class ProxyOps:
     def __init__(self, config: Config, load: Callable[[], Config] | None, workers: int,
-                 announce: Callable[[str, str], None]) -> None:
+                 announce: Callable[[str, str], None], watch_path: str | None = None) -> None:
+        """`watch_path`: the config file `serve --watch` follows (reloaded when it changes)."""
         self.config = config
+        self._watch_path = watch_path
         self._load = load
         self._workers = workers
         self._announce = announce
@@ -79,7 +81,8 @@ class ProxyOps:
             runtime = WorkerRuntime(
                 app, load=self._load, limits=self.config.limits, admin_socket=admin_socket,
                 index=info.index if info else 0, count=info.count if info else 1,
-                control_dir=self.control_dir, supervisor=info.supervisor if info else None)
+                control_dir=self.control_dir, supervisor=info.supervisor if info else None,
+                watch_path=self._watch_path)
             await runtime.start(registry)
             if admin_socket is not None and info is None:
                 self._announce(format_address(admin_socket), "veloxy admin")

@@ -6,7 +6,9 @@ line through `server.serve(..., attach=...)`. It
 - registers the sources read when /metrics is scraped: the client connections of the
   listeners, the process's numbers, the loop monitor, the reload counters (the per-request
   handles are bound by the proxy itself, proxy/app.py);
-- reloads the config on SIGHUP (admin/reload.py);
+- reloads the config on SIGHUP (admin/reload.py), and with `serve --watch` when the file
+  changes (admin/watch.py): one process watches (the only one, or worker 0) and reloads as
+  POST /reload does, so with workers the supervisor and every worker follow the file;
 - with workers, answers its siblings' snapshot requests on its control socket
   (admin/control.py);
 - serves the admin listener, when configured (admin/app.py): every worker accepts on it,
@@ -35,6 +37,7 @@ from veloxy.admin import control
 from veloxy.admin.app import AdminApp
 from veloxy.admin.reload import Reloader
 from veloxy.admin.status import merge_status, worker_status
+from veloxy.admin.watch import POLL_INTERVAL, ConfigFileWatch
 from veloxy.config import Config
 from veloxy.net.server import ConnectionRegistry, ServerConnection, ServerLimits
 from veloxy.net.timers import sweeper_for
@@ -50,10 +53,12 @@ RELOAD_WAIT = 10.0
 class WorkerRuntime:
     def __init__(self, app: Any, *, load: Callable[[], Config] | None, limits: ServerLimits,
                  admin_socket: socket.socket | None = None, index: int = 0, count: int = 1,
-                 control_dir: str | None = None, supervisor: int | None = None) -> None:
+                 control_dir: str | None = None, supervisor: int | None = None,
+                 watch_path: str | None = None) -> None:
         """`app`: the ProxyApp. `load`: re-reads the config as at start-up (None: flags
         only). With workers: this worker's `index` of `count`, the directory of the control
-        sockets, and the supervisor's pid."""
+        sockets, and the supervisor's pid. `watch_path`: the config file to follow
+        (`serve --watch`); watched by worker 0 only."""
         self.app = app
         self.index = index
         self.count = count
@@ -69,6 +74,8 @@ class WorkerRuntime:
         self._monitor: LoopMonitor | None = None
         self._loop_started = 0.0
         self._reload_lock = asyncio.Lock()
+        self._watch_path = watch_path if index == 0 else None
+        self._watch_task: asyncio.Task[None] | None = None
 
     # -- life ------------------------------------------------------------------------------
 
@@ -97,9 +104,26 @@ class WorkerRuntime:
                 return ServerConnection(admin, self._limits, sweeper, registry)
 
             self._servers.append(await loop.create_server(factory, sock=self._admin_socket))
+        if self._watch_path is not None:
+            self._watch_task = loop.create_task(self._follow(ConfigFileWatch(self._watch_path)))
+
+    async def _follow(self, watch: ConfigFileWatch) -> None:
+        """`serve --watch`: reload whenever the file changes. An invalid file is refused and
+        logged with its key paths by the reload itself; the next change is tried again."""
+        while True:
+            await asyncio.sleep(POLL_INTERVAL)
+            try:
+                if watch.changed() and not self.stopping:
+                    code, result = await self.reload()
+                    if code >= 500:
+                        log.error("reload after a config file change: %s", result)
+            except Exception:  # the watch must outlive any one failure
+                log.exception("watching %s failed; still watching", watch.path)
 
     async def close(self) -> None:
         loop = asyncio.get_running_loop()
+        if self._watch_task is not None:
+            self._watch_task.cancel()
         try:
             loop.remove_signal_handler(signal.SIGHUP)
         except (AttributeError, NotImplementedError, RuntimeError, ValueError):

@@ -43,6 +43,7 @@ def worker_status(app: Any, now: float, started: float) -> dict[str, Any]:
                 "healthy": server.healthy,
                 "ejected": server.ejected,
                 "failures": server.failures,
+                "active": server.active,
                 "pool": server.pool.snapshot(),
                 "recent": histogram,
                 "window": window,
@@ -69,12 +70,15 @@ def merge_status(docs: list[dict[str, Any]], *, version: str, expected_workers: 
                     merged = entry["servers"][server["address"]] = {
                         "address": server["address"], "name": server["name"],
                         "weight": server["weight"], "healthy": True, "healthy_workers": 0,
-                        "ejected_workers": 0, "pool": dict.fromkeys(_POOL_KEYS, 0),
+                        "ejected_workers": 0, "active": 0,
+                        "pool": dict.fromkeys(_POOL_KEYS, 0),
                         "_recent": [0.0] * len(server["recent"]), "_window": 0.0}
                 merged["healthy"] = merged["healthy"] and server["healthy"] \
                     and not server["ejected"]
                 merged["healthy_workers"] += bool(server["healthy"])
                 merged["ejected_workers"] += bool(server["ejected"])
+                # requests in flight (kept under least_conn, p2c_ewma and adaptive only)
+                merged["active"] += server.get("active", 0)
                 for key in _POOL_KEYS:
                     merged["pool"][key] += server["pool"].get(key, 0)
                 merged["_recent"] = [a + b for a, b in

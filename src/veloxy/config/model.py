@@ -290,7 +290,7 @@ def _tls_version(value: object) -> str:
     if isinstance(value, int | float) and not isinstance(value, bool):
         text = str(value)  # YAML reads 1.2 as a number
     if text in ("1.2", "1.3"):
-        return text  # type: ignore[return-value]
+        return text
     raise ValueError(f'expected "1.2" or "1.3", got {show(value)}')
 
 
@@ -503,6 +503,15 @@ class Limits(_Model):
     """On shutdown or reload, requests in flight get this long to finish before their
     connections are closed. Default 30s; 0 closes at once. Longer is kinder to long
     downloads; shorter makes restarts quicker."""
+    shutdown_delay: Duration = 0.0
+    """On SIGTERM, keep accepting and serving this long before the shutdown proper (which
+    then takes up to shutdown_timeout), while /healthz answers 503 and every response says
+    Connection: close: a load balancer that health-checks /healthz takes the instance out
+    and keep-alive clients move to other instances, so no request meets a closed listener
+    or a connection closed under it (Traefik's requestAcceptGraceTimeout, Envoy's drain
+    time). Default 0s: stop accepting at once. Set it to the balancer's time to notice
+    (check interval x fall count, plus a margin); with a Kubernetes preStop sleep doing the
+    endpoint part, a few seconds move the kept-alive clients off."""
 
 
 # --- routes ----------------------------------------------------------------------------------
@@ -709,7 +718,7 @@ def _no_duplicate_servers(servers: tuple[UpstreamServer, ...]) -> tuple[Upstream
 
 def _upstream_protocol(value: object) -> str:
     if value in ("http1", "h2c"):
-        return value  # type: ignore[return-value]
+        return value
     raise ValueError(f'expected "http1" or "h2c", got {show(value)}')
 
 
@@ -889,8 +898,8 @@ class UpstreamGroup(_Model):
     protocol maps onto it) or "h2c" (HTTP/2 without TLS, prior knowledge: gRPC backends).
     With h2c, requests from HTTP/2 clients go upstream as HTTP/2 streams on one shared
     connection per server, trailers included (grpc-status); HTTP/1.1 clients get 503, since
-    gRPC needs HTTP/2 end to end. h2c servers are http:// URLs, and active health checks
-    (HTTP/1.1 probes) are not available for them."""
+    gRPC needs HTTP/2 end to end. h2c servers are http:// URLs; balancing, retries and
+    passive and active health (probes as HTTP/2 streams) work as for HTTP/1.1 groups."""
     retries: Annotated[int, _int_in(0, 10)] = 1
     """How many times a failed attempt is tried again on another server, only when nothing
     reached the application (connect failure, reset before any byte) or the method is
@@ -926,9 +935,6 @@ class UpstreamGroup(_Model):
                 (("servers", index), "h2c is HTTP/2 without TLS: use an http:// URL",
                  server.url)
                 for index, server in enumerate(self.servers) if server.secure]
-            if self.health_check is not None:
-                problems.append((("health_check",), "active health checks speak HTTP/1.1: "
-                                 "not available with protocol h2c", "health_check"))
             if problems:
                 raise located("UpstreamGroup", problems)
         return self
@@ -1086,7 +1092,7 @@ def _log_path(value: object) -> str:
 
 def _log_format(value: object) -> str:
     if value in ("combined", "json"):
-        return value  # type: ignore[return-value]
+        return value
     raise ValueError(f"expected combined or json, got {show(value)}")
 
 

@@ -88,10 +88,11 @@ class RequestHead:
     forwarded_for: bytes | None = None
 
     def __init__(self) -> None:
-        self.fields: list[bytes] = []
+        self.fields = []
 
-    fields = _Derived(_fields_of)  # type: ignore[assignment]
-    wire: bytes = _Derived(_wire_of)  # type: ignore[assignment]
+    # Descriptors typed as the values they give: an instance's own value wins (see _Derived).
+    fields: list[bytes] = _Derived(_fields_of)  # type: ignore[assignment]  # a descriptor typed as the value it gives
+    wire: bytes = _Derived(_wire_of)  # type: ignore[assignment]  # a descriptor typed as the value it gives
 
     @property
     def has_body(self) -> bool:
@@ -124,10 +125,11 @@ class ResponseHead:
     upgrade: bytes | None = None
 
     def __init__(self) -> None:
-        self.fields: list[bytes] = []
+        self.fields = []
 
-    fields = _Derived(_fields_of)  # type: ignore[assignment]
-    wire: bytes = _Derived(_wire_of)  # type: ignore[assignment]
+    # Descriptors typed as the values they give: an instance's own value wins (see _Derived).
+    fields: list[bytes] = _Derived(_fields_of)  # type: ignore[assignment]  # a descriptor typed as the value it gives
+    wire: bytes = _Derived(_wire_of)  # type: ignore[assignment]  # a descriptor typed as the value it gives
 
     @property
     def headers(self) -> Headers:

@@ -255,7 +255,7 @@ class RequestParser:
 
     def _counted_body(self, chunk: bytes) -> None:
         self._body_bytes += len(chunk)
-        if self._body_bytes > self._max_body_bytes:  # type: ignore[operator]
+        if self._body_bytes > self._max_body_bytes:  # type: ignore[operator]  # set whenever this callback is installed
             raise PayloadTooLarge("request body too large")
         self._handler.on_request_body(chunk)
 
@@ -465,7 +465,7 @@ class StatusResponseParser(_ResponseParserBase):
 # compiler is at hand (setup.py, optional); VELOXY_PURE_PYTHON=1 turns it off, for tests of
 # the Python path and for comparison.
 try:
-    from veloxy.h1 import _fastpath  # type: ignore[attr-defined]
+    from veloxy.h1 import _fastpath  # type: ignore[attr-defined]  # a C extension without stubs
 except ImportError:  # no compiler when installed: the Python parsers serve everything
     _fastpath = None
 

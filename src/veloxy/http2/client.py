@@ -34,6 +34,7 @@ from h2.exceptions import ProtocolError, StreamClosedError
 from veloxy.errors import (
     UpstreamError,
     UpstreamProtocolError,
+    UpstreamRefusedError,
     UpstreamResetError,
     UpstreamTimeout,
 )
@@ -57,7 +58,7 @@ class StreamSink(Protocol):
     def on_read_done(self) -> None: ...
 
 
-class _UpStream:
+class UpstreamStream:
     """One request in flight: its sink, queued body, held acknowledgements and deadline."""
 
     __slots__ = ("conn", "data", "deadline", "end", "paused", "received", "sent_all", "sink",
@@ -90,7 +91,7 @@ class H2ClientConnection(asyncio.Protocol):
         self.h2 = H2Connection(H2Configuration(client_side=True, header_encoding=None,
                                                validate_outbound_headers=False,
                                                normalize_outbound_headers=False))
-        self.streams: dict[int, _UpStream] = {}
+        self.streams: dict[int, UpstreamStream] = {}
         self.transport: asyncio.Transport | None = None
         self.going_away = False
         self._flush_scheduled = False
@@ -104,7 +105,7 @@ class H2ClientConnection(asyncio.Protocol):
     # -- asyncio.Protocol ------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+        self.transport = transport  # type: ignore[assignment]  # create_connection hands a Transport
         h2 = self.h2
         h2.initiate_connection()
         h2.update_settings({0x4: STREAM_WINDOW, 0x2: 0})  # INITIAL_WINDOW_SIZE, ENABLE_PUSH
@@ -113,14 +114,16 @@ class H2ClientConnection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         try:
-            events = self.h2.receive_data(data)
+            # Any: dispatched on the exact event type below (`type(e) is C`, cheaper than
+            # an isinstance chain), which mypy cannot narrow.
+            events: list[Any] = self.h2.receive_data(data)
         except ProtocolError as exc:
             self._fail_all(UpstreamProtocolError(f"upstream HTTP/2 error: {exc}"))
             self.flush()
             if self.transport is not None:
                 self.transport.close()
             return
-        touched: list[_UpStream] = []
+        touched: list[UpstreamStream] = []
         streams = self.streams
         read_timeout = self._timeouts.read
         for event in events:
@@ -151,10 +154,7 @@ class H2ClientConnection(asyncio.Protocol):
                 touched.append(stream)
             elif kind is StreamReset and stream is not None:
                 self._forget(stream)
-                stream.sink.on_h2_error(UpstreamResetError(
-                    f"upstream reset the stream ({ErrorCodes(event.error_code).name})"
-                    if event.error_code in ErrorCodes._value2member_map_
-                    else "upstream reset the stream"), stream.received)
+                stream.sink.on_h2_error(_reset_error(event), stream.received)
             elif kind is WindowUpdated:
                 for one in ([stream] if stream is not None else list(streams.values())):
                     self._push(one)
@@ -165,8 +165,10 @@ class H2ClientConnection(asyncio.Protocol):
                 last = event.last_stream_id or 0
                 for one in [s for sid, s in streams.items() if sid > last]:
                     self._forget(one)
-                    one.sink.on_h2_error(UpstreamResetError(
-                        "upstream went away before the request"), False)
+                    # Beyond the last stream id it processed: RFC 9113 §6.8 says these
+                    # were not, so they may go elsewhere whatever their method.
+                    one.sink.on_h2_error(UpstreamRefusedError(
+                        "upstream went away (GOAWAY) before the request"), False)
         seen: set[int] = set()
         for stream in touched:
             if stream.stream_id not in seen:
@@ -189,9 +191,9 @@ class H2ClientConnection(asyncio.Protocol):
         return (transport is not None and not transport.is_closing() and not self.going_away
                 and len(self.streams) < self.h2.remote_settings.max_concurrent_streams)
 
-    def start(self, headers: list[Header], sink: StreamSink, end: bool) -> _UpStream:
+    def start(self, headers: list[Header], sink: StreamSink, end: bool) -> UpstreamStream:
         sid = self.h2.get_next_available_stream_id()
-        stream = _UpStream(self, sid, sink)
+        stream = UpstreamStream(self, sid, sink)
         self.streams[sid] = stream
         self._sweeper.add(stream)
         self.h2.send_headers(sid, headers, end_stream=end)
@@ -200,19 +202,19 @@ class H2ClientConnection(asyncio.Protocol):
             stream.deadline = self._sweeper.now + self._timeouts.response_header
         return stream
 
-    def send(self, stream: _UpStream, data: bytes, end: bool = False) -> None:
+    def send(self, stream: UpstreamStream, data: bytes, end: bool = False) -> None:
         if data:
             stream.data += data
         stream.end = stream.end or end
         self._push(stream)
 
-    def queued(self, stream: _UpStream) -> int:
+    def queued(self, stream: UpstreamStream) -> int:
         return len(stream.data)
 
-    def pause(self, stream: _UpStream) -> None:
+    def pause(self, stream: UpstreamStream) -> None:
         stream.paused = True
 
-    def resume(self, stream: _UpStream) -> None:
+    def resume(self, stream: UpstreamStream) -> None:
         if stream.paused:
             stream.paused = False
             unacked, stream.unacked = stream.unacked, 0
@@ -220,7 +222,7 @@ class H2ClientConnection(asyncio.Protocol):
                 self._ack(stream.stream_id, unacked)
                 self.flush()
 
-    def cancel(self, stream: _UpStream) -> None:
+    def cancel(self, stream: UpstreamStream) -> None:
         """The client went away: reset the upstream stream."""
         if self.streams.get(stream.stream_id) is stream:
             self._forget(stream)
@@ -230,7 +232,7 @@ class H2ClientConnection(asyncio.Protocol):
                 pass
             self.flush()
 
-    def fail_stream(self, stream: _UpStream, exc: UpstreamError, code: int) -> None:
+    def fail_stream(self, stream: UpstreamStream, exc: UpstreamError, code: int) -> None:
         self.cancel(stream)
         stream.sink.on_h2_error(exc, stream.received)
 
@@ -257,7 +259,7 @@ class H2ClientConnection(asyncio.Protocol):
 
     # -- internals -------------------------------------------------------------------------
 
-    def _push(self, stream: _UpStream) -> None:
+    def _push(self, stream: UpstreamStream) -> None:
         if stream.sent_all or self.streams.get(stream.stream_id) is not stream:
             return
         h2 = self.h2
@@ -281,7 +283,7 @@ class H2ClientConnection(asyncio.Protocol):
         except (StreamClosedError, ProtocolError):
             pass
 
-    def _sent_all(self, stream: _UpStream) -> None:
+    def _sent_all(self, stream: UpstreamStream) -> None:
         stream.sent_all = True
         stream.deadline = self._sweeper.now + self._timeouts.response_header
 
@@ -292,7 +294,7 @@ class H2ClientConnection(asyncio.Protocol):
             except (StreamClosedError, ProtocolError):
                 pass
 
-    def _forget(self, stream: _UpStream) -> None:
+    def _forget(self, stream: UpstreamStream) -> None:
         self.streams.pop(stream.stream_id, None)
         self._sweeper.discard(stream)
         stream.deadline = NEVER
@@ -305,3 +307,13 @@ class H2ClientConnection(asyncio.Protocol):
         for stream in streams:
             self._sweeper.discard(stream)
             stream.sink.on_h2_error(exc, stream.received)
+
+
+def _reset_error(event: StreamReset) -> UpstreamError:
+    """The error of a stream the upstream reset: REFUSED_STREAM promises the request was not
+    processed (RFC 9113 §8.7), any other code does not."""
+    code = event.error_code
+    if code == ErrorCodes.REFUSED_STREAM:
+        return UpstreamRefusedError("upstream refused the stream (REFUSED_STREAM)")
+    name = ErrorCodes(code).name if code in ErrorCodes._value2member_map_ else str(code)
+    return UpstreamResetError(f"upstream reset the stream ({name})")

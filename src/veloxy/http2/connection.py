@@ -59,8 +59,10 @@ MAX_WRITE_BUFFER = 4 * 1024 * 1024
 
 class H2ServerConnection(asyncio.Protocol):
     def __init__(self, app: Any, limits: Any, settings: Any, sweeper: DeadlineSweeper,
-                 registry: Any, initial: bytes = b"") -> None:
+                 registry: Any, initial: bytes = b"", *, scheme: bytes = b"http") -> None:
         self._app = app
+        #: The listener's scheme (https over TLS), for X-Forwarded-Proto.
+        self.scheme = scheme
         self._sweeper = sweeper
         self._registry = registry
         self._timeouts = (limits.header_timeout, limits.idle_timeout)
@@ -94,7 +96,7 @@ class H2ServerConnection(asyncio.Protocol):
     # -- asyncio.Protocol ------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+        self.transport = transport  # type: ignore[assignment]  # a server protocol is handed a Transport
         peer = transport.get_extra_info("peername")
         if peer:
             self.peer = (peer[0], peer[1])
@@ -119,7 +121,9 @@ class H2ServerConnection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         try:
-            events = self.h2.receive_data(data)
+            # Any: the loop below dispatches on the exact event type (`type(e) is C`, cheaper
+            # than an isinstance chain), which mypy cannot narrow.
+            events: list[Any] = self.h2.receive_data(data)
         except ProtocolError as exc:
             # h2 has queued GOAWAY with the right code (PROTOCOL_ERROR, FLOW_CONTROL_ERROR,
             # ENHANCE_YOUR_CALM for CONTINUATION or header-list abuse...).

@@ -49,7 +49,7 @@ class _Handover(asyncio.Protocol):
 
 class AlpnSelect(_Handover):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self._transport = transport  # type: ignore[assignment]
+        self._transport = transport  # type: ignore[assignment]  # a server protocol is handed a Transport
         ssl_object = transport.get_extra_info("ssl_object")
         chosen = ssl_object.selected_alpn_protocol() if ssl_object is not None else None
         if chosen == "h2":
@@ -69,7 +69,7 @@ class PrefaceSniff(_Handover):
         self.deadline = NEVER
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self._transport = transport  # type: ignore[assignment]
+        self._transport = transport  # type: ignore[assignment]  # a server protocol is handed a Transport
         self.deadline = self._sweeper.now + self._timeout  # limits.header_timeout
         self._sweeper.add(self)
 
@@ -104,11 +104,14 @@ def protocol_factory(app: Any, limits: Any, http2: Any, sweeper: Any, registry: 
                      h2c: bool = False) -> Callable[[], asyncio.Protocol]:
     """The protocol factory of one TLS or h2c listener."""
 
+    scheme = b"http" if tls is None else b"https"
+
     def make_h1() -> asyncio.Protocol:
-        return h1_class(app, limits, sweeper, registry)
+        return h1_class(app, limits, sweeper, registry, scheme=scheme)
 
     def make_h2(initial: bytes) -> asyncio.Protocol:
-        return H2ServerConnection(app, limits, http2, sweeper, registry, initial)
+        return H2ServerConnection(app, limits, http2, sweeper, registry, initial,
+                                  scheme=scheme)
 
     if tls is not None:
         if not tls.http2:

@@ -1,8 +1,10 @@
 """One HTTP/2 stream, seen by the proxy's exchange as its client.
 
-The exchange (proxy/h2exchange.py) drives an `H2Stream` with the same calls it makes on a
-`net.server.ServerConnection` (write side aside): `pause_reading`/`resume_reading`,
-`finish`, `abort`, `client_ip`, `transport`. Their HTTP/2 meaning:
+An `H2Stream` is a `net.server.Downstream`, as an HTTP/1.1 `ServerConnection` is: the
+exchanges (proxy/h2exchange.py, proxy/h2c_exchange.py) make the same calls on it
+(`pause_reading`/`resume_reading`, `finish`, `abort`, `answer`, `client_ip`, `scheme`...),
+and give the response by `send_head`/`send_body`/`send_trailers`/`send_end` instead of
+bytes. Their HTTP/2 meaning:
 
 - reading paused: the request body already received is not acknowledged, so the client's
   stream window closes and it stops sending (per-stream backpressure toward the client);
@@ -41,6 +43,7 @@ class H2Stream:
         "_reset_after",
         "_trailers",
         "_unacked",
+        "bytes_out",
         "conn",
         "exchange",
         "reading_paused",
@@ -66,6 +69,8 @@ class H2Stream:
         self._out_paused = False
         self._reset_after = False
         self._trailers: list[tuple[bytes, bytes]] | None = None
+        #: Response body bytes given to the stream (the access log's size).
+        self.bytes_out = 0
 
     # -- what the exchange reads -----------------------------------------------------------
 
@@ -74,11 +79,19 @@ class H2Stream:
         return self.conn.client_ip
 
     @property
-    def transport(self) -> Any:
-        """The connection's transport while the stream is alive (None after a reset)."""
-        if self.conn.streams.get(self.stream_id) is not self:
-            return None
-        return self.conn.transport
+    def peer(self) -> tuple[str, int] | None:
+        return self.conn.peer
+
+    @property
+    def scheme(self) -> bytes:
+        return self.conn.scheme
+
+    @property
+    def connected(self) -> bool:
+        """The stream is alive (not reset) on a connection still open."""
+        transport = self.conn.transport
+        return (self.conn.streams.get(self.stream_id) is self and transport is not None
+                and not transport.is_closing())
 
     # -- request body from the connection ----------------------------------------------------
 
@@ -149,6 +162,11 @@ class H2Stream:
     def close(self) -> None:
         self.abort()
 
+    def answer(self, status: int, message: str, *, keep_alive: bool = True) -> None:
+        """A short answer of veloxy's own (an error), and the end of the exchange."""
+        self.respond(status, f"{status} {message}\n".encode())
+        self.finish()
+
     def write_eof(self) -> None:
         self.abort()
 
@@ -166,6 +184,7 @@ class H2Stream:
     def send_body(self, data: bytes) -> None:
         if data:
             self._data += data
+            self.bytes_out += len(data)
 
     def send_end(self) -> None:
         self._end = True
@@ -173,6 +192,12 @@ class H2Stream:
     def send_trailers(self, headers: list[tuple[bytes, bytes]]) -> None:
         """Trailer fields (gRPC's status) to end the response with; then send_end()."""
         self._trailers = headers
+
+    def push_soon(self) -> None:
+        """Send what the windows allow once the current callbacks are done (one flush of
+        the connection for all the streams that a read touched)."""
+        self.push()
+        self.conn.flush_soon()
 
     def push(self) -> None:
         """Send what the flow-control windows allow (the caller flushes the connection)."""

@@ -1,5 +1,6 @@
 """`veloxy suite FILE.yaml`: run an experiment, print its tables, write JSON/HTML, keep and
-compare baselines.
+compare baselines. Also `veloxy merge`: several generators' bench results made one (the merge
+itself is loadgen/merge.py; this module adds its command and HTML page).
 
 Exit codes:
 
@@ -128,4 +129,64 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     if args.fail_on_regression and doc["comparison"]["regressions"]:
         return EXIT_REGRESSION
+    return 0
+
+
+# -- veloxy merge ---------------------------------------------------------------------------------
+
+MERGE_DESCRIPTION = """\
+Merge the --json results of several `veloxy bench` generators that loaded one target at the
+same time (started with one --start-at TIME) into one result, exactly: latency histograms
+added (the merged p99 is the p99 of every sample), counts and errors summed, rates over the
+merged window. Prints one row per generator and the total, then the merged report.
+
+Refused (exit 2): results of different loads (open vs closed loop, URL, method, body,
+headers, keep-alive, script, timeout), windows that did not coincide, an already merged file,
+the same run twice.
+"""
+
+MERGE_EPILOG = """\
+example, three generators and then the merge:
+  veloxy bench http://10.0.0.1:8080/ -d 30s --start-at 2026-12-07T08:00:00Z --json gen1.json
+  ...
+  veloxy merge gen1.json gen2.json gen3.json --json fleet.json --html fleet.html
+"""
+
+
+def add_merge_parser(commands: Any) -> None:
+    merge = commands.add_parser(
+        "merge", help="merge the --json results of several bench generators exactly",
+        description=MERGE_DESCRIPTION, epilog=MERGE_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    merge.add_argument("results", metavar="RESULT.json", nargs="+",
+                       help="`veloxy bench --json` files, at least two")
+    merge.add_argument("--json", metavar="OUT", dest="json_out",
+                       help="write the merged result (a bench result with a `sources` list)")
+    merge.add_argument("--html", metavar="OUT", help="write a self-contained HTML page")
+    merge.add_argument("--latency", action="store_true",
+                       help="also print the merged latency percentiles")
+
+
+def run_merge(args: argparse.Namespace) -> int:
+    from veloxy.loadgen.merge import MergeError, load_result, merge_results, sources_table
+    from veloxy.loadgen.report import text, write_json
+
+    try:
+        named = [(path, load_result(path)) for path in args.results]
+        doc = merge_results(named)
+    except MergeError as exc:
+        print(f"veloxy merge: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    print(sources_table(doc))
+    print(text(doc, latency=args.latency))
+    try:
+        if args.json_out:
+            write_json(args.json_out, doc)
+        if args.html:
+            from veloxy.lab.merge_html import write_merge_html
+
+            write_merge_html(args.html, doc)
+    except OSError as exc:
+        print(f"veloxy merge: cannot write: {exc.strerror or exc}", file=sys.stderr)
+        return EXIT_USAGE
     return 0

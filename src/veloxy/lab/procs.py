@@ -323,7 +323,7 @@ def cpu_seconds(pid: int) -> float | None:
         except (ValueError, IndexError):
             pass
     try:
-        import psutil  # type: ignore[import-not-found,import-untyped,unused-ignore]
+        import psutil  # type: ignore[import-not-found,import-untyped,unused-ignore]  # psutil is optional and untyped
 
         times = psutil.Process(pid).cpu_times()
         return float(times.user + times.system)

@@ -309,10 +309,10 @@ def measure(url: str, scenario: ScenarioSpec, warmup: float, pid: int | None, ta
     for iv in outcome.intervals:
         s = hdr.summary(iv.histogram)
         pct: Any = s["percentiles"]
-        count = int(s["count"])  # type: ignore[call-overload]
+        count = int(s["count"])  # type: ignore[call-overload]  # summary values are typed loosely (object)
         result.timeline.append({"t_s": round(iv.start_s - t0 + iv.length_s, 3),
                                 "p50_us": pct["50"], "p99_us": pct["99"],
-                                "max_us": s["max_us"],  # type: ignore[dict-item]
+                                "max_us": s["max_us"],  # type: ignore[dict-item]  # summary values are typed loosely (object)
                                 "requests_per_s": round(count / iv.length_s, 1)
                                 if iv.length_s > 0 else 0.0})
     elapsed = outcome.elapsed_s + outcome.drain_s

@@ -36,6 +36,8 @@ examples:
   veloxy bench http://127.0.0.1:8080/ -R 5000 -d 30s --json run.json --hdr-log run.hlog
   veloxy bench http://127.0.0.1:8080/ --baseline run.json --fail-on-regression 5
   veloxy bench http://127.0.0.1:8080/api --body req.json -H "Content-Type: application/json"
+  veloxy bench http://10.0.0.1:8080/ -d 30s --start-at 2026-12-07T08:00:00Z --json gen1.json
+      (on each of several machines; then: veloxy merge gen*.json --html fleet.html)
 
 exit status: 0 done, 1 regression (or the generator failed), 2 bad input, 130 interrupted.
 The --json format is documented in src/veloxy/loadgen/result.schema.json.
@@ -72,6 +74,10 @@ def add_bench_parser(commands: Any) -> argparse.ArgumentParser:
                        help="connect and response timeout; counted as an error (default 2s)")
     bench.add_argument("--warmup", default="0s", metavar="DURATION",
                        help="run this long first without measuring (default 0s)")
+    bench.add_argument("--start-at", metavar="TIME",
+                       help="begin the load at this wall-clock time (ISO 8601 with zone, e.g. "
+                       "2026-12-07T08:00:00Z, or epoch seconds), so that several generators "
+                       "measure the same window; their --json results go to `veloxy merge`")
     bench.add_argument("--latency", action="store_true",
                        help="print the latency percentiles (50 to 100)")
     bench.add_argument("--json", metavar="OUT", dest="json_out",
@@ -86,7 +92,7 @@ def add_bench_parser(commands: Any) -> argparse.ArgumentParser:
     def error(message: str) -> NoReturn:
         _die(message)
 
-    bench.error = error  # type: ignore[method-assign]  # one line, not usage + line
+    bench.error = error  # one line, not usage + line
     parse_known = bench.parse_known_args
 
     def parse_known_args(args: Any = None, namespace: Any = None) -> Any:
@@ -97,7 +103,7 @@ def add_bench_parser(commands: Any) -> argparse.ArgumentParser:
             _die(f"unrecognized arguments: {' '.join(extras)}")
         return parsed, extras
 
-    bench.parse_known_args = parse_known_args  # type: ignore[method-assign]
+    bench.parse_known_args = parse_known_args
     bench.set_defaults(run=cmd_bench)
     return bench
 
@@ -110,7 +116,12 @@ def _die(message: str) -> NoReturn:
 def settings_from_args(args: argparse.Namespace) -> Any:
     """Namespace -> BenchSettings; BenchInputError with a one-line message on bad input."""
     from veloxy.config.values import parse_duration
-    from veloxy.loadgen.settings import BenchInputError, BenchSettings, parse_header
+    from veloxy.loadgen.settings import (
+        BenchInputError,
+        BenchSettings,
+        parse_header,
+        parse_start_time,
+    )
 
     def duration(flag: str, value: str) -> float:
         try:
@@ -146,6 +157,7 @@ def settings_from_args(args: argparse.Namespace) -> Any:
         timeout=duration("--timeout", args.timeout), warmup=duration("--warmup", args.warmup),
         latency=args.latency, json_out=args.json_out, hdr_log=args.hdr_log,
         baseline=args.baseline, fail_on_regression=args.fail_on_regression,
+        start_at=parse_start_time(args.start_at) if args.start_at else None,
     )
 
 

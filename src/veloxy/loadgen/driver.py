@@ -96,11 +96,11 @@ class BenchConnection(ClientConnection):
 
     def __init__(self, sweeper: DeadlineSweeper, timeouts: object,
                  on_closed: Callable[[ClientConnection], None] | None = None) -> None:
-        super().__init__(sweeper, timeouts, on_closed)  # type: ignore[arg-type]
+        super().__init__(sweeper, timeouts, on_closed)  # type: ignore[arg-type]  # bench passes its own Timeouts-shaped settings
         self.tally: Tally | None = None
 
     def data_received(self, data: bytes) -> None:
-        self.tally.bytes_in += len(data)  # type: ignore[union-attr]
+        self.tally.bytes_in += len(data)  # type: ignore[union-attr]  # tally is set before the connection is used
         ClientConnection.data_received(self, data)
 
 
@@ -294,7 +294,7 @@ class ClosedLoopDriver(BaseDriver):
         began connecting for it), or from now at the start of the run (None)."""
         self._want_body()
         self.sent_at = perf_counter_ns() if started is None else started
-        self._write(self.conn)  # type: ignore[arg-type]
+        self._write(self.conn)  # type: ignore[arg-type]  # a slot with a request to send has its connection
 
     def on_response_end(self) -> None:
         now = perf_counter_ns()
@@ -310,10 +310,10 @@ class ClosedLoopDriver(BaseDriver):
         if self._body is not None:
             self._script_response()
         conn = self.conn
-        if conn.release():  # type: ignore[union-attr]
+        if conn.release():  # type: ignore[union-attr]  # a response came on the slot's connection
             if self.running:
                 self.sent_at = self.ended_at
-                self._write(conn)  # type: ignore[arg-type]
+                self._write(conn)  # type: ignore[arg-type]  # the connection just released
             else:
                 self.lost()
         else:
@@ -378,7 +378,7 @@ class OpenLoopDriver(BaseDriver):
         self.busy = False
         if self._body is not None:
             self._script_response()
-        if self.conn.release():  # type: ignore[union-attr]
+        if self.conn.release():  # type: ignore[union-attr]  # a response came on the slot's connection
             if self.running:
                 self._free(self.ended_at)
             else:
@@ -413,7 +413,7 @@ class OpenLoopDriver(BaseDriver):
         self.sent_at = sent
         self.n += 1
         self.due = self.base + int(self.n * self.interval)
-        self._write(self.conn)  # type: ignore[arg-type]
+        self._write(self.conn)  # type: ignore[arg-type]  # a slot with a request to send has its connection
 
     def cancel_timer(self) -> None:
         if self.timer is not None:

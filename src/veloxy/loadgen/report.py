@@ -66,10 +66,17 @@ def format_count(n: float) -> str:
 # -- JSON -----------------------------------------------------------------------------------------
 
 
+def lag_json(hist: HdrHistogram) -> dict[str, Any]:
+    """The schedule-lag summary, with its histogram so that `veloxy merge` can add it."""
+    out = hdr.summary(hist)
+    out["histogram"] = hdr.encode(hist)
+    return out
+
+
 def latency_json(hist: HdrHistogram) -> dict[str, Any]:
     out = hdr.summary(hist)
     out["stdev_within_percent"] = round(
-        hdr.within_stdev_percent(hist, float(out["mean_us"]), float(out["stdev_us"])), 3)  # type: ignore[arg-type]
+        hdr.within_stdev_percent(hist, float(out["mean_us"]), float(out["stdev_us"])), 3)  # type: ignore[arg-type]  # summary values are typed loosely (object)
     out["spectrum"] = hdr.spectrum(hist)
     out["histogram"] = hdr.encode(hist)
     return out
@@ -117,7 +124,7 @@ def document(outcome: BenchOutcome, comparison: dict[str, Any] | None = None) ->
         "latency": latency_json(outcome.histogram),
         "latency_uncorrected": (latency_json(outcome.histogram_uncorrected)
                                 if outcome.histogram_uncorrected is not None else None),
-        "schedule_lag": (hdr.summary(outcome.schedule_lag)
+        "schedule_lag": (lag_json(outcome.schedule_lag)
                          if outcome.schedule_lag is not None else None),
         "generator": {
             "processes": [

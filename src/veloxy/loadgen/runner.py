@@ -34,7 +34,7 @@ from hdrh.histogram import HdrHistogram
 
 from veloxy.loadgen import histogram as hdr
 from veloxy.loadgen.script import Script
-from veloxy.loadgen.settings import BenchInputError, BenchSettings
+from veloxy.loadgen.settings import BenchInputError, BenchSettings, format_start_time
 from veloxy.loadgen.worker import WorkerPlan, WorkerResult, worker_main
 
 #: A worker using this share of a CPU or more is the bottleneck: its numbers are suspect.
@@ -281,6 +281,25 @@ class _Coordinator:
         for pipe in self.pipes:
             pipe.close()
 
+    def wait_for_start(self, start_at: float) -> None:
+        """Hold "go" until the wall clock reads `start_at` (--start-at), answering the workers
+        meanwhile. Too late is an error, not a late start: a generator that began after the
+        others would measure a different window and its merge would be refused anyway."""
+        late = time.time() - start_at
+        if late > 0:
+            self.failure = (f"--start-at {format_start_time(start_at)} passed {late:.2f}s "
+                            "before the generator was connected and ready; pick a later time",
+                            True)
+            return
+        # Ctrl-C while waiting ends the run as it does while connecting (nothing measured).
+        while (left := start_at - time.time()) > 0 and self.failure is None:
+            # Pipes first, then a plain sleep for the last stretch: the pump's wait may
+            # return late by a scheduler tick, a sleep of under 50 ms rarely does.
+            if left > 0.05:
+                self.pump(min(left - 0.05, 0.25))
+            else:
+                time.sleep(left)
+
     def run(self) -> None:
         s = self.settings
         # Phase 1: every worker connected (or gave up on some connections).
@@ -292,6 +311,10 @@ class _Coordinator:
             self.pump(0.1)
         if self.failure is not None:
             return
+        if s.start_at is not None:
+            self.wait_for_start(s.start_at)
+            if self.failure is not None:
+                return
         self.broadcast(("go",))
         self.started_at = time.time()
         t0 = time.monotonic()

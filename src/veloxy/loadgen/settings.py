@@ -10,8 +10,11 @@ Requests without a script are built once into bytes here, so the hot path only w
 
 from __future__ import annotations
 
+import math
 import re
+import time
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
 __all__ = [
@@ -19,6 +22,7 @@ __all__ = [
     "BenchSettings",
     "build_request",
     "parse_header",
+    "parse_start_time",
     "parse_url",
 ]
 
@@ -89,6 +93,48 @@ def parse_header(text: str) -> tuple[str, str]:
     return name, value
 
 
+#: How far ahead --start-at may be: further is almost surely a typo in the date.
+START_AT_HORIZON_S = 24 * 3600.0
+
+
+def parse_start_time(text: str, now: float | None = None) -> float:
+    """--start-at TIME -> epoch seconds. TIME is ISO 8601 with its zone
+    (2026-12-07T08:00:00Z, 2026-12-07T09:00:00+01:00) or seconds since the epoch
+    (1796630400, 1796630400.5), the forms `date -u +%FT%TZ` and `date +%s` print.
+
+    Why a zone is required: the generators of one run sit on machines (or pods) whose local
+    zones may differ; a time without a zone would start them hours apart."""
+    value = text.strip()
+    try:
+        epoch = float(value)
+    except ValueError:
+        epoch = _iso_time(text)
+    if not math.isfinite(epoch):
+        raise BenchInputError(f"--start-at {text!r}: not a time")
+    now = time.time() if now is None else now
+    if epoch - now > START_AT_HORIZON_S:
+        raise BenchInputError(f"--start-at {text!r} is more than a day ahead")
+    return epoch
+
+
+def _iso_time(text: str) -> float:
+    try:
+        moment = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise BenchInputError(f"--start-at {text!r}: expected an ISO 8601 time with its "
+                              "zone (e.g. 2026-12-07T08:00:00Z) or epoch seconds") from None
+    if moment.tzinfo is None:
+        raise BenchInputError(f"--start-at {text!r}: give the time zone (a trailing Z for "
+                              "UTC), so that every generator reads the same moment")
+    return moment.timestamp()
+
+
+def format_start_time(epoch: float) -> str:
+    """ISO 8601 UTC with milliseconds, as the result document writes times."""
+    return (datetime.fromtimestamp(epoch, UTC).isoformat(timespec="milliseconds")
+            .replace("+00:00", "Z"))
+
+
 def check_method(method: str) -> str:
     if not _TOKEN.fullmatch(method):
         raise BenchInputError(f"bad method {method!r}")
@@ -142,6 +188,9 @@ class BenchSettings:
     hdr_log: str | None = None
     baseline: str | None = None
     fail_on_regression: float | None = None
+    #: Epoch seconds when the load begins (warm-up first, then the measured window), shared by
+    #: several generators so that their windows line up; None: as soon as connected.
+    start_at: float | None = None
     target: Target = field(init=False)
 
     def __post_init__(self) -> None:
@@ -190,7 +239,7 @@ class BenchSettings:
         return first, base + (1 if index < extra else 0)
 
     def with_(self, **changes: object) -> BenchSettings:
-        return replace(self, **changes)  # type: ignore[arg-type]
+        return replace(self, **changes)  # type: ignore[arg-type]  # field names checked by dataclasses.replace at run time
 
     def describe(self) -> dict[str, object]:
         """The settings as JSON data (the "settings" object of the result document)."""
@@ -208,4 +257,5 @@ class BenchSettings:
             "script": self.script,
             "timeout_s": self.timeout,
             "warmup_s": self.warmup,
+            "start_at": format_start_time(self.start_at) if self.start_at is not None else None,
         }

@@ -16,7 +16,7 @@ import asyncio
 import socket
 from collections.abc import Callable
 from ssl import SSLContext, SSLError
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from veloxy.errors import (
     UpstreamConnectError,
@@ -61,7 +61,7 @@ ProtocolT = TypeVar("ProtocolT", bound=asyncio.BaseProtocol)
 
 
 async def connect_upstream(factory: Callable[[], ProtocolT], host: str, port: int,
-                           timeout: float, **tls: object) -> ProtocolT:
+                           timeout: float, **tls: Any) -> ProtocolT:
     """Open one upstream connection within `timeout` (the TLS handshake included when
     `tls` carries `ssl=`), for HTTP/1.1 and h2c connections alike. Every way it can fail
     is an UpstreamConnectError: nothing was sent, so any request may go to another server."""
@@ -69,7 +69,7 @@ async def connect_upstream(factory: Callable[[], ProtocolT], host: str, port: in
     try:
         async with asyncio.timeout(timeout):
             _, conn = await loop.create_connection(
-                factory, host, port, **tls)  # type: ignore[arg-type]
+                factory, host, port, **tls)
     except TimeoutError:
         raise UpstreamConnectError(f"connect to {host}:{port} timed out") from None
     except SSLError as exc:
@@ -156,7 +156,7 @@ class ClientConnection(asyncio.Protocol):
     # -- asyncio.Protocol ------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+        self.transport = transport  # type: ignore[assignment]  # create_connection hands a Transport
         sock = transport.get_extra_info("socket")
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
             # uvloop sets it already; the stdlib loop does too since 3.7, but be explicit.
@@ -314,7 +314,7 @@ class ClientConnection(asyncio.Protocol):
         if self._state == _IDLE:
             self._reusable = False
             return
-        self.sink.on_informational(head)  # type: ignore[union-attr]
+        self.sink.on_informational(head)  # type: ignore[union-attr]  # response events come only while a request (its sink) is out
 
     def on_response_head(self, head: ResponseHead) -> None:
         if self._state == _IDLE:
@@ -327,7 +327,7 @@ class ClientConnection(asyncio.Protocol):
             self.deadline = NEVER
         else:
             self._state = _IN_BODY
-        self.sink.on_response_head(head)  # type: ignore[union-attr]
+        self.sink.on_response_head(head)  # type: ignore[union-attr]  # response events come only while a request (its sink) is out
 
     def on_response(self, head: ResponseHead, body: bytes) -> None:
         """A whole response from one read (the C fast lane's event, h1/_fastpath.c): head,
@@ -339,12 +339,12 @@ class ClientConnection(asyncio.Protocol):
         self._reusable = not head.close
         self._state = _IDLE
         self.deadline = NEVER
-        self.sink.on_response(head, body)  # type: ignore[union-attr]
+        self.sink.on_response(head, body)  # type: ignore[union-attr]  # response events come only while a request (its sink) is out
 
     def on_response_body(self, chunk: bytes) -> None:
         if self._discarding:
             return
-        self.sink.on_response_body(chunk)  # type: ignore[union-attr]
+        self.sink.on_response_body(chunk)  # type: ignore[union-attr]  # response events come only while a request (its sink) is out
 
     def on_response_end(self) -> None:
         if self._state == _TUNNEL:

@@ -11,7 +11,7 @@ def half_close(transport: asyncio.BaseTransport | None) -> None:
     if transport is None or transport.is_closing():
         return
     # Duck-typed: uvloop's transports are not subclasses of asyncio.WriteTransport.
-    if transport.can_write_eof():  # type: ignore[attr-defined]
-        transport.write_eof()  # type: ignore[attr-defined]
+    if transport.can_write_eof():  # type: ignore[attr-defined]  # duck-typed: uvloop's transports are not WriteTransports
+        transport.write_eof()  # type: ignore[attr-defined]  # duck-typed, as above
     else:
         transport.close()

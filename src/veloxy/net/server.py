@@ -55,6 +55,47 @@ class Exchange(Protocol):
     def tunnel_data(self, data: bytes) -> None: ...
 
 
+class Downstream(Protocol):
+    """What an exchange may use of its client's side: this module's `ServerConnection`
+    (HTTP/1.1) or an HTTP/2 stream (http2/stream.py `H2Stream`). Nothing else of either is
+    read by an exchange."""
+
+    @property
+    def client_ip(self) -> bytes:
+        """The client's address, as text in bytes."""
+    @property
+    def peer(self) -> tuple[str, int] | None:
+        """The client's (address, port), when known."""
+    @property
+    def scheme(self) -> bytes:
+        """The listener's scheme, b"http" or b"https" (X-Forwarded-Proto, the span)."""
+    @property
+    def keep_alive(self) -> bool:
+        """False once the connection will close after the current response."""
+    @property
+    def bytes_out(self) -> int:
+        """Response bytes given to the client side so far (the access log's size)."""
+    @property
+    def connected(self) -> bool:
+        """The client can still be answered (a response started now would reach it)."""
+    def write(self, data: bytes) -> None:
+        """Response bytes, as they go on the wire (HTTP/1.1 only)."""
+    def finish(self, keep_alive: bool = True) -> None:
+        """The response is complete: keep the client side for the next request, or close."""
+    def answer(self, status: int, message: str, *, keep_alive: bool = True) -> None:
+        """A short plain-text answer of the proxy's own, and `finish`."""
+    def abort(self) -> None:
+        """The response cannot be completed: end it so that the client sees the cut."""
+    def pause_reading(self) -> None: ...
+    def resume_reading(self) -> None: ...
+    def start_tunnel(self, exchange: Exchange) -> None:
+        """Raw bytes both ways from now on (after a 101), read bytes to `exchange`."""
+    def write_eof(self) -> None:
+        """Half-close toward the client (a tunnel whose upstream finished sending)."""
+    def close(self) -> None:
+        """Close once what was written is sent."""
+
+
 class Application(Protocol):
     def start_exchange(self, conn: ServerConnection, head: RequestHead) -> Exchange: ...
 
@@ -132,6 +173,7 @@ class ServerConnection(asyncio.Protocol):
         "deadline",
         "keep_alive",
         "peer",
+        "scheme",
         "transport",
     )
 
@@ -141,8 +183,12 @@ class ServerConnection(asyncio.Protocol):
         limits: ServerLimits,
         sweeper: DeadlineSweeper,
         registry: ConnectionRegistry,
+        *,
+        scheme: bytes = b"http",
     ) -> None:
         self._app = app
+        #: The listener's scheme: b"https" on TLS listeners (X-Forwarded-Proto).
+        self.scheme = scheme
         self._sweeper = sweeper
         self._registry = registry
         self._timeouts = (limits.header_timeout, limits.idle_timeout)
@@ -174,7 +220,7 @@ class ServerConnection(asyncio.Protocol):
     # -- asyncio.Protocol ------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+        self.transport = transport  # type: ignore[assignment]  # a server protocol is handed a Transport
         peer = transport.get_extra_info("peername")
         if peer:
             self.peer = (peer[0], peer[1])
@@ -298,9 +344,14 @@ class ServerConnection(asyncio.Protocol):
     def writing_paused(self) -> bool:
         return self._writing_paused
 
+    @property
+    def connected(self) -> bool:
+        transport = self.transport
+        return transport is not None and not transport.is_closing()
+
     def write(self, data: bytes) -> None:
         self.bytes_out += len(data)
-        self.transport.write(data)  # type: ignore[union-attr]
+        self.transport.write(data)  # type: ignore[union-attr]  # exchanges write only while connected
 
     def finish(self, keep_alive: bool = True) -> None:
         """The response is complete. Keep the connection for the next request, or close."""
@@ -329,6 +380,11 @@ class ServerConnection(asyncio.Protocol):
         self.deadline = self._sweeper.now + self._timeouts[1]
         if self._reading_paused:
             self.resume_reading()
+
+    def answer(self, status: int, message: str, *, keep_alive: bool = True) -> None:
+        keep = keep_alive and self.keep_alive
+        self.write(error_response(status, message, close=not keep))
+        self.finish(keep_alive=keep)
 
     def abort(self) -> None:
         """Close at once: the response cannot be completed, and a truncated body must show."""
@@ -426,11 +482,11 @@ class ServerConnection(asyncio.Protocol):
         for chunk in item.body:
             if self._exchange is not exchange:
                 return
-            exchange.request_body(chunk)  # type: ignore[union-attr]
+            exchange.request_body(chunk)  # type: ignore[union-attr]  # the exchange started just above
         if item.ended and self._exchange is exchange:
             self._request_done = True
             self.deadline = NEVER
-            exchange.request_end()  # type: ignore[union-attr]
+            exchange.request_end()  # type: ignore[union-attr]  # the exchange started just above
         if self._exchange is exchange and exchange is not None:
             exchange.flush()
         if not queue:

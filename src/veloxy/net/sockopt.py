@@ -67,7 +67,7 @@ def _tcp_socket(transport: asyncio.BaseTransport) -> socket.socket | None:
     sock = transport.get_extra_info("socket")
     if sock is None or sock.family not in (socket.AF_INET, socket.AF_INET6):
         return None
-    return sock  # type: ignore[no-any-return]
+    return sock
 
 
 def apply_to_connection(transport: asyncio.BaseTransport, options: SocketOptions) -> None:

@@ -20,7 +20,6 @@ rebuilds the route or the server it counts for.
 
 from __future__ import annotations
 
-from bisect import bisect_left
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -47,7 +46,11 @@ def _count_list() -> list[int]:
 
 
 class RouteMetrics:
-    """Requests answered on one route (or on none: the 404s), by method and status."""
+    """Requests answered on one route (or on none: the 404s), by method and status.
+
+    Counted by the proxy's logging phase (proxy/logging_phase.py), inline: `counts[method]
+    [status] += 1`, `buckets[bisect_left(BOUNDS_LIST, seconds)] += 1`, `sum += seconds`.
+    ServerMetrics' `codes`, `buckets` and `sum` are counted the same way."""
 
     __slots__ = ("buckets", "counts", "label", "sum")
 
@@ -62,16 +65,6 @@ class RouteMetrics:
     def method(self, method: bytes) -> list[int]:
         """The counts of a method seen for the first time (`counts[method]` after)."""
         return self.counts.setdefault(bytes(method), _count_list())
-
-    def done(self, method: bytes, status: int, seconds: float) -> None:
-        """One request answered: a dict lookup, a list-slot and a bucket increment. (The
-        proxy's exchange inlines this, forward.py `_record`.)"""
-        try:
-            self.counts[method][status] += 1
-        except KeyError:
-            self.method(method)[status] += 1
-        self.buckets[bisect_left(BOUNDS_LIST, seconds)] += 1
-        self.sum += seconds
 
 
 class ServerMetrics:
@@ -94,12 +87,6 @@ class ServerMetrics:
         self._base = [0, 0, 0]
         #: (time, histogram) as of the last two window ticks, for /status's recent latency.
         self.recent: list[tuple[float, list[float]]] = []
-
-    def answered(self, status: int, seconds: float) -> None:
-        """A response from this server ended, `seconds` after its attempt started."""
-        self.codes[status] += 1
-        self.buckets[bisect_left(BOUNDS_LIST, seconds)] += 1
-        self.sum += seconds
 
     def bind(self, server: Any) -> None:
         if server not in self._sources:

@@ -1,6 +1,6 @@
 """OpenTelemetry export of the proxy's spans (config `tracing.otel`, the `otel` extra).
 
-One SERVER span per request, made when the exchange is over (`ProxyExchange._record`) from
+One SERVER span per request, made when the exchange is over (proxy/logging_phase.py) from
 what the exchange already knows: no state is kept while the request is in flight, and with
 `tracing.otel` unset nothing here is imported or called (the exchange tests one attribute
 for None). The span's ids are the W3C context of observe/tracing.py: the trace id, the

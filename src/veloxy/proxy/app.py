@@ -1,6 +1,6 @@
-"""The proxy as an Application of net.server: one per worker, holding the router and the
-upstream groups, and the per-request work that does not belong to one exchange (building
-the upstream request head).
+"""The proxy as an Application of net.server: one per worker, holding the router, the
+upstream groups, the observers (access log, tracing, span export) and the builder of
+upstream requests (proxy/forwarding.py), and choosing the exchange kind of each request.
 
 Reload (`reload`) builds the new router and groups aside, then swaps them in with plain
 assignments: the loop runs one callback at a time, so no request sees half of each. An
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from functools import partial
+from typing import TYPE_CHECKING
 
 from veloxy import __version__
 from veloxy.config import Config
@@ -23,10 +24,17 @@ from veloxy.net.timers import DeadlineSweeper
 from veloxy.observe.accesslog import AccessLog
 from veloxy.observe.metrics import MetricsRegistry
 from veloxy.observe.otel import SpanExport
-from veloxy.observe.tracing import Trace, Tracer
+from veloxy.observe.tracing import Tracer
+from veloxy.proxy.exchange import BaseExchange
 from veloxy.proxy.forward import ProxyExchange
+from veloxy.proxy.forwarding import Forwarding
+from veloxy.proxy.h2c_exchange import H2cExchange
+from veloxy.proxy.h2exchange import H2ProxyExchange
 from veloxy.proxy.router import Router
 from veloxy.upstream.group import Group
+
+if TYPE_CHECKING:
+    from veloxy.http2.stream import H2Stream
 
 
 class ProxyApp:
@@ -36,7 +44,7 @@ class ProxyApp:
     #: The OpenTelemetry span export (`tracing.otel`; observe/otel.py), else None.
     otel: SpanExport | None = None
 
-    def __init__(self, config: Config, sweeper: DeadlineSweeper, *, scheme: bytes = b"http",
+    def __init__(self, config: Config, sweeper: DeadlineSweeper, *,
                  metrics: MetricsRegistry | None = None) -> None:
         self.config = config
         self._sweeper = sweeper
@@ -50,14 +58,14 @@ class ProxyApp:
         self.router = self._router(config, self.groups)
         self.access_log, self.tracer = self._observers(config)
         self.otel = self._span_export(config)
-        self._scheme = scheme
-        self._forwarding_cache: dict[bytes, bytes] = {}
+        #: The forwarding fields of the upstream requests (written once, cached).
+        self.forwarding = Forwarding()
         #: Called after each successful reload (server.py: the TLS certificates).
         self.reload_hooks: list[Callable[[], object]] = []
         # start_exchange, bound without a Python frame of its own (it runs per request),
         # unless a subclass has its own
         if type(self).start_exchange is ProxyApp.start_exchange:
-            self.start_exchange = partial(ProxyExchange, self)  # type: ignore[method-assign]
+            self.start_exchange = partial(ProxyExchange, self)  # type: ignore[method-assign]  # bound without a frame of its own: it runs per request
 
     def _router(self, config: Config, groups: dict[str, Group]) -> Router:
         router = Router(config.routes, groups)
@@ -132,63 +140,19 @@ class ProxyApp:
     def start_exchange(self, conn: ServerConnection, head: RequestHead) -> ProxyExchange:
         return ProxyExchange(self, conn, head)
 
-    def start_stream_exchange(self, stream: object, head: RequestHead) -> ProxyExchange:
-        """An HTTP/2 stream's request (http2/connection.py): forwarded the same way, the
-        response turned into HTTP/2 (proxy/h2exchange.py)."""
-        from veloxy.proxy.h2exchange import H2ProxyExchange
-
-        if self.h2c_groups:  # HTTP/2 end to end for groups that speak h2c (gRPC)
+    def start_stream_exchange(self, stream: H2Stream, head: RequestHead) -> BaseExchange:
+        """An HTTP/2 stream's request (http2/connection.py): HTTP/2 end to end when its
+        route's group speaks h2c (gRPC, proxy/h2c_exchange.py), else forwarded as HTTP/1.1
+        requests are, the response turned into HTTP/2 (proxy/h2exchange.py)."""
+        if self.h2c_groups:
             route = self.router.match(head)
             if route is not None and route.group.config.protocol == "h2c":
-                from veloxy.proxy.h2c_exchange import H2cExchange
-
-                return H2cExchange(self, stream, head, route)  # type: ignore[return-value]
-        return H2ProxyExchange(self, stream, head)  # type: ignore[arg-type]
+                return H2cExchange(self, stream, head)
+        return H2ProxyExchange(self, stream, head)
 
     @property
     def h2c_groups(self) -> bool:
         return any(group.config.protocol == "h2c" for group in self.groups.values())
-
-    def with_scheme(self, scheme: bytes) -> ProxyApp:
-        """This proxy as the listeners of another scheme see it (TLS: X-Forwarded-Proto
-        https): the same router and groups, reloads included; only the forwarding fields
-        differ. The cleartext path keeps its plain ProxyApp, untouched."""
-        return _SchemeView(self, scheme)  # type: ignore[return-value]
-
-    def upstream_request_head(self, head: RequestHead, target: bytes, client_ip: bytes,
-                              trace: Trace | None = None) -> bytes:
-        """The head sent upstream: the client's end-to-end headers, then ours.
-
-        X-Forwarded-For keeps what the client sent and appends the client's address;
-        X-Real-IP, X-Forwarded-Proto and X-Forwarded-Host are ours alone (the client's
-        were dropped by the parser). Framing is ours too: Content-Length passes through,
-        a chunked body is re-chunked, and Connection is only sent to ask for an upgrade.
-        """
-        parts = [head.method, b" ", target, b" HTTP/1.1\r\n",
-                 head.wire if trace is None else b"".join(trace.fields)]
-        if head.forwarded_for is None:
-            forwarding = self._forwarding_cache.get(client_ip)
-            if forwarding is None:
-                forwarding = self._forwarding_headers(None, client_ip)
-                if len(self._forwarding_cache) > 4096:
-                    self._forwarding_cache.clear()
-                self._forwarding_cache[client_ip] = forwarding
-        else:
-            forwarding = self._forwarding_headers(head.forwarded_for, client_ip)
-        parts.append(forwarding)
-        if head.host is not None:
-            parts.append(b"X-Forwarded-Host: " + head.host + b"\r\n")
-        if head.chunked:
-            parts.append(b"Transfer-Encoding: chunked\r\n")
-        if head.upgrade is not None:
-            parts.append(b"Connection: Upgrade\r\nUpgrade: " + head.upgrade + b"\r\n")
-        parts.append(b"\r\n")
-        return b"".join(parts)
-
-    def _forwarding_headers(self, forwarded_for: bytes | None, client_ip: bytes) -> bytes:
-        chain = client_ip if forwarded_for is None else forwarded_for + b", " + client_ip
-        return (b"X-Forwarded-For: " + chain + b"\r\nX-Real-IP: " + client_ip
-                + b"\r\nX-Forwarded-Proto: " + self._scheme + b"\r\n")
 
     def close(self) -> None:
         for group in self.groups.values():
@@ -197,25 +161,3 @@ class ProxyApp:
             self.access_log.close(timeout=2.0)
         if self.otel is not None:
             self.otel.close()  # pending spans: sent within otel.FLUSH_TIMEOUT
-
-
-class _SchemeView:
-    """ProxyApp.with_scheme: its own scheme and forwarding cache, the rest read through."""
-
-    def __init__(self, base: ProxyApp, scheme: bytes) -> None:
-        self._base = base
-        self._scheme = scheme
-        self._forwarding_cache: dict[bytes, bytes] = {}
-
-    def __getattr__(self, name: str) -> object:
-        return getattr(self._base, name)
-
-    @property
-    def otel(self) -> SpanExport | None:
-        # Read by every exchange's _record: a property spares it __getattr__'s failed lookup.
-        return self._base.otel
-
-    start_exchange = ProxyApp.start_exchange
-    start_stream_exchange = ProxyApp.start_stream_exchange
-    upstream_request_head = ProxyApp.upstream_request_head
-    _forwarding_headers = ProxyApp._forwarding_headers

@@ -1,87 +1,139 @@
-"""Forwarding one HTTP/2 stream to an upstream group that speaks h2c (gRPC backends).
+"""Forwarding one HTTP/2 stream to an upstream group that speaks h2c (gRPC backends): the
+phases every exchange shares (proxy/exchange.py: routing, balancing with in-flight counts
+and latency, passive health, retries, the logging phase), with HTTP/2 on both sides.
 
 The request goes upstream as an HTTP/2 stream on the server's shared connection
 (upstream/h2c_pool.py): the client's method, path (rewritten by the route), authority and
-end-to-end fields, `te: trailers` (gRPC servers require it), and our X-Forwarded-* fields.
-The response comes back with its trailers (grpc-status, grpc-message), which the client
-stream sends as a final HEADERS frame.
+end-to-end fields, `te: trailers` (gRPC servers require it), and our forwarding fields
+(proxy/forwarding.py). The response comes back with its trailers (grpc-status,
+grpc-message), which the client stream sends as a final HEADERS frame.
+
+Retries follow proxy/retry.py as for HTTP/1.1: a stream the upstream refused
+(REFUSED_STREAM, or beyond its GOAWAY) never reached the application and is tried again
+for any method; a stream reset or a connection lost before the response head only for an
+idempotent request whose body is held whole; nothing once the response head arrived.
 
 Backpressure: request bodies are queued per upstream stream and sent as the upstream's
 windows allow; past REQUEST_QUEUE_LIMIT queued, the client stream stops being acknowledged
 (its window closes) until the queue drains. Response bodies: the client stream pauses the
 upstream stream (its DATA is no longer acknowledged) past its high-water mark.
-
-Errors: before the response head, 502/503/504 as for HTTP/1.1 (no retry: an HTTP/2 request
-may have reached the application); after it, RST_STREAM to the client.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from veloxy.errors import UpstreamError
 from veloxy.http2.headers import CONNECTION_SPECIFIC
+from veloxy.proxy.exchange import BaseExchange
+from veloxy.proxy.forwarding import h2_request_headers
+from veloxy.proxy.logging_phase import log_exchange
 
 if TYPE_CHECKING:
     from veloxy.h1.head import RequestHead
+    from veloxy.http2.client import H2ClientConnection, UpstreamStream
+    from veloxy.http2.stream import H2Stream
+    from veloxy.proxy.app import ProxyApp
+    from veloxy.proxy.router import CompiledRoute
+    from veloxy.upstream.h2c_pool import H2cPool
+    from veloxy.upstream.server import Server
 
-log = logging.getLogger("veloxy.proxy")
+Header = tuple[bytes, bytes]
 
 REQUEST_QUEUE_LIMIT = 1024 * 1024
 
 
-class H2cExchange:
-    response_started = False
-    status = 0
-    _up: Any = None
-    _conn: Any = None
+class H2cExchange(BaseExchange):
+    down: H2Stream
+    protocol_version = "2"
+    _up: UpstreamStream | None = None
+    _conn: H2ClientConnection | None = None
     _task: asyncio.Task[None] | None = None
-    _request_complete = False
-    _response_done = False
-    _lost = False
     _paused_client = False
+    _headers: list[Header] = []
 
-    def __init__(self, app: Any, down: Any, head: RequestHead, route: Any) -> None:
-        self._app = app
-        self.down = down
-        self.head = head
-        self.route = route
-        self._pending: list[bytes] = []
-        self.server: Any = None
+    def __init__(self, app: ProxyApp, down: H2Stream, head: RequestHead) -> None:
+        super().__init__(app, down, head)
+        if head.chunked or head.content_length:
+            # Kept whatever the method: a stream the upstream refused is sent again even
+            # for a POST (it never reached the application), which needs the body.
+            self._replay = []
 
-    # -- the client's side (the Exchange calls of an H2Stream) ----------------------------
+    # -- the upstream side of the phases --------------------------------------------------
 
-    def start(self) -> None:
-        group = self.route.group
-        server = group.balancer.pick(self.head, self.down.client_ip)
-        if server is None:
-            self._respond_error(503, group.unavailable_reason())
-            return
-        self.server = server
-        self._headers = self._upstream_headers()
-        conn = server.pool.ready()
+    def _prepare(self, route: CompiledRoute) -> None:
+        head, down = self.head, self.down
+        self._headers = h2_request_headers(
+            head, route.rewrite(head.target) if route.strip_prefix else head.target,
+            head.host or route.group.name.encode(), down.client_ip, down.scheme, self.trace)
+
+    def _attempt(self, server: Server, fresh: bool) -> None:
+        pool: H2cPool = server.pool  # type: ignore[assignment]  # an h2c group's servers
+        conn = None if fresh else pool.ready()
         if conn is not None:
             self._begin(conn)
         else:
-            self._task = asyncio.get_running_loop().create_task(self._connect())
+            self._task = asyncio.get_running_loop().create_task(self._open(pool))
+
+    async def _open(self, pool: H2cPool) -> None:
+        try:
+            conn = await pool.connection()
+        except UpstreamError as exc:
+            self._task = None
+            self.on_upstream_error(exc, False)
+            return
+        self._task = None
+        if self.down.connected:
+            self._begin(conn)
+            conn.flush()
+
+    def _begin(self, conn: H2ClientConnection) -> None:
+        self._conn = conn
+        pending, self._to_upstream = self._to_upstream, []
+        end = self._request_complete and not pending
+        self._up = conn.start(self._headers, self, end)
+        if pending or (self._request_complete and not end):
+            conn.send(self._up, b"".join(pending), end=self._request_complete)
+
+    def _drop_upstream(self, exc: UpstreamError | None) -> bool:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+        up, self._up = self._up, None
+        if up is not None and self._conn is not None and exc is None:
+            self._conn.cancel(up)  # the client went away: reset the upstream stream
+        return False  # streams have no keep-alive race: a refused one says so
+
+    def _rewind(self) -> None:
+        # Everything received so far goes out again on the new stream; the replay keeps it
+        # (and what arrives later) for a further retry.
+        replay = self._replay
+        self._to_upstream = [b"".join(replay)] if replay else []
+
+    def _body_resendable(self) -> bool:
+        return self._replay is not None
+
+    # -- the client's side (the Exchange calls of an H2Stream) ----------------------------
 
     def request_body(self, data: bytes) -> None:
+        if self._replay is not None:
+            self._keep_for_replay(data)
         up = self._up
         if up is None:
-            self._pending.append(data)
-            size = sum(len(piece) for piece in self._pending)
+            self._to_upstream.append(data)
+            size = sum(len(piece) for piece in self._to_upstream)
         else:
-            self._conn.send(up, data)
-            size = self._conn.queued(up)
+            conn: H2ClientConnection = self._conn  # type: ignore[assignment]  # with _up
+            conn.send(up, data)
+            size = conn.queued(up)
         if size > REQUEST_QUEUE_LIMIT and not self._paused_client:
             self._paused_client = True
             self.down.pause_reading()
 
     def request_end(self) -> None:
         self._request_complete = True
-        if self._up is not None:
+        if self._up is not None and self._conn is not None:
             self._conn.send(self._up, b"", end=True)
 
     def flush(self) -> None:
@@ -89,45 +141,34 @@ class H2cExchange:
             self._conn.flush()
 
     def downstream_paused(self) -> None:
-        if self._up is not None:
+        if self._up is not None and self._conn is not None:
             self._conn.pause(self._up)
 
     def downstream_resumed(self) -> None:
-        if self._up is not None:
+        if self._up is not None and self._conn is not None:
             self._conn.resume(self._up)
-
-    def downstream_lost(self) -> None:
-        self._lost = True
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-        up, self._up = self._up, None
-        if up is not None:
-            self._conn.cancel(up)
 
     def tunnel_data(self, data: bytes) -> None:  # pragma: no cover - no tunnels on HTTP/2
         pass
 
-    # -- the upstream's side (StreamSink) ------------------------------------------------
+    # -- the upstream's side (http2.client.StreamSink) ------------------------------------
 
-    def on_h2_head(self, headers: list[tuple[bytes, bytes]]) -> None:
-        self.response_started = True
-        out = []
+    def on_h2_head(self, headers: list[Header]) -> None:
+        out: list[Header] = []
+        status = 0
         for name, value in headers:
             if name == b":status":
-                self.status = int(value)
+                status = int(value)
                 out.insert(0, (name, value))
             elif name[:1] != b":" and name not in CONNECTION_SPECIFIC:
                 out.append((name, value))
-        server = self.server
-        if server.watch or self.status >= 500:
-            server.answered(self.status, 0.0)
+        self._answered(status)
         self.down.send_head(out)
 
     def on_h2_data(self, data: bytes) -> None:
         self.down.send_body(data)
 
-    def on_h2_trailers(self, headers: list[tuple[bytes, bytes]]) -> None:
+    def on_h2_trailers(self, headers: list[Header]) -> None:
         self.down.send_trailers([(n, v) for n, v in headers if n not in CONNECTION_SPECIFIC])
 
     def on_h2_end(self) -> None:
@@ -140,69 +181,14 @@ class H2cExchange:
             self._paused_client = False
             self.down.resume_reading()
 
-    def on_read_done(self) -> None:
-        down = self.down
-        down.push()
-        down.conn.flush_soon()
-        if self._response_done:
-            down.finish()
-
     def on_h2_error(self, exc: UpstreamError, received: bool) -> None:
-        self._up = None
-        server = self.server
-        if server is not None:
-            server.failed()
-        if self.response_started:
-            log.info("upstream %s failed mid-response: %s", server and server.url, exc)
-            self.down.abort()
-            return
-        log.info("upstream %s: %s", server and server.url, exc)
-        self._respond_error(exc.status, str(exc))
+        self.on_upstream_error(exc, received)
 
-    # -- internals -------------------------------------------------------------------------
+    def on_read_done(self) -> None:
+        self.down.push_soon()
+        if self._response_done:
+            self._complete()
 
-    async def _connect(self) -> None:
-        try:
-            conn = await self.server.pool.connection()
-        except UpstreamError as exc:
-            self._task = None
-            self.on_h2_error(exc, False)
-            return
-        self._task = None
-        if not self._lost:
-            self._begin(conn)
-            conn.flush()
-
-    def _begin(self, conn: Any) -> None:
-        self._conn = conn
-        pending, self._pending = self._pending, []
-        end = self._request_complete and not pending
-        self._up = conn.start(self._headers, self, end)
-        if pending or (self._request_complete and not end):
-            conn.send(self._up, b"".join(pending), end=self._request_complete)
-
-    def _upstream_headers(self) -> list[tuple[bytes, bytes]]:
-        head = self.head
-        authority = head.host or self.server.name.encode()
-        headers = [(b":method", head.method), (b":scheme", b"http"),
-                   (b":authority", authority),
-                   (b":path", self.route.rewrite(head.target))]
-        fields = head.fields
-        for i in range(0, len(fields), 4):
-            name = fields[i].lower()
-            if name != b"host" and name not in CONNECTION_SPECIFIC:
-                headers.append((name, fields[i + 2]))
-        client_ip = self.down.client_ip
-        chain = client_ip if head.forwarded_for is None else head.forwarded_for + b", " + client_ip
-        headers += [(b"te", b"trailers"), (b"x-forwarded-for", chain),
-                    (b"x-real-ip", client_ip),
-                    (b"x-forwarded-proto", getattr(self._app, "_scheme", b"http"))]
-        if head.host is not None:
-            headers.append((b"x-forwarded-host", head.host))
-        return headers
-
-    def _respond_error(self, status: int, message: str) -> None:
-        self.response_started = True
-        self.status = status
-        self.down.respond(status, f"{status} {message}\n".encode())
+    def _complete(self) -> None:
+        log_exchange(self, self.status)
         self.down.finish()

@@ -23,7 +23,9 @@ from __future__ import annotations
 
 import logging
 import ssl
+from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from veloxy.config.model import ListenTLS
 from veloxy.errors import ConfigError
@@ -135,12 +137,12 @@ def _describe(exc: BaseException) -> str:
     return str(exc)
 
 
-def listener_tls(listen: object) -> list[ServerTLS | None]:
+def listener_tls(listen: Iterable[Any]) -> list[ServerTLS | None]:
     """One ServerTLS (or None for cleartext) per `listen` entry of a config; raises
     ConfigError naming `listen.N.tls...` when a certificate or key does not load."""
     result: list[ServerTLS | None] = []
     problems: list[tuple[str, str]] = []
-    for index, address in enumerate(listen):  # type: ignore[attr-defined]
+    for index, address in enumerate(listen):
         if address.tls is None:
             result.append(None)
             continue

@@ -30,7 +30,7 @@ def is_ip(host: str) -> bool:
     return True
 
 
-def pick_addresses(infos: list[tuple]) -> list[str]:  # type: ignore[type-arg]
+def pick_addresses(infos: list[tuple]) -> list[str]:
     """Distinct addresses from getaddrinfo results, IPv4 preferred, in answer order."""
     v4 = [info[4][0] for info in infos if info[0] == socket.AF_INET]
     chosen = v4 or [info[4][0] for info in infos if info[0] == socket.AF_INET6]

@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from typing import Any
 
 from veloxy.config import UpstreamGroup as GroupConfig
 from veloxy.config import UpstreamServer
@@ -117,7 +118,8 @@ class Group:
 
     def _new_server(self, entry: UpstreamServer, address: str) -> Server:
         pool = self.config.pool
-        pool_class, extra = ConnectionPool, {}
+        pool_class: type[ConnectionPool] = ConnectionPool
+        extra: dict[str, Any] = {}
         if self.config.protocol == "h2c":  # HTTP/2 upstream (gRPC): upstream/h2c_pool.py
             from veloxy.upstream.h2c_pool import H2cPool
 

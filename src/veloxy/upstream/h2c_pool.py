@@ -28,7 +28,7 @@ class H2cPool(ConnectionPool):
 
     # -- the HTTP/1.1 side refuses -----------------------------------------------------------
 
-    def acquire_idle(self) -> None:  # type: ignore[override]
+    def acquire_idle(self) -> None:
         return None
 
     async def acquire(self, fresh: bool = False) -> Any:

@@ -1,4 +1,5 @@
-"""Active health checks: one task per server, probing `GET path` every `interval`.
+"""Active health checks: one task per server, probing `GET path` every `interval` (over
+HTTP/2 for the servers of an h2c group, `probe_h2c`).
 
 Why a task per server and not a per-request concern: a probe is a request of its own, on
 its own schedule, so the request path pays nothing for it. The probe speaks through the
@@ -17,13 +18,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from veloxy.config import HealthCheck
 from veloxy.errors import UpstreamError
 from veloxy.h1.head import ResponseHead
+from veloxy.http2.client import H2ClientConnection
 from veloxy.net.client import ClientConnection
 from veloxy.net.timers import DeadlineSweeper
+from veloxy.upstream.h2c_pool import H2cPool
 from veloxy.upstream.server import Server
 
 log = logging.getLogger("veloxy.upstream")
@@ -88,28 +91,87 @@ def probe_request(path: str, authority: str) -> bytes:
 
 async def probe(server: Server, check: HealthCheck, sweeper: DeadlineSweeper,
                 request: bytes) -> str | None:
-    """One check of `server`: None when healthy, else what went wrong."""
-    loop = asyncio.get_running_loop()
-    conn: ClientConnection | None = None
+    """One HTTP/1.1 check of `server`: None when healthy, else what went wrong."""
+
+    async def ask() -> int:
+        conn = await ClientConnection.open(server.host, server.port, sweeper,
+                                           _ProbeTimeouts(check.timeout), ssl=server.pool.ssl,
+                                           server_hostname=server.pool.server_hostname)
+        try:
+            done: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+            conn.send(request, _ProbeSink(done))
+            return await done
+        finally:
+            conn.abort()
+
+    return await _checked(check, ask)
+
+
+async def _checked(check: HealthCheck, ask: Callable[[], Awaitable[int]]) -> str | None:
+    """The verdict on one probe (`ask` connects, asks and gives the status): None when a
+    2xx or 3xx came within the check's timeout, else what went wrong."""
     try:
         async with asyncio.timeout(check.timeout):
-            conn = await ClientConnection.open(server.host, server.port, sweeper,
-                                               _ProbeTimeouts(check.timeout),
-                                               ssl=server.pool.ssl,
-                                               server_hostname=server.pool.server_hostname)
-            done: asyncio.Future[int] = loop.create_future()
-            conn.send(request, _ProbeSink(done))
-            status = await done
+            status = await ask()
     except TimeoutError:
         return f"no answer within {check.timeout:g}s"
     except UpstreamError as exc:
         return str(exc)
-    finally:
-        if conn is not None:
-            conn.abort()
     if 200 <= status < 400:
         return None
     return f"{check.path} answered {status}"
+
+
+class _H2ProbeSink:
+    """An http2.client.StreamSink that only wants the status of the response head."""
+
+    def __init__(self, done: asyncio.Future[int]) -> None:
+        self._done = done
+
+    def on_h2_head(self, headers: list[tuple[bytes, bytes]]) -> None:
+        if not self._done.done():
+            self._done.set_result(int(dict(headers).get(b":status", b"0")))
+
+    def on_h2_data(self, data: bytes) -> None:
+        pass
+
+    def on_h2_trailers(self, headers: list[tuple[bytes, bytes]]) -> None:
+        pass
+
+    def on_h2_end(self) -> None:
+        pass
+
+    def on_h2_error(self, exc: UpstreamError, received: bool) -> None:
+        if not self._done.done():
+            self._done.set_exception(exc)
+
+    def on_h2_drained(self) -> None:
+        pass
+
+    def on_read_done(self) -> None:
+        pass
+
+
+async def probe_h2c(server: Server, check: HealthCheck, sweeper: DeadlineSweeper,
+                    authority: bytes) -> str | None:
+    """One check of a server of an h2c group: `GET path` as an HTTP/2 stream on a fresh
+    connection (as the HTTP/1.1 probe opens one: it also shows that the server accepts
+    connections). None when healthy, else what went wrong."""
+
+    async def ask() -> int:
+        conn = await H2ClientConnection.open(server.host, server.port, sweeper,
+                                             _ProbeTimeouts(check.timeout))
+        try:
+            done: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+            conn.start([(b":method", b"GET"), (b":scheme", b"http"),
+                        (b":authority", authority), (b":path", check.path.encode()),
+                        (b"user-agent", b"veloxy-health-check")], _H2ProbeSink(done), True)
+            conn.flush()
+            return await done
+        finally:
+            conn.close()
+
+    return await _checked(check, ask)
 
 
 class HealthChecker:
@@ -125,6 +187,9 @@ class HealthChecker:
         if server.port != 80:
             authority = f"{authority}:{server.port}"
         self._request = probe_request(check.path, authority)
+        self._authority = authority.encode("latin-1")
+        #: An h2c group's servers are probed over HTTP/2 (their pools say so).
+        self._h2c = isinstance(server.pool, H2cPool)
         self.successes = 0
         self.failures = 0
         self.probes = 0
@@ -135,7 +200,11 @@ class HealthChecker:
         while True:
             started = loop.time()
             try:
-                problem = await probe(self.server, check, self._sweeper, self._request)
+                if self._h2c:
+                    problem = await probe_h2c(self.server, check, self._sweeper,
+                                              self._authority)
+                else:
+                    problem = await probe(self.server, check, self._sweeper, self._request)
             except OSError as exc:  # anything the socket layer raises past the client
                 problem = str(exc)
             self.probes += 1

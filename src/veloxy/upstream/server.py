@@ -165,7 +165,7 @@ class Server:
         """A response head arrived for an attempt started at `started` (by `clock`; only
         latency-aware policies call this): update the latency average, the error rate and
         passive health. One clock read: the one that ends the sample."""
-        now = self.clock()  # type: ignore[misc]
+        now = self.clock()  # type: ignore[misc]  # clock is set whenever timed is (group.py)
         elapsed = now - started
         previous = self.latency
         if elapsed >= previous or self.latency_at == 0.0:
