@@ -50,6 +50,11 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "src"))  # veloxy's helpers, without installing the package
+
+from veloxy.config.values import parse_duration  # noqa: E402  (5s, 1m, 500ms, 1m30s)
+from veloxy.lab.procs import cpu_model, free_port  # noqa: E402
+
 BODY = b"x" * 100
 
 NGINX_CONF = """\
@@ -72,20 +77,6 @@ _UNITS = {"us": 1.0, "ms": 1000.0, "s": 1_000_000.0, "m": 60_000_000.0}
 
 def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
-
-
-def parse_duration(text: str) -> float:
-    match = re.fullmatch(r"(\d+(?:\.\d+)?)(ms|s|m)?", text.strip())
-    if not match:
-        raise argparse.ArgumentTypeError(f"bad duration {text!r}")
-    value = float(match.group(1))
-    return value * {"ms": 0.001, "s": 1.0, "m": 60.0, None: 1.0}[match.group(2)]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class Nginx:
@@ -221,14 +212,7 @@ def fmt_us(us: float) -> str:
 
 
 def machine() -> str:
-    cpu = platform.processor() or "?"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_model() or platform.processor() or "?"
     return f"{os.cpu_count()} CPUs ({cpu}), Linux {platform.release()}, Python " \
            f"{platform.python_version()}"
 

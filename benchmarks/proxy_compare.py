@@ -133,6 +133,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "src"))  # veloxy.lab, without installing the package
 
 # Process management and the peers' configs are shared with `veloxy suite` (veloxy/lab/).
+from veloxy.config.values import parse_duration  # noqa: E402  (5s, 1m, 500ms, 1m30s)
 from veloxy.lab.peers import (  # noqa: E402
     build_goproxy,
     haproxy_conf,
@@ -141,7 +142,10 @@ from veloxy.lab.peers import (  # noqa: E402
 )
 from veloxy.lab.procs import (  # noqa: E402
     Proc,
+    cpu_model,
+    established_inodes,
     free_port,
+    socket_inodes,
     time_wait_count,
     tree_cpu_seconds,
     tree_pids,
@@ -268,26 +272,10 @@ def busy_now(seconds: float = 1.0) -> dict[int, float]:
     return {c: round(v, 1) for c in before if (v := cpu_busy_pct(before, after, c)) is not None}
 
 
-def socket_inodes(root: int) -> set[str]:
-    inodes: set[str] = set()
-    for pid in tree_pids(root):
-        fd_dir = f"/proc/{pid}/fd"
-        try:
-            fds = os.listdir(fd_dir)
-        except OSError:
-            continue
-        for fd in fds:
-            with contextlib.suppress(OSError):
-                link = os.readlink(f"{fd_dir}/{fd}")
-                if link.startswith("socket:["):
-                    inodes.add(link[8:-1])
-    return inodes
-
-
 SS = shutil.which("ss")
 
 
-def _established_to_port(port: int) -> Iterator[str]:
+def _established_to_port(port: int) -> Iterator[int]:
     """Socket inodes of ESTABLISHED IPv4 TCP connections whose remote port is `port`.
 
     Uses `ss` (filtered in the kernel through sock_diag: cheap even with tens of thousands of
@@ -298,22 +286,14 @@ def _established_to_port(port: int) -> Iterator[str]:
             capture_output=True, text=True, timeout=10,
         )
         if r.returncode == 0:
-            yield from re.findall(r"\bino:(\d+)", r.stdout)
+            yield from (int(inode) for inode in re.findall(r"\bino:(\d+)", r.stdout))
             return
-    suffix = f":{port:04X}"
-    try:
-        lines = Path("/proc/net/tcp").read_text().splitlines()[1:]
-    except OSError:
-        return
-    for line in lines:
-        parts = line.split()
-        if len(parts) > 9 and parts[3] == "01" and parts[2].endswith(suffix):
-            yield parts[9]
+    yield from established_inodes(remote_port=port)
 
 
-def upstream_sockets(root: int, origin_port: int) -> set[str]:
+def upstream_sockets(root: int, origin_port: int) -> set[int]:
     """Inodes of ESTABLISHED TCP sockets owned by root's tree whose peer is the origin port."""
-    inodes = socket_inodes(root)
+    inodes = socket_inodes(tree_pids(root))
     return {ino for ino in _established_to_port(origin_port) if ino in inodes}
 
 
@@ -336,7 +316,7 @@ class ConnSampler(threading.Thread):
         super().__init__(daemon=True)
         self.root, self.origin_port, self.stub = root, origin_port, stub
         self.start_set = upstream_sockets(root, origin_port) if root is not None else set()
-        self.seen: set[str] = set(self.start_set)
+        self.seen: set[int] = set(self.start_set)
         self.max_established = len(self.start_set)
         self.end_count = 0
         self.loaded_count: int | None = None  # established at the 90 % mark, under load
@@ -346,7 +326,7 @@ class ConnSampler(threading.Thread):
             times |= {k * interval for k in range(1, int(duration / interval) + 1)}
         self.plan = sorted(t for t in times if t < duration)
         self.marks = marks
-        self.window_sets: list[set[str]] = []  # socket samples inside the window
+        self.window_sets: list[set[int]] = []  # socket samples inside the window
         self.window_stub: list[tuple[float, int | None]] = []  # (time, accepts) at the marks
         self._stop_event = threading.Event()
 
@@ -364,7 +344,7 @@ class ConnSampler(threading.Thread):
             if t == self.marks[1] and cur is not None:
                 self.loaded_count = len(cur)
 
-    def _sample(self) -> set[str] | None:
+    def _sample(self) -> set[int] | None:
         if self.root is None:
             return None
         cur = upstream_sockets(self.root, self.origin_port)
@@ -868,12 +848,7 @@ def aggregate(cells: list[Cell]) -> dict[str, Any]:
 
 
 def machine_info() -> dict[str, str]:
-    model = "unknown"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
+    model = cpu_model() or "unknown"
 
     def ver(cmd: list[str], pat: str) -> str:
         try:
@@ -1009,14 +984,6 @@ def render_markdown(meta: dict[str, Any], results: dict[str, dict[str, dict[str,
 
 # --------------------------------------------------------------------------------------------
 # Main
-
-
-def parse_duration(text: str) -> float:
-    m = re.fullmatch(r"\s*([\d.]+)\s*(ms|s|m)?\s*", text)
-    if not m:
-        raise argparse.ArgumentTypeError(f"bad duration {text!r} (use e.g. 5s, 1m, 500ms)")
-    v = float(m.group(1))
-    return v * {"ms": 1e-3, "s": 1.0, "m": 60.0, None: 1.0}[m.group(2)]
 
 
 def csv_list(choices: Sequence[str]) -> Callable[[str], list[str]]:

@@ -194,9 +194,10 @@ def run_servers(addresses: list[tuple[str, int]], workers: int,
     extra = ops.extra_addresses() if ops is not None else []
     addresses = addresses + extra
     from veloxy import workers as workers_mod
+    from veloxy.config import DEFAULT_BACKLOG
     from veloxy.net import loop
     from veloxy.net.listen import listen_socket
-    from veloxy.serving import DEFAULT_BACKLOG, announce_listening, apply_gc, serve
+    from veloxy.serving import announce_listening, apply_gc, serve
 
     listen_options: dict[str, Any] = {"backlog": DEFAULT_BACKLOG}
     if tuning is not None:

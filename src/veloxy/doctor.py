@@ -34,11 +34,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from veloxy.config import DEFAULT_BACKLOG
+
 Status = Literal["ok", "warn", "fail"]
 
-#: The backlog veloxy passes to listen() by default (config tuning.backlog); the kernel caps
-#: it at net.core.somaxconn.
-LISTEN_BACKLOG = 4096
 #: Descriptors a process needs beyond its connections: listeners, the loop's own, logs, pipes.
 FD_MARGIN = 64
 #: The study's figure (1000 connections), used when neither --connections nor a config says.
@@ -86,7 +85,7 @@ class Plan:
     source: str = "defaults"
     #: tuning.backlog, and the largest SO_RCVBUF / SO_SNDBUF configured on either side
     #: (tuning.downstream / tuning.upstream; None = the kernel's autotuning).
-    backlog: int = LISTEN_BACKLOG
+    backlog: int = DEFAULT_BACKLOG
     recv_buffer: int | None = None
     send_buffer: int | None = None
 
@@ -285,13 +284,13 @@ def check_somaxconn(r: LinuxReadings, plan: Plan) -> Finding:
 def check_backlog(r: LinuxReadings, plan: Plan) -> Finding:
     """The config's own listen backlog against the planned connections (any platform)."""
     name = "tuning.backlog"
-    need = min(LISTEN_BACKLOG, plan.connections)
+    need = min(DEFAULT_BACKLOG, plan.connections)
     why = (f"the accept queue of each listener; {plan.connections} clients connecting at "
            "once (a restart, a load balancer reconnecting) overflow a shorter one, and each "
            "dropped connect waits 1 s for its retry")
     ok = plan.backlog >= need
     return Finding(name, "ok" if ok else "warn", str(plan.backlog), f">= {need}", why,
-                   None if ok else f"set `tuning: {{backlog: {LISTEN_BACKLOG}}}` in "
+                   None if ok else f"set `tuning: {{backlog: {DEFAULT_BACKLOG}}}` in "
                    f"{plan.source if plan.source not in ('flags', 'defaults') else 'the config'}")
 
 
@@ -326,11 +325,11 @@ def check_syn_backlog(r: LinuxReadings, plan: Plan) -> Finding:
     why = ("half-open connections the kernel queues per listener; when full (and without "
            "syncookies) new SYNs are dropped and the client waits 1-3 s to retry")
     if r.tcp_max_syn_backlog is None:
-        return Finding(name, "warn", "unknown", f">= {LISTEN_BACKLOG}", why)
-    need = min(LISTEN_BACKLOG, max(plan.connections, 128))
+        return Finding(name, "warn", "unknown", f">= {DEFAULT_BACKLOG}", why)
+    need = min(DEFAULT_BACKLOG, max(plan.connections, 128))
     ok = r.tcp_max_syn_backlog >= need
     return Finding(name, "ok" if ok else "warn", str(r.tcp_max_syn_backlog), f">= {need}",
-                   why, None if ok else _sysctl(name, str(LISTEN_BACKLOG)))
+                   why, None if ok else _sysctl(name, str(DEFAULT_BACKLOG)))
 
 
 def check_port_range(r: LinuxReadings, plan: Plan) -> Finding:
@@ -481,8 +480,8 @@ def fast_lane_state() -> str | None:
 
 def check_fast_lane(r: LinuxReadings | WindowsReadings, plan: Plan) -> Finding:
     name = "C fast lane (h1/_fastpath)"
-    why = ("heads of the common case parsed in C: about a third less CPU per proxied request "
-           "than the Python parsers alone (docs/BENCHMARKS.md)")
+    why = ("heads of the common case parsed in C: less CPU per proxied request than the "
+           "Python parsers alone (docs/BENCHMARKS.md, \"The C fast lane\")")
     if r.fast_lane == "on":
         return Finding(name, "ok", "on", "on", why)
     if r.fast_lane is not None:

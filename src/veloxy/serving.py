@@ -18,6 +18,7 @@ import sys
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
+from veloxy.config import DEFAULT_BACKLOG
 from veloxy.net.accept import AcceptCatchUp, needs_accept_catch_up
 from veloxy.net.listen import format_address
 from veloxy.net.server_connection import (
@@ -31,8 +32,6 @@ from veloxy.net.timers import sweeper_for
 
 log = logging.getLogger("veloxy")
 
-#: listen()'s backlog when no `tuning` is given (config.Tuning.backlog's default).
-DEFAULT_BACKLOG = 4096
 #: How long a closing TLS connection waits for the client's close_notify (asyncio's default,
 #: 30 s, would hold a graceful shutdown that long for every client that never answers).
 SSL_SHUTDOWN_TIMEOUT = 0.5

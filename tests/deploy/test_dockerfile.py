@@ -51,12 +51,14 @@ def instructions() -> list[tuple[str, str]]:
     return out
 
 
+@pytest.mark.process
 def test_hadolint_finds_nothing() -> None:
     findings = lint(DOCKERFILE)
     assert findings == [], "\n".join(f"{f['line']}: {f['code']} {f['message']}"
                                      for f in findings)
 
 
+@pytest.mark.process
 def test_hadolint_does_report_a_bad_dockerfile(tmp_path: Path) -> None:
     """The check above is live: the same call flags an unpinned base and a root user."""
     bad = tmp_path / "Dockerfile"
@@ -85,12 +87,14 @@ def test_the_image_is_what_the_issue_asks() -> None:
     assert f"{admin_port}" in dict(final)["EXPOSE"].split()
 
 
+@pytest.mark.process
 def test_image_config_passes_check() -> None:
     out = subprocess.run([sys.executable, "-m", "veloxy", "check", str(IMAGE_CONFIG)],
                          capture_output=True, text=True, timeout=30)
     assert out.returncode == 0, out.stderr
 
 
+@pytest.mark.process
 def test_healthcheck_command_follows_healthz(tmp_path: Path) -> None:
     """The HEALTHCHECK's own command, pointed at a running proxy's admin port: 0 while it
     serves, non-zero when nothing answers."""

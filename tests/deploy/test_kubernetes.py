@@ -71,6 +71,7 @@ def test_the_validator_rejects_a_broken_manifest() -> None:
         kubernetes_validate.validate(unknown, KUBERNETES_VERSION, strict=True)
 
 
+@pytest.mark.process
 def test_configmap_config_passes_check(tmp_path: Path) -> None:
     path = tmp_path / "veloxy.yaml"
     path.write_text(find("ConfigMap", "veloxy-config")["data"]["veloxy.yaml"])

@@ -246,6 +246,7 @@ def _cli(*args: str) -> subprocess.CompletedProcess[str]:
                           cwd=str(SRC.parent))
 
 
+@pytest.mark.process
 def test_cli_json_and_exit_codes() -> None:
     soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
     ok = _cli("--json", "--connections", "10")
@@ -261,6 +262,7 @@ def test_cli_json_and_exit_codes() -> None:
     assert _cli("--connections", "0").returncode == 2
 
 
+@pytest.mark.process
 def test_cli_text_with_a_config(tmp_path: Path) -> None:
     conf = tmp_path / "veloxy.yaml"
     conf.write_text("routes:\n  - match: {path_prefix: \"/\"}\n    upstream: app\n"

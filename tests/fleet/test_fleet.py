@@ -35,7 +35,7 @@ from tests.support.proc import SRC, child_env
 from veloxy.loadgen import histogram as hdr
 from veloxy.loadgen.worker import RAW_SAMPLES_ENV
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [pytest.mark.timeout(120), pytest.mark.process]
 
 ORIGIN = f"{SUBNET}.2"
 BALANCER = f"{SUBNET}.20"

@@ -19,7 +19,7 @@ from tests.support.client import get
 from tests.support.tls import h2_connect, start_tls_proxy
 from tests.tls.conftest import base_config, tls_listener
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = [pytest.mark.timeout(60), pytest.mark.process]
 
 
 def _truncating(conn) -> None:

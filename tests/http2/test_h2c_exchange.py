@@ -17,7 +17,7 @@ from tests.support.h2c_backend import H2cBackend
 from tests.support.tls import H2Client, h2_connect, start_tls_proxy
 from tests.tls.conftest import base_config
 
-pytestmark = pytest.mark.timeout(90)
+pytestmark = [pytest.mark.timeout(90), pytest.mark.process]
 
 POLICIES = {"/lc/": "least_conn", "/p2c/": "p2c_ewma", "/ad/": "adaptive"}
 

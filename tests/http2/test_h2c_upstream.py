@@ -12,7 +12,7 @@ from tests.support.h2c_backend import H2cBackend
 from tests.support.tls import h2_connect, start_tls_proxy
 from tests.tls.conftest import base_config, tls_listener
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = [pytest.mark.timeout(60), pytest.mark.process]
 
 
 @pytest.fixture(scope="module")

@@ -75,6 +75,7 @@ def _colour_counts(png: Path) -> dict[str, int]:
     return counts
 
 
+@pytest.mark.process
 def test_plots_render_in_headless_chromium(tmp_path: Path) -> None:
     browser = _chromium()
     if browser is None:

@@ -8,9 +8,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 from tests.support.proc import SRC, child_env
+
+pytestmark = pytest.mark.process
 
 
 def _mini(tmp_path: Path) -> Path:

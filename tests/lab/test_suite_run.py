@@ -12,10 +12,13 @@ import sys
 import uuid
 from pathlib import Path
 
+import pytest
 import yaml
 
 from tests.loadgen.test_demo import _marked
 from tests.support.proc import SRC, child_env
+
+pytestmark = pytest.mark.process
 
 
 def _free_port_closed() -> int:

@@ -14,32 +14,18 @@ from typing import Any
 
 import pytest
 
-from tests.support.backends import Conn, Request, ScriptedBackend, response, serve
+from tests.support.backends import BackendStarter, Conn, Request, response
 from tests.support.proc import SRC, VeloxyProcess, child_env, running_origin
 
 BENCH_TIMEOUT = 30.0
 
 
-class Backends:
-    def __init__(self) -> None:
-        self.started: list[ScriptedBackend] = []
-
-    def __call__(self, respond: Callable[[Request, Conn], bytes | None],
-                 name: str = "backend") -> ScriptedBackend:
-        backend = ScriptedBackend(serve(respond, keep_body=False), name=name)
-        self.started.append(backend)
-        return backend
-
-    def close(self) -> None:
-        for b in self.started:
-            b.close()
-
-
 @pytest.fixture
-def backends() -> Iterator[Backends]:
-    b = Backends()
-    yield b
-    b.close()
+def backends() -> Iterator[BackendStarter]:
+    """`backends.serving(respond)`: a scripted backend answering with `respond`."""
+    starter = BackendStarter()
+    yield starter
+    starter.close()
 
 
 def ok(req: Request, conn: Conn) -> bytes | None:

@@ -12,7 +12,8 @@ from typing import Any
 
 import pytest
 
-from tests.loadgen.conftest import Backends, ok
+from tests.loadgen.conftest import ok
+from tests.support.backends import BackendStarter
 from veloxy.loadgen.report import compare, comparison_text, document, write_json
 from veloxy.loadgen.runner import run_bench
 from veloxy.loadgen.schema import validate
@@ -22,14 +23,15 @@ Cli = Callable[..., subprocess.CompletedProcess[str]]
 
 
 @pytest.fixture
-def honest(backends: Backends) -> tuple[str, dict[str, Any]]:
+def honest(backends: BackendStarter) -> tuple[str, dict[str, Any]]:
     """A server and a real result against it."""
-    server = backends(ok)
+    server = backends.serving(ok)
     outcome = run_bench(BenchSettings(url=server.url + "/", connections=2, duration=0.5,
                                       processes=1))
     return server.url + "/", document(outcome)
 
 
+@pytest.mark.process
 def test_a_planted_throughput_regression_fails_the_run(honest: tuple[str, dict[str, Any]],
                                                        cli: Cli, tmp_path: Path) -> None:
     url, doc = honest
@@ -50,6 +52,7 @@ def test_a_planted_throughput_regression_fails_the_run(honest: tuple[str, dict[s
     assert rps["change_percent"] < -10 and rps["better"] == "higher"
 
 
+@pytest.mark.process
 def test_same_server_within_threshold_passes(honest: tuple[str, dict[str, Any]], cli: Cli,
                                             tmp_path: Path) -> None:
     url, doc = honest

@@ -20,8 +20,8 @@ from typing import Any
 import pytest
 from hdrh.log import HistogramLogReader
 
-from tests.loadgen.conftest import Backends, ok
-from tests.support.backends import ScriptedBackend, serve
+from tests.loadgen.conftest import ok
+from tests.support.backends import BackendStarter, ScriptedBackend, serve
 from tests.support.proc import SRC, child_env
 from veloxy.cli import main
 from veloxy.loadgen import histogram as hdr
@@ -33,9 +33,10 @@ from veloxy.loadgen.settings import BenchSettings
 Cli = Callable[..., subprocess.CompletedProcess[str]]
 
 
-def test_json_validates_and_hdr_log_is_readable(backends: Backends, cli: Cli,
+@pytest.mark.process
+def test_json_validates_and_hdr_log_is_readable(backends: BackendStarter, cli: Cli,
                                                 tmp_path: Path) -> None:
-    server = backends(ok)
+    server = backends.serving(ok)
     out, log = tmp_path / "run.json", tmp_path / "run.hlog"
     result = cli("bench", server.url + "/", "-c", "4", "-p", "2", "-d", "1.2s", "-R", "500",
                  "--latency", "--json", str(out), "--hdr-log", str(log))
@@ -98,8 +99,9 @@ def test_the_validator_names_what_is_wrong(result_doc: dict[str, Any],
         validate(broken)
 
 
-def test_progress_line_on_a_terminal_only(backends: Backends) -> None:
-    server = backends(ok)
+@pytest.mark.process
+def test_progress_line_on_a_terminal_only(backends: BackendStarter) -> None:
+    server = backends.serving(ok)
     leader, follower = pty.openpty()
     proc = subprocess.Popen([sys.executable, "-m", "veloxy", "bench", server.url + "/", "-c",
                              "2", "-p", "1", "-d", "1.2s"], stdout=subprocess.PIPE,
@@ -127,8 +129,9 @@ def test_progress_line_on_a_terminal_only(backends: Backends) -> None:
     assert b"Requests/sec:" in out
 
 
-def test_ctrl_c_prints_partial_results(backends: Backends) -> None:
-    server = backends(ok)
+@pytest.mark.process
+def test_ctrl_c_prints_partial_results(backends: BackendStarter) -> None:
+    server = backends.serving(ok)
     proc = subprocess.Popen(
         [sys.executable, "-m", "veloxy", "bench", server.url + "/", "-c", "4", "-p", "2",
          "-d", "30s"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -187,11 +190,11 @@ BAD_INPUTS: list[tuple[str, Callable[[str, Path], list[str]], str]] = [
 
 @pytest.mark.parametrize("case", BAD_INPUTS, ids=[c[0] for c in BAD_INPUTS])
 def test_bad_input_is_one_line_and_exit_2(case: tuple[str, Callable[[str, Path], list[str]],
-                                                       str], backends: Backends,
+                                                       str], backends: BackendStarter,
                                           tmp_path: Path, capsys: pytest.CaptureFixture[str]
                                           ) -> None:
     _, make_args, expected = case
-    server = backends(ok)
+    server = backends.serving(ok)
     args = make_args(server.url + "/", tmp_path)
     if "-d" not in args:
         args += ["-d", "0.3s"]
@@ -209,6 +212,7 @@ def test_bad_input_is_one_line_and_exit_2(case: tuple[str, Callable[[str, Path],
     assert len(server.requests) == 0  # nothing was sent
 
 
+@pytest.mark.process
 def test_bad_input_in_a_real_process_has_no_traceback(cli: Cli) -> None:
     result = cli("bench", f"http://127.0.0.1:{_refused_port()}/", "-d", "1s")
     assert result.returncode == 2
@@ -216,6 +220,7 @@ def test_bad_input_in_a_real_process_has_no_traceback(cli: Cli) -> None:
     assert result.stdout == ""
 
 
+@pytest.mark.process
 def test_debug_shows_the_traceback(cli: Cli) -> None:
     result = cli("--debug", "bench", f"http://127.0.0.1:{_refused_port()}/", "-d", "1s")
     assert result.returncode != 0

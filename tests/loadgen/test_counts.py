@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.loadgen.conftest import Backends, ok
-from tests.support.backends import Conn, Request, response
+from tests.loadgen.conftest import ok
+from tests.support.backends import BackendStarter, Conn, Request, response
 from veloxy.loadgen import histogram as hdr
 from veloxy.loadgen.report import document
 from veloxy.loadgen.runner import run_bench
@@ -20,10 +20,10 @@ from veloxy.loadgen.worker import RAW_SAMPLES_ENV
 
 
 @pytest.mark.parametrize("loop", ["uvloop", "asyncio"])
-def test_keep_alive_counts_match_the_server(backends: Backends, loop: str,
+def test_keep_alive_counts_match_the_server(backends: BackendStarter, loop: str,
                                             monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("VELOXY_LOOP", loop)
-    server = backends(ok)
+    server = backends.serving(ok)
     outcome = run_bench(BenchSettings(url=server.url + "/count", connections=4, duration=0.8,
                                       processes=2))
     doc = document(outcome)
@@ -43,8 +43,8 @@ def test_keep_alive_counts_match_the_server(backends: Backends, loop: str,
     assert doc["bytes_read"] == got * len(response(200, b"ok"))
 
 
-def test_close_opens_one_connection_per_request(backends: Backends) -> None:
-    server = backends(ok)
+def test_close_opens_one_connection_per_request(backends: BackendStarter) -> None:
+    server = backends.serving(ok)
     outcome = run_bench(BenchSettings(url=server.url + "/", connections=3, duration=0.6,
                                       processes=1, close=True))
     doc = document(outcome)
@@ -58,7 +58,7 @@ def test_close_opens_one_connection_per_request(backends: Backends) -> None:
     assert doc["settings"]["keep_alive"] is False
 
 
-def test_non_2xx_and_errors_are_counted_apart(backends: Backends) -> None:
+def test_non_2xx_and_errors_are_counted_apart(backends: BackendStarter) -> None:
     numbers = itertools.count(1)
 
     def respond(req: Request, conn: Conn) -> bytes | None:
@@ -68,7 +68,7 @@ def test_non_2xx_and_errors_are_counted_apart(backends: Backends) -> None:
             return None
         return response(503 if n % 2 else 200, b"x")
 
-    server = backends(respond)
+    server = backends.serving(respond)
     outcome = run_bench(BenchSettings(url=server.url + "/", connections=2, duration=0.6,
                                       processes=1))
     doc = document(outcome)
@@ -82,11 +82,11 @@ def test_non_2xx_and_errors_are_counted_apart(backends: Backends) -> None:
 
 
 def test_raw_samples_of_all_processes_make_the_reported_histogram(
-        backends: Backends, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        backends: BackendStarter, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """End to end: each worker's raw samples, put in one histogram, give exactly the merged
     histogram the report carries."""
     monkeypatch.setenv(RAW_SAMPLES_ENV, str(tmp_path / "raw"))
-    server = backends(ok)
+    server = backends.serving(ok)
     outcome = run_bench(BenchSettings(url=server.url + "/", connections=4, duration=0.8,
                                       processes=2))
     files = sorted(tmp_path.glob("raw.*"))

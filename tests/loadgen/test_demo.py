@@ -5,7 +5,6 @@ behind, also when interrupted."""
 from __future__ import annotations
 
 import json
-import os
 import re
 import signal
 import subprocess
@@ -14,8 +13,13 @@ import time
 import uuid
 from pathlib import Path
 
+import pytest
+
 from tests.support.proc import SRC, child_env
 from veloxy.config import usable_cpus
+from veloxy.lab.procs import all_pids, proc_stat_fields
+
+pytestmark = pytest.mark.process
 
 # Per-row seconds for the tests (the real --quick takes 1.5 s per row).
 FAST = "0.3"
@@ -24,18 +28,15 @@ FAST = "0.3"
 def _marked(mark: str) -> list[int]:
     """Pids of live processes whose environment carries `mark`."""
     found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
+    for pid in all_pids():
         try:
-            with open(f"/proc/{entry}/environ", "rb") as f:
+            with open(f"/proc/{pid}/environ", "rb") as f:
                 environ = f.read()
-            with open(f"/proc/{entry}/stat") as f:
-                state = f.read().rsplit(")", 1)[1].split()[0]
         except OSError:
             continue
-        if mark.encode() in environ and state != "Z":
-            found.append(int(entry))
+        stat = proc_stat_fields(pid)
+        if mark.encode() in environ and stat is not None and stat[0] != "Z":
+            found.append(pid)
     return found
 
 

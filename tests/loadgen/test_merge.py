@@ -19,7 +19,8 @@ from typing import Any
 
 import pytest
 
-from tests.loadgen.conftest import Backends, ok
+from tests.loadgen.conftest import ok
+from tests.support.backends import BackendStarter
 from tests.support.proc import SRC, child_env
 from veloxy.loadgen import histogram as hdr
 from veloxy.loadgen.merge import MergeError, merge_results, window
@@ -52,9 +53,10 @@ def start_generators(url: str, tmp_path: Path, extra: list[list[str]], start_in:
     return start, outs
 
 
-def test_merged_percentiles_are_those_of_every_sample(backends: Backends, cli: Cli,
+@pytest.mark.process
+def test_merged_percentiles_are_those_of_every_sample(backends: BackendStarter, cli: Cli,
                                                       tmp_path: Path) -> None:
-    server = backends(ok)
+    server = backends.serving(ok)
     start, outs = start_generators(server.url + "/", tmp_path, [
         ["-c", "3", "-p", "1", "-d", "1.5s", "-R", "300"],
         ["-c", "4", "-p", "2", "-d", "1.5s", "-R", "500"],
@@ -115,6 +117,7 @@ def two_runs(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]:
         server.close()
 
 
+@pytest.mark.process
 def test_closed_loop_results_merge(two_runs: list[dict[str, Any]]) -> None:
     merged = merge_results([("a", two_runs[0]), ("b", two_runs[1])])
     validate(merged)
@@ -152,6 +155,7 @@ REFUSALS: list[tuple[str, Callable[[list[dict[str, Any]]], list[dict[str, Any]]]
 ]
 
 
+@pytest.mark.process
 @pytest.mark.parametrize("case", REFUSALS, ids=[c[0] for c in REFUSALS])
 def test_refuses_what_is_not_one_load(two_runs: list[dict[str, Any]], case: Any) -> None:
     _, make, message = case
@@ -160,6 +164,7 @@ def test_refuses_what_is_not_one_load(two_runs: list[dict[str, Any]], case: Any)
         merge_results(list(zip("abc", docs, strict=False)))
 
 
+@pytest.mark.process
 def test_merge_command_errors_are_one_line(two_runs: list[dict[str, Any]], cli: Cli,
                                            tmp_path: Path) -> None:
     good = tmp_path / "good.json"
@@ -190,8 +195,9 @@ def test_start_at_parsing() -> None:
             parse_start_time(text, now)
 
 
-def test_a_start_time_already_past_is_refused(backends: Backends, cli: Cli) -> None:
-    server = backends(ok)
+@pytest.mark.process
+def test_a_start_time_already_past_is_refused(backends: BackendStarter, cli: Cli) -> None:
+    server = backends.serving(ok)
     result = cli("bench", server.url + "/", "-c", "1", "-d", "0.3s", "--start-at",
                  f"{time.time() - 5:.3f}")
     assert result.returncode == 2

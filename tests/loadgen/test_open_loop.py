@@ -7,8 +7,10 @@ from __future__ import annotations
 import threading
 import time
 
-from tests.loadgen.conftest import Backends, ok
-from tests.support.backends import Conn, Request, ScriptedBackend, response
+import pytest
+
+from tests.loadgen.conftest import ok
+from tests.support.backends import BackendStarter, Conn, Request, ScriptedBackend, response
 from tests.support.proc import VeloxyProcess
 from tests.support.wire import PeerTimeout
 from veloxy.loadgen.report import document
@@ -16,6 +18,7 @@ from veloxy.loadgen.runner import run_bench
 from veloxy.loadgen.settings import BenchSettings
 
 
+@pytest.mark.process
 def test_rate_is_held_against_the_origin(origin: VeloxyProcess) -> None:
     rate, seconds = 600.0, 1.5
     outcome = run_bench(BenchSettings(url=f"http://127.0.0.1:{origin.port}/?size=200",
@@ -31,9 +34,10 @@ def test_rate_is_held_against_the_origin(origin: VeloxyProcess) -> None:
     assert doc["schedule_lag"]["count"] > 0
 
 
-def test_rate_is_held_at_the_server(backends: Backends) -> None:
+@pytest.mark.slow
+def test_rate_is_held_at_the_server(backends: BackendStarter) -> None:
     """What arrives at the server, not only what the report says."""
-    server = backends(ok)
+    server = backends.serving(ok)
     rate, seconds = 300.0, 1.5
     outcome = run_bench(BenchSettings(url=server.url + "/", connections=3, duration=seconds,
                                       processes=1, rate=rate))
@@ -42,7 +46,7 @@ def test_rate_is_held_at_the_server(backends: Backends) -> None:
     assert abs(got - rate * seconds) <= 0.03 * rate * seconds
 
 
-def stalling_server(backends: Backends, after: float, stall: float) -> object:
+def stalling_server(backends: BackendStarter, after: float, stall: float) -> object:
     """Answers at once, except that `after` seconds into the run it stops answering on every
     connection for `stall` seconds (as a GC pause or a blocked event loop would)."""
     lock = threading.Lock()
@@ -59,10 +63,11 @@ def stalling_server(backends: Backends, after: float, stall: float) -> object:
             time.sleep(until - now)
         return response(200, b"ok")
 
-    return backends(respond, name="stalling")
+    return backends.serving(respond, name="stalling")
 
 
-def test_a_stall_shows_in_corrected_p99_not_in_uncorrected(backends: Backends) -> None:
+@pytest.mark.slow
+def test_a_stall_shows_in_corrected_p99_not_in_uncorrected(backends: BackendStarter) -> None:
     server = stalling_server(backends, after=1.0, stall=1.0)
     outcome = run_bench(BenchSettings(url=server.url + "/", connections=4,  # type: ignore[attr-defined]
                                       duration=3.0, processes=1, rate=400.0))
@@ -80,7 +85,8 @@ def test_a_stall_shows_in_corrected_p99_not_in_uncorrected(backends: Backends) -
     assert doc["rate"]["achieved"] >= 0.97 * 400.0
 
 
-def test_connections_the_server_closes_while_idle_are_replaced(backends: Backends) -> None:
+@pytest.mark.slow
+def test_connections_the_server_closes_while_idle_are_replaced(backends: BackendStarter) -> None:
     """A server whose keep-alive timeout is shorter than the gap between two requests of a
     connection: every request finds its connection closed, and none of them fails."""
 

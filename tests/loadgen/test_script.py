@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.loadgen.conftest import Backends, ok
-from tests.support.backends import Conn, Request, ScriptedBackend, response, serve
+from tests.loadgen.conftest import ok
+from tests.support.backends import BackendStarter, Conn, Request, ScriptedBackend, response, serve
 from veloxy.loadgen.report import document
 from veloxy.loadgen.runner import run_bench
 from veloxy.loadgen.settings import BenchInputError, BenchSettings
@@ -35,7 +35,7 @@ def echo(req: Request, conn: Conn) -> bytes:
     return response(status, body, [("X-Echo", body.decode())])
 
 
-def test_script_hooks_shape_requests_and_judge_responses(backends: Backends,
+def test_script_hooks_shape_requests_and_judge_responses(backends: BackendStarter,
                                                          tmp_path: Path) -> None:
     script = tmp_path / "hooks.py"
     script.write_text(SCRIPT)
@@ -62,7 +62,7 @@ def test_script_hooks_shape_requests_and_judge_responses(backends: Backends,
     assert doc["requests"]["rejected"] == 3 == doc["errors"]["status"]
 
 
-def test_a_hook_raising_during_the_run_stops_it(backends: Backends, tmp_path: Path) -> None:
+def test_a_hook_raising_during_the_run_stops_it(backends: BackendStarter, tmp_path: Path) -> None:
     script = tmp_path / "late.py"
     script.write_text("calls = 0\n"
                       "def request():\n"
@@ -71,7 +71,7 @@ def test_a_hook_raising_during_the_run_stops_it(backends: Backends, tmp_path: Pa
                       "    if calls > 20:\n"
                       "        raise KeyError('session expired')\n"
                       "    return 'GET', '/'\n")
-    server = backends(ok)
+    server = backends.serving(ok)
     with pytest.raises(BenchInputError, match=r"late\.py: request\(\) raised KeyError"):
         run_bench(BenchSettings(url=server.url + "/", connections=2, duration=5.0,
                                 processes=2, script=str(script)))
@@ -86,9 +86,9 @@ def test_a_hook_raising_during_the_run_stops_it(backends: Backends, tmp_path: Pa
     ("def setup(): raise RuntimeError('no db')", "setup() raised RuntimeError: no db"),
     ("def request(:", "line 1"),
 ])
-def test_bad_scripts_are_refused_before_the_run(source: str, message: str, backends: Backends,
+def test_bad_scripts_are_refused_before_the_run(source: str, message: str, backends: BackendStarter,
                                                 tmp_path: Path) -> None:
-    server = backends(ok)
+    server = backends.serving(ok)
     script = tmp_path / "s.py"
     script.write_text(source)
     with pytest.raises(BenchInputError) as info:

@@ -5,12 +5,9 @@ from __future__ import annotations
 import asyncio
 import socket
 
-import pytest
-
 from veloxy.errors import UpstreamError, UpstreamResetError
 from veloxy.h1.head import ResponseHead
 from veloxy.net.client import ClientConnection
-from veloxy.net.loop import new_event_loop
 from veloxy.net.timers import sweeper_for
 
 
@@ -63,20 +60,6 @@ class Sink:
 
     def on_tunnel_closed(self) -> None:
         pass
-
-
-@pytest.fixture(params=["uvloop", "asyncio"])
-def run(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.setenv("VELOXY_LOOP", request.param)
-
-    def runner(coro):
-        loop = new_event_loop()
-        try:
-            return loop.run_until_complete(asyncio.wait_for(coro, 10))
-        finally:
-            loop.close()
-
-    return runner
 
 
 def test_send_on_a_connection_the_server_closed_reports_a_reset(run) -> None:

@@ -14,7 +14,7 @@ from tests.support.backends import ok_script
 from tests.support.client import Client, get
 from tests.support.config import prefix_routes, proxy_config
 
-pytestmark = pytest.mark.timeout(40)
+pytestmark = [pytest.mark.timeout(40), pytest.mark.process]
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 PARENT_ID = "00f067aa0ba902b7"

@@ -14,7 +14,7 @@ from tests.support.backends import ok_script
 from tests.support.client import Client, get
 from tests.support.config import proxy_config
 
-pytestmark = pytest.mark.timeout(40)
+pytestmark = [pytest.mark.timeout(40), pytest.mark.process]
 
 DELAY_S = 1.5
 

@@ -15,7 +15,7 @@ from tests.support.backends import ok_script, response, serve
 from tests.support.client import Client, get, refusing_port
 from tests.support.config import prefix_routes, proxy_config
 
-pytestmark = pytest.mark.timeout(40)
+pytestmark = [pytest.mark.timeout(40), pytest.mark.process]
 
 
 def test_counts_summed_over_two_workers(proxy_with_admin, make_backend):

@@ -105,6 +105,7 @@ def closed_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.process
 def test_span_per_request(start_proxy, make_backend, receiver):
     backend = make_backend(ok_script(b"hello"))
     config = proxy_config({"default": backend, "dead": f"http://127.0.0.1:{closed_port()}"},
@@ -189,6 +190,7 @@ def test_span_per_request(start_proxy, make_backend, receiver):
     assert attrs["http.route"] == "/dead/"
 
 
+@pytest.mark.process
 def test_pending_spans_flushed_on_stop(start_proxy, make_backend, receiver):
     """With the SDK's default 5 s batch delay, the spans still arrive when veloxy stops
     gracefully at once: every worker's close() flushes what it has pending."""
@@ -208,6 +210,7 @@ def test_pending_spans_flushed_on_stop(start_proxy, make_backend, receiver):
     assert {resource["service.name"] for resource, _ in spans} == {"veloxy"}
 
 
+@pytest.mark.process
 def test_sample_ratio_zero_exports_only_client_sampled_traces(start_proxy, make_backend,
                                                               receiver):
     backend = make_backend(ok_script(b"hi"))
@@ -228,6 +231,7 @@ def test_sample_ratio_zero_exports_only_client_sampled_traces(start_proxy, make_
     assert spans[0][1].trace_id.hex() == TRACE_ID
 
 
+@pytest.mark.process
 def test_missing_extra_is_a_clear_config_error(tmp_path):
     """Without the otel packages, `veloxy check` names the key and the install command.
     (The packages are hidden from the child interpreter the way Python itself marks a

@@ -15,7 +15,7 @@ from tests.support.backends import ok_script
 from tests.support.client import Client, get
 from tests.support.config import prefix_routes, proxy_config, write_config
 
-pytestmark = pytest.mark.timeout(40)
+pytestmark = [pytest.mark.timeout(40), pytest.mark.process]
 
 
 def config_path(proxy) -> Path:

@@ -18,7 +18,7 @@ from tests.support.client import get
 from tests.support.config import prefix_routes, proxy_config, write_config
 from tests.support.proc import VeloxyProcess
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = [pytest.mark.timeout(60), pytest.mark.process]
 
 #: The issue's bound: the new route serves this soon after the swap.
 FOLLOW_WITHIN_S = 2.0

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from tests.support.backends import ScriptedBackend
+from tests.support.backends import BackendStarter, ScriptedBackend
 from tests.support.config import proxy_config, write_config
 from tests.support.proc import VeloxyProcess, running_origin
 
@@ -31,22 +31,6 @@ LOOPS = [name for name in os.environ.get("VELOXY_TEST_LOOPS",
 def veloxy_loop(request: pytest.FixtureRequest) -> str:
     """The event loop the proxy (and origin) processes run on: VELOXY_LOOP's value."""
     return request.param
-
-
-class BackendStarter:
-    """Starts scripted backends; `close()` closes them all."""
-
-    def __init__(self) -> None:
-        self.started: list[ScriptedBackend] = []
-
-    def __call__(self, script, name: str = "backend", **kw: Any) -> ScriptedBackend:
-        b = ScriptedBackend(script, name=name, **kw)
-        self.started.append(b)
-        return b
-
-    def close(self) -> None:
-        for b in self.started:
-            b.close()
 
 
 _config_ids = itertools.count()

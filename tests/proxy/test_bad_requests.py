@@ -14,7 +14,7 @@ from tests.support.backends import ok_script
 from tests.support.client import Client
 from tests.support.config import proxy_config
 
-pytestmark = pytest.mark.timeout(30)
+pytestmark = [pytest.mark.timeout(30), pytest.mark.process]
 
 LIMITS = {"max_request_line": 1024, "max_header_bytes": 4096, "max_body_bytes": 1024,
           "header_timeout": "1s", "idle_timeout": "5s"}

@@ -10,7 +10,7 @@ import pytest
 
 from tests.support.proc import REPO, base_command, child_env
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = [pytest.mark.timeout(60), pytest.mark.process]
 
 VALID = """\
 listen: ["127.0.0.1:0"]

@@ -7,7 +7,7 @@ import pytest
 from tests.support.backends import ok_script
 from tests.support.client import Client
 
-pytestmark = pytest.mark.timeout(30)
+pytestmark = [pytest.mark.timeout(30), pytest.mark.process]
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ from tests.support.backends import Conn, Request, echo_headers, response, serve
 from tests.support.client import Client, build_request
 from tests.support.wire import parse_head
 
-pytestmark = pytest.mark.timeout(30)
+pytestmark = [pytest.mark.timeout(30), pytest.mark.process]
 
 HOP_RESPONSE = (b"HTTP/1.1 200 OK\r\n"
                 b"Connection: X-Resp-Secret\r\n"

@@ -9,7 +9,7 @@ import pytest
 from tests.support.backends import Conn, Request, echo_headers, response, serve
 from tests.support.client import Client
 
-pytestmark = pytest.mark.timeout(30)
+pytestmark = [pytest.mark.timeout(30), pytest.mark.process]
 
 
 BIG = bytes(range(256)) * 400  # 100 KiB

@@ -15,7 +15,7 @@ import pytest
 from tests.support.client import Client
 from tests.support.proc import RssSampler, loaded_libraries
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = [pytest.mark.timeout(60), pytest.mark.process]
 
 MiB = 1 << 20
 

@@ -11,7 +11,7 @@ import pytest
 from tests.support.backends import Conn, Request, response, serve
 from tests.support.client import Client, wait_refused
 
-pytestmark = pytest.mark.timeout(30)
+pytestmark = [pytest.mark.timeout(30), pytest.mark.process]
 
 SLOW_BODY = bytes(range(256)) * 256  # 64 KiB
 

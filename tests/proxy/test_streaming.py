@@ -28,7 +28,7 @@ from tests.support.client import Client
 from tests.support.config import prefix_routes, proxy_config
 from tests.support.proc import RssSampler
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = [pytest.mark.timeout(60), pytest.mark.process]
 
 MiB = 1 << 20
 DOWNLOAD = 64 * MiB

@@ -10,7 +10,7 @@ from tests.support.backends import ok_script
 from tests.support.client import Client
 from tests.support.config import proxy_config
 
-pytestmark = pytest.mark.timeout(30)
+pytestmark = [pytest.mark.timeout(30), pytest.mark.process]
 
 
 @pytest.fixture(scope="module")

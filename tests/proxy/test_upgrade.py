@@ -9,7 +9,7 @@ from tests.support.backends import Conn, upgrade_script
 from tests.support.client import Client
 from tests.support.config import prefix_routes, proxy_config
 
-pytestmark = pytest.mark.timeout(30)
+pytestmark = [pytest.mark.timeout(30), pytest.mark.process]
 
 
 def close_after_101_script(conn: Conn) -> None:

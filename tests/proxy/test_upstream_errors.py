@@ -15,7 +15,7 @@ from tests.support.backends import (
 from tests.support.client import Client, get, refusing_port
 from tests.support.config import prefix_routes, proxy_config
 
-pytestmark = pytest.mark.timeout(30)
+pytestmark = [pytest.mark.timeout(30), pytest.mark.process]
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ from tests.support.backends import black_hole_post_script, close_idle_script, ok
 from tests.support.client import Client, get
 from tests.support.config import prefix_routes, proxy_config
 
-pytestmark = pytest.mark.timeout(30)
+pytestmark = [pytest.mark.timeout(30), pytest.mark.process]
 
 
 @pytest.fixture(scope="module")

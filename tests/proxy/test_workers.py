@@ -10,9 +10,9 @@ import pytest
 
 from tests.support.backends import ok_script
 from tests.support.client import Client, get
-from tests.support.proc import established_inodes, process_tree, socket_inodes
+from veloxy.lab.procs import established_inodes, socket_inodes, tree_pids
 
-pytestmark = pytest.mark.timeout(40)
+pytestmark = [pytest.mark.timeout(40), pytest.mark.process]
 
 
 def wait_children(proxy, n: int, timeout: float = 5.0,
@@ -30,10 +30,10 @@ def wait_children(proxy, n: int, timeout: float = 5.0,
 
 def serving_pids(proxy, port: int) -> dict[int, int]:
     """pid -> number of established downstream connections it holds."""
-    conns = established_inodes(port)
+    conns = established_inodes(local_port=port)
     out = {}
-    for pid in process_tree(proxy.pid):
-        n = len(socket_inodes(pid) & conns)
+    for pid in tree_pids(proxy.pid):
+        n = len(socket_inodes([pid]) & conns)
         if n:
             out[pid] = n
     return out

@@ -22,6 +22,7 @@ import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from tests.support.wire import (
     CRLF,
@@ -289,6 +290,28 @@ class ScriptedBackend:
 
 
 # -- responses -------------------------------------------------------------------------------
+class BackendStarter:
+    """Starts scripted backends for one test (the `make_backend` and `backends` fixtures);
+    `close()` closes them all."""
+
+    def __init__(self) -> None:
+        self.started: list[ScriptedBackend] = []
+
+    def __call__(self, script: Script, name: str = "backend", **kw: Any) -> ScriptedBackend:
+        backend = ScriptedBackend(script, name=name, **kw)
+        self.started.append(backend)
+        return backend
+
+    def serving(self, respond: Responder, name: str = "backend") -> ScriptedBackend:
+        """A backend that answers each request with `respond` (see `serve`), request
+        bodies read and dropped."""
+        return self(serve(respond, keep_body=False), name)
+
+    def close(self) -> None:
+        for backend in self.started:
+            backend.close()
+
+
 def response(status: int = 200, body: bytes = b"", headers: list[tuple[str, str]] | None = None,
              reason: str | None = None, length: bool = True) -> bytes:
     """A response with Content-Length framing (unless length=False or headers give one)."""

@@ -62,19 +62,35 @@ class Response:
 
 
 class Client:
-    """One TCP connection to the proxy."""
+    """One TCP connection to the proxy (or, made with `over`, a socket already connected:
+    a TLS one, say)."""
 
     def __init__(self, port: int, host: str = "127.0.0.1", timeout: float = DEFAULT_TIMEOUT,
                  rcvbuf: int | None = None, sndbuf: int | None = None) -> None:
-        self.timeout = timeout
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         if rcvbuf:  # set before connect so the window never grows past it
-            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
         if sndbuf:
-            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, sndbuf)
-        self.sock.settimeout(timeout)
-        self.sock.connect((host, port))
-        self.reader = Reader(self.sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, sndbuf)
+        sock.settimeout(timeout)
+        try:
+            sock.connect((host, port))
+        except OSError:
+            sock.close()
+            raise
+        self._use(sock, timeout)
+
+    @classmethod
+    def over(cls, sock: socket.socket, timeout: float = DEFAULT_TIMEOUT) -> Client:
+        """A client on `sock`, already connected; closing the client closes it."""
+        client = cls.__new__(cls)
+        client._use(sock, timeout)
+        return client
+
+    def _use(self, sock: socket.socket, timeout: float) -> None:
+        self.timeout = timeout
+        self.sock = sock
+        self.reader = Reader(sock)
 
     def __enter__(self) -> Client:
         return self

@@ -9,7 +9,8 @@ Set VELOXY_TEST_COMMAND to run the suite against another implementation of the s
 command line (shell words, e.g. "python /tmp/other/proxy.py"); the default is
 "<this python> -m veloxy".
 
-/proc helpers (Linux): resident memory of a process tree and its child pids.
+What /proc says about it (its tree, memory, sockets) comes from veloxy.lab.procs, the
+lab's /proc readers.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+
+from veloxy.lab.procs import child_pids, session_members, status_kib, tree_pids
 
 REPO = Path(__file__).resolve().parents[2]
 SRC = REPO / "src"
@@ -259,35 +262,23 @@ class VeloxyProcess:
         assert not found, f"unhandled exception(s) in veloxy's stderr: {found}\n{self.describe()}"
 
     def leftover_pids(self) -> list[int]:
-        """Pids still in veloxy's session (process group), other than zombies."""
-        out = []
-        for entry in os.listdir("/proc"):
-            if not entry.isdigit():
-                continue
-            try:
-                stat = Path(f"/proc/{entry}/stat").read_text()
-            except OSError:
-                continue
-            fields = stat[stat.rindex(")") + 2:].split()
-            state, sid = fields[0], int(fields[3])
-            if sid == self.proc.pid and state != "Z" and int(entry) != self.proc.pid:
-                out.append(int(entry))
-        return out
+        """Pids still in veloxy's session (it is started with setsid), other than zombies."""
+        return [pid for pid in session_members(self.proc.pid) if pid != self.proc.pid]
 
     # -- /proc -----------------------------------------------------------------------------
     def tree(self) -> list[int]:
-        return process_tree(self.pid)
+        return tree_pids(self.pid)
 
     def children(self) -> list[int]:
         return child_pids(self.pid)
 
     def rss_kib(self) -> int:
         """Resident memory of the whole process tree (supervisor and workers), KiB."""
-        return sum(proc_status_kib(p, "VmRSS") for p in self.tree())
+        return sum(status_kib(p, "VmRSS") or 0 for p in self.tree())
 
     def hwm_kib(self) -> int:
         """Peak resident memory (VmHWM) summed over the process tree, KiB."""
-        return sum(proc_status_kib(p, "VmHWM") for p in self.tree())
+        return sum(status_kib(p, "VmHWM") or 0 for p in self.tree())
 
 
 @contextlib.contextmanager
@@ -306,73 +297,6 @@ def running_origin(loop: str | None) -> Iterator[VeloxyProcess]:
     finally:
         if proc.stop(strict=False) is None:
             proc.kill()
-
-
-def child_pids(pid: int) -> list[int]:
-    out: list[int] = []
-    try:
-        tasks = os.listdir(f"/proc/{pid}/task")
-    except OSError:
-        return out
-    for tid in tasks:
-        try:
-            text = Path(f"/proc/{pid}/task/{tid}/children").read_text()
-        except OSError:
-            continue
-        out += [int(x) for x in text.split()]
-    return sorted(set(out))
-
-
-def process_tree(pid: int) -> list[int]:
-    pids = [pid]
-    i = 0
-    while i < len(pids):
-        pids += [c for c in child_pids(pids[i]) if c not in pids]
-        i += 1
-    return pids
-
-
-def proc_status_kib(pid: int, key: str) -> int:
-    try:
-        text = Path(f"/proc/{pid}/status").read_text()
-    except OSError:
-        return 0
-    for line in text.splitlines():
-        if line.startswith(key + ":"):
-            return int(line.split()[1])
-    return 0
-
-
-def socket_inodes(pid: int) -> set[int]:
-    out = set()
-    try:
-        fds = os.listdir(f"/proc/{pid}/fd")
-    except OSError:
-        return out
-    for fd in fds:
-        try:
-            target = os.readlink(f"/proc/{pid}/fd/{fd}")
-        except OSError:
-            continue
-        if target.startswith("socket:["):
-            out.add(int(target[8:-1]))
-    return out
-
-
-def established_inodes(local_port: int) -> set[int]:
-    """Inodes of ESTABLISHED IPv4/IPv6 TCP sockets whose local port is `local_port`."""
-    out = set()
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        try:
-            lines = Path(table).read_text().splitlines()[1:]
-        except OSError:
-            continue
-        for line in lines:
-            f = line.split()
-            port = int(f[1].rsplit(":", 1)[1], 16)
-            if port == local_port and f[3] == "01":
-                out.add(int(f[9]))
-    return out
 
 
 def loaded_libraries(pid: int) -> str:

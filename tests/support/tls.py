@@ -17,6 +17,7 @@ import h2.connection
 import h2.events
 import trustme
 
+from tests.support.client import Client
 from tests.support.proc import VeloxyProcess
 
 TIMEOUT = 5.0
@@ -84,27 +85,10 @@ def peer_names(sock: ssl.SSLSocket) -> set[str]:
 
 def http1_get(sock: ssl.SSLSocket, target: str = "/", host: str = "test.local",
               timeout: float = TIMEOUT) -> tuple[int, bytes, bytes]:
-    """(status, head, body) of one keep-alive GET on a TLS socket (Content-Length framing)."""
-    sock.settimeout(timeout)
-    sock.sendall(f"GET {target} HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
-    buf = b""
-    while b"\r\n\r\n" not in buf:
-        chunk = sock.recv(65536)
-        if not chunk:
-            raise ConnectionError(f"closed before a response head: {buf!r}")
-        buf += chunk
-    head, _, body = buf.partition(b"\r\n\r\n")
-    length = 0
-    for line in head.split(b"\r\n")[1:]:
-        name, _, value = line.partition(b":")
-        if name.strip().lower() == b"content-length":
-            length = int(value)
-    while len(body) < length:
-        chunk = sock.recv(65536)
-        if not chunk:
-            raise ConnectionError("closed mid-body")
-        body += chunk
-    return int(head.split(b" ")[1]), head, body
+    """(status, head, body) of one keep-alive GET on a TLS socket, read by the black-box
+    suite's strict client."""
+    response = Client.over(sock, timeout).request("GET", target, host)
+    return response.status, response.raw_head, response.body
 
 
 class H2Client:

@@ -3,16 +3,13 @@ origin, TLS proxies per event loop (both loops, as in tests/proxy), strict teard
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 
 import pytest
 
+from tests.support.loops import LOOPS
 from tests.support.proc import VeloxyProcess, running_origin
 from tests.support.tls import Pki, make_pki, stop_all
-
-LOOPS = [name for name in os.environ.get("VELOXY_TEST_LOOPS", "asyncio,uvloop").split(",")
-         if name]
 
 
 @pytest.fixture(scope="session", params=LOOPS)

@@ -69,6 +69,7 @@ def stack(pki, origin, veloxy_loop, tmp_path_factory):
         heads.close()
 
 
+@pytest.mark.process
 def test_http1_over_tls_and_forwarded_proto(stack, pki):
     with tls_connect(stack.tls, pki.client_context(["http/1.1"]), "localhost") as sock:
         assert sock.version() in ("TLSv1.2", "TLSv1.3")
@@ -89,6 +90,7 @@ def test_http1_over_tls_and_forwarded_proto(stack, pki):
     ("a.b.w.test", {"localhost"}),     # a wildcard covers one label only
     (None, {"localhost"}),             # no SNI at all
 ])
+@pytest.mark.process
 def test_sni_picks_the_certificate(stack, pki, server_name, expected):
     ctx = pki.client_context()
     ctx.check_hostname = False  # the names are checked below, against the expectation
@@ -98,6 +100,7 @@ def test_sni_picks_the_certificate(stack, pki, server_name, expected):
         assert status == 200
 
 
+@pytest.mark.process
 def test_alpn_negotiates_h2_and_http11(stack, pki):
     with tls_connect(stack.tls, pki.client_context(["h2", "http/1.1"]), "localhost") as s:
         assert s.selected_alpn_protocol() == "h2"
@@ -108,6 +111,7 @@ def test_alpn_negotiates_h2_and_http11(stack, pki):
         assert http1_get(s)[0] == 200
 
 
+@pytest.mark.process
 def test_tls12_modern_cipher_and_session_resumption(stack, pki):
     ctx = pki.client_context()
     ctx.maximum_version = ssl.TLSVersion.TLSv1_2
@@ -123,6 +127,7 @@ def test_tls12_modern_cipher_and_session_resumption(stack, pki):
         assert http1_get(second)[0] == 200
 
 
+@pytest.mark.process
 def test_tls11_is_refused(stack, pki):
     ctx = pki.client_context()
     try:
@@ -138,6 +143,7 @@ def test_tls11_is_refused(stack, pki):
         pass
 
 
+@pytest.mark.process
 @pytest.mark.skipif(shutil.which("curl") is None, reason="curl not installed")
 def test_curl_http11_and_h2(stack, pki):
     for flag, version in (("--http1.1", "1.1"), ("--http2", "2")):
@@ -150,6 +156,7 @@ def test_curl_http11_and_h2(stack, pki):
         assert out.stdout == f"{version} 200 70000", out.stderr
 
 
+@pytest.mark.process
 def test_mtls_refuses_a_bad_client_certificate(stack, pki, tmp_path):
     other_pki = make_pki(tmp_path / "others", "other-ca")
 
@@ -169,6 +176,7 @@ def test_mtls_refuses_a_bad_client_certificate(stack, pki, tmp_path):
         assert http1_get(sock)[0] == 200
 
 
+@pytest.mark.process
 def test_certificates_reload_on_sighup(stack, tmp_path):
     old = tls_connect(stack.live, stack.live_pki.client_context(), "localhost")
     assert http1_get(old)[0] == 200

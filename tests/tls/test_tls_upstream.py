@@ -14,7 +14,7 @@ from tests.support.tls import start_tls_proxy
 from tests.support.wire import Reader
 from tests.tls.conftest import base_config
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = [pytest.mark.timeout(60), pytest.mark.process]
 
 
 def tls_backend(pki, label: str = "up") -> ScriptedBackend:

@@ -67,6 +67,7 @@ def test_apply_gc_sets_threshold_and_freezes_in_process() -> None:
         gc.set_threshold(*before)
 
 
+@pytest.mark.process
 @pytest.mark.skipif(not LINUX or shutil.which("ss") is None, reason="needs Linux ss")
 def test_workers_get_gc_backlog_and_buffer(tmp_path: Path) -> None:
     proc = _serve(tmp_path, workers=2, tuning={
@@ -85,6 +86,7 @@ def test_workers_get_gc_backlog_and_buffer(tmp_path: Path) -> None:
         proc.stop()
 
 
+@pytest.mark.process
 @pytest.mark.skipif(not LINUX or shutil.which("ss") is None, reason="needs Linux ss")
 def test_defaults_touch_neither_gc_nor_listener(tmp_path: Path) -> None:
     proc = _serve(tmp_path)

@@ -11,17 +11,16 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-import signal
 import socket
 import subprocess
 import sys
 
 import pytest
 
+from tests.upstream.harness import Client
 from veloxy.config import parse_config
 from veloxy.config.model import SocketOptions
 from veloxy.net.listen import listen_socket
-from veloxy.net.loop import new_event_loop
 from veloxy.net.server_connection import ServerConnection
 from veloxy.net.sockopt import (
     NagleServerConnection,
@@ -49,23 +48,6 @@ def listen_queues(port: int) -> list[int]:
 
 
 needs_ss = pytest.mark.skipif(shutil.which("ss") is None or not LINUX, reason="needs Linux ss")
-
-
-@pytest.fixture(params=["uvloop", "asyncio"])
-def run(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.setenv("VELOXY_LOOP", request.param)
-    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
-
-    def runner(coro):
-        loop = new_event_loop()
-        try:
-            return loop.run_until_complete(asyncio.wait_for(coro, 10))
-        finally:
-            loop.close()
-            for sig, handler in saved.items():  # serve() installs its own
-                signal.signal(sig, handler)
-
-    return runner
 
 
 class _Upstream(asyncio.Protocol):
@@ -110,7 +92,8 @@ async def _one_request(tuning: dict | None) -> dict[str, object]:
         apps.append(RecordingApp(config, sweeper))
         return apps[0]
 
-    listener = listen_socket("127.0.0.1", 0, recv_buffer=config.tuning.downstream.recv_buffer,
+    listener = listen_socket("127.0.0.1", 0, backlog=config.tuning.backlog,
+                             recv_buffer=config.tuning.downstream.recv_buffer,
                              send_buffer=config.tuning.downstream.send_buffer)
     port = listener.getsockname()[1]
     ready = asyncio.Event()
@@ -120,16 +103,15 @@ async def _one_request(tuning: dict | None) -> dict[str, object]:
         await ready.wait()
         if shutil.which("ss") and LINUX:
             seen["backlog"] = listen_queues(port)
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        writer.write(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-        seen["response"] = await _read_response(reader)
+        client = Client(port)
+        seen["response"] = await client.request()
         pool = apps[0].groups["a"].servers[0].pool
         seen["pool_options"] = pool.socket_options
         conn = pool.acquire_idle()
         assert conn is not None and conn.transport is not None
         seen["upstream"] = _sock_readings(conn.transport.get_extra_info("socket"))
         pool.release(conn)
-        writer.close()
+        await client.close()
     finally:
         task.cancel()
         try:
@@ -140,16 +122,10 @@ async def _one_request(tuning: dict | None) -> dict[str, object]:
     return seen
 
 
-async def _read_response(reader: asyncio.StreamReader) -> bytes:
-    head = await reader.readuntil(b"\r\n\r\n")
-    length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n")
-                  if line.lower().startswith(b"content-length:"))
-    return head + await reader.readexactly(length)
-
-
+@pytest.mark.process
 def test_defaults_keep_nodelay_on_both_sides_and_set_nothing(run) -> None:
     seen = run(_one_request(None))
-    assert seen["response"].startswith(b"HTTP/1.1 200") and seen["response"].endswith(b"ok")
+    assert (seen["response"].status, seen["response"].body) == (200, b"ok")
     # TCP_NODELAY is on by default on both loops (the stdlib loop sets it only when the
     # listener's proto is IPPROTO_TCP: net/listen.py makes it so).
     assert seen["downstream"]["nodelay"] is True
@@ -161,12 +137,13 @@ def test_defaults_keep_nodelay_on_both_sides_and_set_nothing(run) -> None:
         assert seen["backlog"] == [4096]
 
 
+@pytest.mark.process
 def test_configured_options_reach_the_kernel(run) -> None:
     tuning = {"backlog": 77,
               "downstream": {"tcp_nodelay": False, "recv_buffer": "48k", "send_buffer": "40k"},
               "upstream": {"tcp_nodelay": False, "recv_buffer": "56k", "send_buffer": "24k"}}
     seen = run(_one_request(tuning))
-    assert seen["response"].startswith(b"HTTP/1.1 200") and seen["response"].endswith(b"ok")
+    assert (seen["response"].status, seen["response"].body) == (200, b"ok")
     assert seen["conn_class"] is NagleServerConnection
     assert seen["downstream"] == {"nodelay": False, "rcvbuf": kernel_size(48 * 1024),
                                   "sndbuf": kernel_size(40 * 1024)}
@@ -176,6 +153,7 @@ def test_configured_options_reach_the_kernel(run) -> None:
         assert seen["backlog"] == [77]
 
 
+@pytest.mark.process
 def test_nodelay_alone_leaves_buffers_to_the_kernel(run) -> None:
     """Only what is configured is set: buffers stay autotuned (not the values above)."""
     seen = run(_one_request({"upstream": {"tcp_nodelay": False}}))
@@ -192,6 +170,7 @@ def test_protocol_class_follows_downstream_nodelay() -> None:
     assert server_connection_class(SocketOptions(tcp_nodelay=False)) is NagleServerConnection
 
 
+@pytest.mark.process
 @needs_ss
 def test_listen_socket_sets_backlog_and_buffers_before_listen() -> None:
     sock = listen_socket("127.0.0.1", 0, backlog=33, recv_buffer=40960, send_buffer=36864)

@@ -17,6 +17,8 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from tests.support.client import build_request
+from tests.support.wire import parse_head
 from veloxy.config import parse_config
 from veloxy.net.server_connection import ConnectionRegistry, ServerConnection
 from veloxy.net.timers import sweeper_for
@@ -263,28 +265,22 @@ class Client:
             local = (self.local_host, 0) if self.local_host else None
             self._reader, self._writer = await asyncio.open_connection(
                 "127.0.0.1", self.port, local_addr=local)
-        lines = [f"{method} {path} HTTP/1.1", "Host: test.local"]
-        lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
-        if body or method in ("POST", "PUT"):
-            lines.append(f"Content-Length: {len(body)}")
-        self._writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body)
+        self._writer.write(build_request(
+            method, path, "test.local", list((headers or {}).items()),
+            body if body or method in ("POST", "PUT") else None))
         assert self._reader is not None
         try:
-            head = await self._reader.readuntil(b"\r\n\r\n")
+            head = parse_head(await self._reader.readuntil(b"\r\n\r\n"))
         except (asyncio.IncompleteReadError, ConnectionError):
             await self.close()
             raise
-        status_line, *fields = head.decode("latin-1").split("\r\n")
-        parsed = {}
-        for line in fields:
-            if line:
-                name, _, value = line.partition(":")
-                parsed[name.strip().lower()] = value.strip()
-        length = int(parsed.get("content-length", "0"))
+        fields = {name.decode("latin-1").lower(): value.decode("latin-1")
+                  for name, value in head.headers}
+        length = int(fields.get("content-length", "0"))
         data = await self._reader.readexactly(length) if length else b""
-        if parsed.get("connection", "").lower() == "close":
+        if fields.get("connection", "").lower() == "close":
             await self.close()
-        return Response(int(status_line.split(" ")[1]), parsed, data)
+        return Response(int(head.start_line.split(b" ")[1]), fields, data)
 
     async def close(self) -> None:
         if self._writer is not None:

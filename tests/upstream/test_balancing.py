@@ -56,6 +56,7 @@ async def _trickle(port: int, count: int, every: float) -> list[asyncio.Task]:
     return tasks
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("policy", ["least_conn", "round_robin"])
 def test_least_conn_sends_new_requests_away_from_a_server_holding_slow_ones(run, policy):
     async def scenario() -> None:
@@ -72,6 +73,7 @@ def test_least_conn_sends_new_requests_away_from_a_server_holding_slow_ones(run,
     run(scenario())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("policy", ["p2c_ewma", "adaptive"])
 def test_latency_aware_policies_leave_a_server_made_10x_slower(run, policy):
     async def scenario() -> None:
@@ -94,6 +96,7 @@ def test_latency_aware_policies_leave_a_server_made_10x_slower(run, policy):
     run(scenario())
 
 
+@pytest.mark.slow
 def test_adaptive_steers_away_from_a_server_that_fails_now_and_then(run) -> None:
     async def scenario() -> None:
         async with backends("a", "b") as (a, b), proxy([a.url, b.url], balance="adaptive") as p:

@@ -51,6 +51,7 @@ async def _start_origin() -> tuple[asyncio.subprocess.Process, int]:
             return proc, int(found.group(1))
 
 
+@pytest.mark.process
 def test_zero_failed_gets_while_a_real_origin_process_is_killed_with_sigkill(run) -> None:
     async def scenario() -> None:
         (one, port_one), (two, port_two) = await asyncio.gather(_start_origin(),

@@ -56,6 +56,7 @@ def test_every_server_down_gives_503_at_once(run) -> None:
     run(scenario())
 
 
+@pytest.mark.slow
 def test_passive_ejection_grows_and_retries_hide_it(run) -> None:
     async def scenario() -> None:
         passive = {"failures": 2, "ejection": "200ms", "max_ejection": "600ms"}

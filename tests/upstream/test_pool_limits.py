@@ -65,6 +65,7 @@ def test_a_full_queue_answers_503_at_once(run) -> None:
     run(scenario())
 
 
+@pytest.mark.slow
 def test_a_wait_longer_than_wait_timeout_answers_503(run) -> None:
     async def scenario() -> None:
         async with backends("a") as (a,), proxy([a.url], pool={

@@ -30,6 +30,7 @@ from veloxy.config.load import (
 )
 from veloxy.config.model import (
     BALANCE_POLICIES,
+    DEFAULT_BACKLOG,
     Config,
     GcSettings,
     HealthCheck,
@@ -53,6 +54,7 @@ from veloxy.config.values import format_duration, parse_duration, parse_size
 
 __all__ = [
     "BALANCE_POLICIES",
+    "DEFAULT_BACKLOG",
     "Config",
     "GcSettings",
     "HealthCheck",

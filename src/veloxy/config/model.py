@@ -772,9 +772,10 @@ class PoolSettings(_Model):
     max_idle: Annotated[int, _int_in(0)] = 1024
     """Most idle keep-alive connections kept per server; at most max_connections. Default:
     max_connections (1024), so that every connection a burst opened is reused: with fewer,
-    a steady 1000 concurrent clients made veloxy close and reopen ~1000 upstream connections
-    a second (benchmarks/proxy_compare.py, c=1000). Lower it for upstreams that cannot hold
-    many idle sockets (thread-per-connection servers). 0 disables reuse."""
+    a steady load of more concurrent clients than max_idle made veloxy close and reopen
+    upstream connections all the time (docs/BENCHMARKS.md, "veloxy vs Go"). Lower it for
+    upstreams that cannot hold many idle sockets (thread-per-connection servers). 0 disables
+    reuse."""
     idle_timeout: PositiveDuration = 60.0
     """An idle pooled connection is closed after this long. Default 60s. Keep it below the
     upstream's own keep-alive timeout (Node's is 5s, nginx 75s): when the upstream closes
@@ -1044,8 +1045,8 @@ class GcSettings(_Model):
     (modules, config, routes, pools) moves to a permanent generation that later collections
     never scan. In the supervisor, before the fork, this also keeps the collector from
     writing to (and so copying) the parent's pages in every worker. Default false. Measured
-    on this project's 2-core box it made no difference to CPU per request (docs/TUNING.md):
-    the collector's time goes to young objects."""
+    on this project's 2-core box it made no difference to CPU per request (docs/BENCHMARKS.md,
+    "Tuning: GC"): the collector's time goes to young objects."""
     gen0_threshold: Annotated[int | None, BeforeValidator(_optional_threshold)] = None
     """Allocations (minus deallocations) that trigger a young-generation collection
     (gc.set_threshold's first value; the older generations' thresholds are kept). Default
@@ -1054,13 +1055,18 @@ class GcSettings(_Model):
     pause a little longer. 1..10000000."""
 
 
+#: listen()'s backlog unless `tuning.backlog` says otherwise: the one default, read by the
+#: serving processes (server.py, cli.py) and by `veloxy doctor`'s checks.
+DEFAULT_BACKLOG = 4096
+
+
 class Tuning(_Model):
     """Knobs of the serving processes that the proxy study names: the listen backlog, TCP
     options of client (downstream) and upstream sockets, and the garbage collector. The
     defaults are right for most deployments; docs/TUNING.md has the measurements. Applied
     when a serving process starts: changing them takes a restart, not a reload."""
 
-    backlog: Annotated[int, _int_in(1, 65535)] = 4096
+    backlog: Annotated[int, _int_in(1, 65535)] = DEFAULT_BACKLOG
     """Length of each listening socket's queue of connections accepted by the kernel and
     not yet by veloxy (listen()'s backlog). Default 4096. The kernel caps it at
     net.core.somaxconn (`veloxy doctor` checks); a burst of connects beyond the queue is

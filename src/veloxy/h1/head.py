@@ -4,9 +4,9 @@ Header fields are kept in arrival order with their original case, minus the hop-
 fields (h1/rules.py), which are summarised in typed attributes instead. They are stored
 flat, already in wire form: `fields` is [name, b": ", value, b"\r\n", name, ...], and
 `wire` is the same joined (b"Name: value\r\n..."), which is what forwarding a head
-sends. Formatting pairs (`b"%s: %s\r\n" % pair`) cost about 0.35 µs per header; the
-join costs a tenth of that. `headers` gives (name, value) pairs for the slow paths (route
-matching on a header, tests).
+sends. Formatting pairs (`b"%s: %s\r\n" % pair`) costs a formatting call per header;
+the join costs one call for the whole head. `headers` gives (name, value) pairs for the
+slow paths (route matching on a header, tests).
 
 A head has one of the two forms to begin with and makes the other on first use: the
 Python parsers build `fields` field by field, the C fast lane (h1/_fastpath.c) builds

@@ -231,8 +231,8 @@ class RequestParser:
         head.method = parser.get_method()
         keep_alive = parser.should_keep_alive()
         if not keep_alive or self._keep_alive_token or head.host is None:
-            # get_http_version formats a string (0.6 µs): ask only when it can be 1.0. A
-            # request kept alive without an explicit keep-alive token is HTTP/1.1.
+            # get_http_version formats a string (dearer than these tests): ask only when it
+            # can be 1.0. A request kept alive without an explicit keep-alive token is HTTP/1.1.
             head.version = parser.get_http_version()
             self._keep_alive_token = False
         if not keep_alive:

@@ -27,7 +27,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -254,18 +254,33 @@ def all_pids() -> Iterator[int]:
             yield int(name)
 
 
-def group_members(pgid: int) -> list[int]:
-    """Live (non-zombie) processes whose process group is pgid."""
+def _live_where(field: int, value: int) -> list[int]:
+    """Live (non-zombie) processes whose stat field `field` (after the name) is `value`."""
     out = []
     for pid in all_pids():
         f = proc_stat_fields(pid)
-        if f is not None and int(f[2]) == pgid and f[0] != "Z":
+        if f is not None and int(f[field]) == value and f[0] != "Z":
             out.append(pid)
     return out
 
 
+def group_members(pgid: int) -> list[int]:
+    """Live (non-zombie) processes whose process group is pgid."""
+    return _live_where(2, pgid)
+
+
+def session_members(sid: int) -> list[int]:
+    """Live (non-zombie) processes of session sid (a setsid child and all it started)."""
+    return _live_where(3, sid)
+
+
+def child_pids(parent: int) -> list[int]:
+    """Live (non-zombie) processes whose parent is `parent`, sorted."""
+    return sorted(_live_where(1, parent))
+
+
 def tree_pids(root: int) -> list[int]:
-    """root and all its live descendants."""
+    """root and all its descendants."""
     children: dict[int, list[int]] = {}
     for pid in all_pids():
         f = proc_stat_fields(pid)
@@ -316,22 +331,77 @@ def cpu_seconds(pid: int) -> float | None:
         return None
 
 
-def rss_bytes(pid: int) -> int | None:
-    """Resident memory of one process (VmRSS), None when unknown."""
+def status_kib(pid: int, key: str) -> int | None:
+    """A kB line of /proc/PID/status (VmRSS, VmHWM, ...), None when unknown."""
     try:
         with open(f"/proc/{pid}/status", encoding="ascii", errors="replace") as f:
             for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) * 1024
+                if line.startswith(key + ":"):
+                    return int(line.split()[1])
     except (OSError, ValueError, IndexError):
         pass
     return None
+
+
+def rss_bytes(pid: int) -> int | None:
+    """Resident memory of one process (VmRSS), None when unknown."""
+    kib = status_kib(pid, "VmRSS")
+    return None if kib is None else kib * 1024
 
 
 def tree_rss_bytes(root: int, pids: Sequence[int] | None = None) -> int:
     """Resident memory summed over the tree (shared pages of forked workers count once per
     worker, as `ps` shows them: an upper bound)."""
     return sum(rss_bytes(pid) or 0 for pid in (pids if pids is not None else tree_pids(root)))
+
+
+def socket_inodes(pids: Iterable[int]) -> set[int]:
+    """Inodes of the sockets the processes `pids` hold open (from /proc/PID/fd)."""
+    out: set[int] = set()
+    for pid in pids:
+        try:
+            fds = os.listdir(f"/proc/{pid}/fd")
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                target = os.readlink(f"/proc/{pid}/fd/{fd}")
+            except OSError:
+                continue
+            if target.startswith("socket:["):
+                out.add(int(target[8:-1]))
+    return out
+
+
+def established_inodes(local_port: int | None = None, remote_port: int | None = None
+                       ) -> set[int]:
+    """Inodes of ESTABLISHED TCP sockets (IPv4 and IPv6) with that local and/or remote
+    port, from /proc/net/tcp and tcp6."""
+    out = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            f = line.split()
+            if len(f) < 10 or f[3] != "01":  # 01: ESTABLISHED
+                continue
+            local, remote = (int(address.rsplit(":", 1)[1], 16) for address in f[1:3])
+            if local_port in (None, local) and remote_port in (None, remote):
+                out.add(int(f[9]))
+    return out
+
+
+def cpu_model() -> str | None:
+    """The CPU's model name, from /proc/cpuinfo; None where there is none."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return None
 
 
 def time_wait_count() -> int | None:

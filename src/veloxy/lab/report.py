@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from veloxy import __version__
+from veloxy.lab.procs import cpu_model
 from veloxy.lab.runner import CellResult
 from veloxy.lab.suite import Suite
 
@@ -93,13 +94,8 @@ def summarize(suite: Suite, cells: list[CellResult]) -> list[dict[str, Any]]:
 def machine() -> dict[str, Any]:
     info: dict[str, Any] = {"platform": platform.platform(), "python": platform.python_version(),
                             "cpus": os.cpu_count()}
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                info["cpu"] = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    if (model := cpu_model()) is not None:
+        info["cpu"] = model
     from veloxy.net.loop import loop_name
 
     info["loop"] = loop_name()

@@ -1,7 +1,8 @@
 """HDR latency histograms: 1 µs to 1 h at 3 significant digits, recorded in batches, merged exactly.
 
 Why not call `HdrHistogram.record_value` per request: the hdrhistogram package is pure Python
-there and costs ~2.5 µs a call, a tenth of a small request's whole budget. The hot path only
+there, a real share of a small request's budget (docs/BENCHMARKS.md, "How veloxy bench
+measures"). The hot path only
 appends integer microseconds to a list; a few times a second `record_batch` counts the list
 with `collections.Counter` (C code) and adds each *distinct* value to the histogram's counts
 array with the same bucket arithmetic as HdrHistogram (`counts_index`, tested against the

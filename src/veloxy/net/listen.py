@@ -37,7 +37,7 @@ def bind_socket(host: str, port: int, *, reuse_port: bool = False) -> socket.soc
 
 
 def listen_socket(host: str, port: int, *, reuse_port: bool = False,
-                  backlog: int = 4096, recv_buffer: int | None = None,
+                  backlog: int, recv_buffer: int | None = None,
                   send_buffer: int | None = None) -> socket.socket:
     """A listening socket. Buffer sizes are set before listen(): accepted connections
     inherit them (net/sockopt.py), including those queued before the first accept."""

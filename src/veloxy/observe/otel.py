@@ -10,12 +10,12 @@ one veloxy sent upstream in traceparent, so the upstream's spans nest under it.
 The span is handed, already ended, to the SDK's BatchSpanProcessor as a ReadableSpan (the
 SDK's own type for an ended span, which is what processors and exporters take) rather than
 made through a TracerProvider's Tracer: the Tracer draws its own ids (veloxy's are fixed by
-then) and validates every attribute under a lock, which measured ~4x the cost per span on
-the loop's thread (docs/BENCHMARKS.md). The processor queues the span (a deque append) and
-its own thread encodes and POSTs batches (OTLP/HTTP, protobuf), so the event loop never
-waits for the collector; spans past the queue's size are dropped. `close` flushes what is
-pending for a bounded time (graceful stop); a reload that changes the section closes the
-old exporter without waiting.
+then) and validates every attribute under a lock, which measured several times the cost per
+span on the loop's thread (docs/BENCHMARKS.md, "OpenTelemetry export"). The processor queues
+the span (a deque append) and its own thread encodes and POSTs batches (OTLP/HTTP,
+protobuf), so the event loop never waits for the collector; spans past the queue's size are
+dropped. `close` flushes what is pending for a bounded time (graceful stop); a reload that
+changes the section closes the old exporter without waiting.
 
 Attributes (OpenTelemetry HTTP semantic conventions, stable since v1.23):
 http.request.method (`_OTHER` and http.request.method_original for a non-standard

@@ -26,9 +26,10 @@ the logging phase (metrics, access log, span, in-flight counts) is proxy/logging
 Per-request state with a common default lives on the class: an exchange stores only what
 differs, and CPython keeps an instance's attributes in a compact array shared by the
 class's instances only while the class has seen at most 29 distinct attribute names (3.11
-to 3.13; one more turns every later instance's attributes into a dict of its own, about
-1 µs per request). tests/proxy/test_hot_path_budget.py measures that limit and holds the
-common path under it.
+to 3.13; one more turns every later instance's attributes into a dict of its own, a cost
+on every attribute access: docs/BENCHMARKS.md, "The exchange redesign: one request path
+for every protocol (issue 11)"). tests/proxy/test_hot_path_budget.py measures that limit
+and holds the common path under it.
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ connection to an upstream one (the phases they all share: proxy/exchange.py).
 Both directions write once per read: the callbacks of one read from a socket gather their
 output in a list, and `flush` / `on_read_done` write it in a single transport.write. On a
 small request that puts the head and the body in one segment each way, the largest single
-saving measured for this design (docs/BENCHMARKS.md, "One write per direction").
+saving measured for this design (docs/BENCHMARKS.md, "One write per direction per read").
 
 Backpressure is by the transports' watermarks, across the pair: when the client stops
 reading, the upstream connection stops reading, and the other way round (Envoy's flow
