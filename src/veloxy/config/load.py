@@ -116,10 +116,14 @@ def config_from_flags(listen: Sequence[str], upstreams: Sequence[str],
 
 
 def apply_overrides(config: Config, listen: Sequence[str] | None = None,
-                    workers: str | None = None, admin: str | None = None) -> Config:
-    """The file's config with --listen, --workers and --admin applied (only those given;
-    an empty --listen list counts as not given). Errors name the flag, not the file key."""
+                    workers: str | None = None, admin: str | None = None,
+                    workers_mode: str | None = None) -> Config:
+    """The file's config with --listen, --workers, --admin and --workers-mode applied (only
+    those given; an empty --listen list counts as not given). Errors name the flag, not the
+    file key."""
     updates = _flag_values(listen or (), workers, admin)
+    if workers_mode is not None:
+        updates["workers_mode"] = workers_mode
     if not updates:
         return config
     data: dict[str, object] = {name: getattr(config, name) for name in Config.model_fields}
@@ -142,7 +146,8 @@ def _flag_values(listen: Sequence[str], workers: str | None, admin: str | None
     return values
 
 
-_FLAG_PATHS = (("listen", "--listen"), ("workers", "--workers"), ("admin", "--admin"),
+_FLAG_PATHS = (("listen", "--listen"), ("workers_mode", "--workers-mode"),
+               ("workers", "--workers"), ("admin", "--admin"),
                ("upstreams.default.servers", "--upstream"))
 
 

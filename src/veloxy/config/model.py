@@ -1227,6 +1227,14 @@ class Config(_Model):
     = CPUs this process may use, cgroup quota included (see `resolve_workers`). Default 1:
     predictable and easiest to debug; each worker adds one core of throughput and its own
     upstream pools (so upstreams see workers x pool connections)."""
+    workers_mode: Literal["auto", "fork", "spawn"] = "auto"
+    """How worker processes start (workers > 1). "fork": copies of the supervisor, each with
+    its own SO_REUSEPORT listening socket (POSIX). "spawn": fresh interpreters (`python -m
+    veloxy` again) handed listening sockets the supervisor made (descriptor inheritance on
+    POSIX, socket.share() on Windows): with SO_REUSEPORT one set per worker, kept across its
+    restarts; on Windows one set all workers accept from. Default "auto": fork where the
+    platform can fork, spawn on Windows. Spawn starts slower (a fresh interpreter per
+    worker); throughput: docs/BENCHMARKS.md, "Worker modes"."""
     admin: ListenAddress | None = None
     """Address of the admin listener (/metrics, /healthz, /status, /reload). Default null =
     off. Keep it on a private interface: /reload changes what the proxy does."""
