@@ -7,15 +7,18 @@ server (`loop.create_server`), for three reasons, each measured here:
   reading the listeners: new connections wait in the kernel's accept queue (the listen
   backlog), as with HAProxy's `maxconn`, and are accepted as soon as a connection closes.
   To make that happen sooner, while connections wait at the cap it closes kept-alive
-  connections idle between requests (an eighth of the cap every 20 ms, at least 32), as
-  nginx does when its worker_connections run out: an idle client costs a reconnect, a
-  waiting one is served, and a new client waits a fraction of a second, not until some
-  client leaves of its own accord.
-  Neither uvloop's server nor asyncio's can pause without closing the listening socket.
+  connections idle between requests (a quarter of the cap at a time, at least 32, looked
+  at every 20 ms and whenever the cap stops a batch), as nginx does when its
+  worker_connections run out: an idle client costs a reconnect, a waiting one is served,
+  and a new client waits a fraction of a second, not until some client leaves of its own
+  accord (docs/BENCHMARKS.md, "Overload: connection cap"). Neither uvloop's server nor
+  asyncio's can pause without closing the listening socket.
 * **Descriptor exhaustion.** When accept() fails with EMFILE/ENFILE (no descriptor left,
-  in the process or the system) the acceptor stops accepting for a back-off (0.1 s,
+  in the process or the system; a cap set above what `ulimit -n` allows) the acceptor
+  closes idle keep-alive connections as at the cap, stops accepting for a back-off (0.1 s,
   doubling to 1 s while it keeps failing, reset by the first success) and logs one line
-  when it starts and one when it ends, with the count. The loops' own servers do worse:
+  when it starts and one when it ends, with the count. Any other accept() error gets the
+  same pause: never a spin. The loops' own servers do worse:
   libuv's "EMFILE trick" accepts and closes every queued connection (clients see their
   connection closed without an answer), and asyncio's logs a traceback per failed accept
   (769 lines in 3 s with 80 clients against a limit of 40 descriptors, measured here).
@@ -49,10 +52,10 @@ log = logging.getLogger("veloxy")
 #: listeners, the admin listener, log files, health checks, DNS, the event loop's own.
 FD_RESERVE = 64
 
-#: accept() errors that mean "no descriptor or buffer left now": back off and try again.
+#: accept() errors that mean "no descriptor or buffer left now" (the usual reason to back off).
 RESOURCE_ERRORS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 
-#: Idle keep-alive connections closed at a time (at least; an eighth of the cap when that is
+#: Idle keep-alive connections closed at a time (at least; a quarter of the cap when that is
 #: more) when the cap is reached and connections wait to be accepted (nginx's
 #: ngx_drain_connections closes up to 32), and how often that is looked at meanwhile.
 IDLE_CLOSE_BATCH = 32
@@ -222,10 +225,10 @@ class Acceptor:
             except ConnectionAbortedError:
                 continue  # the client gave up while queued
             except OSError as exc:
-                if exc.errno in RESOURCE_ERRORS:
-                    self._back_off(listener, exc)
-                    return
-                raise
+                # EMFILE and its kind (RESOURCE_ERRORS), or anything else accept() may say
+                # (EPERM from a firewall hook, ENOMEM...): the same pause, never a spin.
+                self._back_off(listener, exc)
+                return
             if self._failures:
                 self._episode_over()
             conn.setblocking(False)
@@ -260,6 +263,8 @@ class Acceptor:
 
     def _back_off(self, listener: socket.socket, exc: OSError) -> None:
         self._pause()
+        if exc.errno in RESOURCE_ERRORS:
+            self._make_room()  # idle keep-alive connections give their descriptors back
         self._failures += 1
         self._registry.accept_backoffs += 1
         if self._failures == 1:
@@ -275,8 +280,8 @@ class Acceptor:
         self._resume()
 
     def _episode_over(self) -> None:
-        log.warning("accepting again after %d failed accept(s) (no descriptor left) "
-                    "over %.1fs", self._failures, self._loop.time() - self._episode_start)
+        log.warning("accepting again after %d failed accept(s) over %.1fs",
+                    self._failures, self._loop.time() - self._episode_start)
         self._failures = 0
         self._delay = FIRST_BACKOFF
 
