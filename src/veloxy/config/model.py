@@ -147,6 +147,14 @@ def _int_in(lowest: int, highest: int | None = None) -> BeforeValidator:
     return BeforeValidator(check)
 
 
+def _optional_int_in(lowest: int) -> BeforeValidator:
+    check = _int_in(lowest).func
+
+    def optional(value: object) -> object:
+        return None if value is None else check(value)  # type: ignore[call-arg]  # a plain (value) validator
+    return BeforeValidator(optional)
+
+
 def _strict_bool(value: object) -> bool:
     if isinstance(value, bool):
         return value
@@ -512,6 +520,16 @@ class Limits(_Model):
     time). Default 0s: stop accepting at once. Set it to the balancer's time to notice
     (check interval x fall count, plus a margin); with a Kubernetes preStop sleep doing the
     endpoint part, a few seconds move the kept-alive clients off."""
+    max_connections: Annotated[int | None, _optional_int_in(1)] = None
+    """Most client connections open at once, per worker. At the cap veloxy stops accepting:
+    new connections wait in the kernel's accept queue (tuning.backlog), as with HAProxy's
+    maxconn, and are taken as soon as one closes; while some wait, veloxy closes kept-alive
+    connections idle between requests to make room (as nginx does). Default null: sized from the descriptor
+    limit (`ulimit -n`) at start, leaving one descriptor per client connection for its
+    upstream connection and 64 for the rest: (nofile - 64) // 2, e.g. 480 under
+    `ulimit -n 1024`. Set it lower to protect the upstreams, or raise `ulimit -n`
+    (`veloxy doctor` relates the two). Should accept() still fail for want of descriptors,
+    veloxy stops accepting for 0.1 s (doubling to 1 s) and logs it once."""
 
 
 # --- routes ----------------------------------------------------------------------------------

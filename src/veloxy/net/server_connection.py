@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
 from veloxy.errors import DownstreamError, RequestTimeout
@@ -133,13 +134,38 @@ class ConnectionRegistry:
         self.rejected: dict[int, int] = {}
         self.bytes_in = 0
         self.bytes_out = 0
+        # net/accept.py's Acceptor: its cap (limits.max_connections), the times it stopped
+        # accepting at the cap and its back-offs on EMFILE; `on_vacancy` is set only while
+        # it waits at the cap, to hear of the next connection that closes.
+        self.max_connections = 0
+        self.limit_pauses = 0
+        self.accept_backoffs = 0
+        self.on_vacancy: Callable[[], None] | None = None
+        self.idle_closed = 0  # idle keep-alive connections closed to make room
 
     def discard(self, conn: ServerConnection) -> None:
         self.connections.discard(conn)
         self.bytes_in += conn.bytes_in
         self.bytes_out += conn.bytes_out
+        if self.on_vacancy is not None:
+            self.on_vacancy()
         if self.closing and not self.connections and self.drained is not None:
             self.drained.set()
+
+    def close_idle(self, most: int) -> int:
+        """Close up to `most` kept-alive connections that wait between requests, to make
+        room at limits.max_connections for connections waiting to be accepted (nginx
+        reuses idle keep-alive connections the same way when it runs out). A client may
+        be sending its next request just then; HTTP/1.1 clients retry an idempotent
+        request on a kept-alive connection that closes under it. Returns how many."""
+        closed = 0
+        for conn in list(self.connections):
+            if closed >= most:
+                break
+            if isinstance(conn, ServerConnection) and conn.close_if_idle():
+                closed += 1
+        self.idle_closed += closed
+        return closed
 
     def begin_shutdown(self) -> None:
         """Close idle connections now and ask the busy ones to close after their response."""
@@ -433,6 +459,15 @@ class ServerConnection(asyncio.Protocol):
         if self._reading_paused and self.transport is not None:
             self._reading_paused = False
             self.transport.resume_reading()
+
+    def close_if_idle(self) -> bool:
+        """Close now if kept alive between requests (nothing received since the last
+        response); True if it did."""
+        if self._phase != IDLE or self.transport is None or self._tunnel is not None:
+            return False
+        self.keep_alive = False
+        self.transport.close()
+        return True
 
     def close_when_done(self) -> None:
         """Graceful shutdown: close now if idle, else after the current response."""

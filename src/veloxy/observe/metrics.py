@@ -216,10 +216,14 @@ class MetricsRegistry:
         for group in self.groups.values():
             out["veloxy_upstream_retries_total"].append([[group.name], group.retries])
         connections = accepted = bytes_in = bytes_out = 0
+        cap = pauses = backoffs = 0
         rejected: dict[int, int] = {}
         for registry in self.downstream:
             connections += len(registry.connections)
             accepted += registry.accepted
+            cap += getattr(registry, "max_connections", 0)
+            pauses += getattr(registry, "limit_pauses", 0)
+            backoffs += getattr(registry, "accept_backoffs", 0)
             bytes_in += registry.bytes_in
             bytes_out += registry.bytes_out
             for conn in registry.connections:
@@ -229,6 +233,10 @@ class MetricsRegistry:
                 rejected[status] = rejected.get(status, 0) + n
         out["veloxy_downstream_connections_open"].append([[], connections])
         out["veloxy_downstream_connections_accepted_total"].append([[], accepted])
+        if cap:  # (registries without an Acceptor, the admin listener's, have none)
+            out["veloxy_downstream_connections_max"].append([[], cap])
+        out["veloxy_downstream_connection_limit_reached_total"].append([[], pauses])
+        out["veloxy_downstream_accept_backoffs_total"].append([[], backoffs])
         out["veloxy_downstream_received_bytes_total"].append([[], bytes_in])
         out["veloxy_downstream_sent_bytes_total"].append([[], bytes_out])
         for status, n in sorted(rejected.items()):
@@ -291,6 +299,15 @@ FAMILIES: dict[str, Family] = {
         "gauge", (), "Client connections open."),
     "veloxy_downstream_connections_accepted_total": Family(
         "counter", (), "Client connections accepted."),
+    "veloxy_downstream_connections_max": Family(
+        "gauge", (), "limits.max_connections: the client connections accepted at most "
+        "(per worker; summed over workers)."),
+    "veloxy_downstream_connection_limit_reached_total": Family(
+        "counter", (), "Times accepting stopped at limits.max_connections (new connections "
+        "then wait in the listen queue)."),
+    "veloxy_downstream_accept_backoffs_total": Family(
+        "counter", (), "accept() failures for want of descriptors (EMFILE/ENFILE), each "
+        "followed by a pause in accepting."),
     "veloxy_downstream_received_bytes_total": Family(
         "counter", (), "Bytes received from clients."),
     "veloxy_downstream_sent_bytes_total": Family(
