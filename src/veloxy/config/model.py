@@ -524,8 +524,9 @@ class Limits(_Model):
     """Most client connections open at once, per worker. At the cap veloxy stops accepting:
     new connections wait in the kernel's accept queue (tuning.backlog), as with HAProxy's
     maxconn, and are taken as soon as one closes; while some wait, veloxy closes kept-alive
-    connections idle between requests to make room (as nginx does). Default null: sized from the descriptor
-    limit (`ulimit -n`) at start, leaving one descriptor per client connection for its
+    connections idle between requests to make room (as nginx does). Default null: sized
+    from the descriptor limit (`ulimit -n`) at start, leaving one descriptor per client
+    connection for its
     upstream connection and 64 for the rest: (nofile - 64) // 2, e.g. 480 under
     `ulimit -n 1024`. Set it lower to protect the upstreams, or raise `ulimit -n`
     (`veloxy doctor` relates the two). Should accept() still fail for want of descriptors,
