@@ -56,6 +56,25 @@ CRASH_WINDOW = 60.0
 WorkerMain = Callable[[list[socket.socket], Callable[[], None]], None]
 
 
+class CrashBudget:
+    """How often workers may die before the supervisor gives up (both worker modes)."""
+
+    def __init__(self) -> None:
+        self._times: list[float] = []
+
+    def spent(self) -> bool:
+        """Note a crash; True when more than CRASH_LIMIT fell within CRASH_WINDOW (the
+        error is logged), else wait a little longer after each (at most 2 s) and go on."""
+        now = time.monotonic()
+        self._times = [t for t in self._times if now - t < CRASH_WINDOW] + [now]
+        if len(self._times) > CRASH_LIMIT:
+            log.error("workers keep dying (%d in %gs): giving up", len(self._times),
+                      CRASH_WINDOW)
+            return True
+        time.sleep(min(0.1 * len(self._times), 2.0))
+        return False
+
+
 class WorkerInfo:
     """Who this process is, set in each worker before `worker_main` runs (None in a process
     that is not a worker): its index (stable across restarts), the worker count and the
@@ -87,7 +106,7 @@ class Supervisor:
         self._announce = announce
         self._children: dict[int, int] = {}  # pid -> worker index
         self._stopping = False
-        self._crashes: list[float] = []
+        self._crashes = CrashBudget()
 
     def run(self) -> int:
         reserved = [bind_socket(host, port, reuse_port=True) for host, port in self._requested]
@@ -164,15 +183,10 @@ class Supervisor:
             if index is None or self._stopping:
                 continue
             log.warning("worker %d died (%s); starting a new one", pid, _describe(status))
-            now = time.monotonic()
-            self._crashes = [t for t in self._crashes if now - t < CRASH_WINDOW] + [now]
-            if len(self._crashes) > CRASH_LIMIT:
-                log.error("workers keep dying (%d in %gs): giving up", len(self._crashes),
-                          CRASH_WINDOW)
+            if self._crashes.spent():
                 self._stop_all()
                 self._reap_all(10.0)
                 return 1
-            time.sleep(min(0.1 * len(self._crashes), 2.0))
             self._spawn(index)
         return 0
 
@@ -359,7 +373,7 @@ class SpawnSupervisor:
         self._share, _, self._inherit = sharing or platform_sharing()
         self._children: dict[int, tuple[subprocess.Popen[bytes], threading.Event]] = {}
         self._stopping = False
-        self._crashes: list[float] = []
+        self._crashes = CrashBudget()
 
     def run(self) -> int:
         # Where SO_REUSEPORT spreads connections (Linux), each worker gets sockets of its own,
@@ -440,15 +454,10 @@ class SpawnSupervisor:
                     continue
                 log.warning("worker %d died (%s); starting a new one", proc.pid,
                             _describe_code(proc.returncode))
-                now = time.monotonic()
-                self._crashes = [t for t in self._crashes if now - t < CRASH_WINDOW] + [now]
-                if len(self._crashes) > CRASH_LIMIT:
-                    log.error("workers keep dying (%d in %gs): giving up",
-                              len(self._crashes), CRASH_WINDOW)
+                if self._crashes.spent():
                     self._stop_all()
                     self._reap_all(10.0)
                     return 1
-                time.sleep(min(0.1 * len(self._crashes), 2.0))
                 self._spawn(index)
         return 0
 
