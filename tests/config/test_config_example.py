@@ -73,6 +73,7 @@ limits:
   idle_timeout: 1m
   shutdown_timeout: 30s
   shutdown_delay: 0s
+  shed: null
 routes:
 - match:
     host: api.example.com

@@ -37,7 +37,13 @@ def log_exchange(x: BaseExchange, status: int) -> None:
         x._recorded = True
     now = monotonic()
     route = x.route
-    handle = route.metrics if route is not None else x._app.metrics.unrouted
+    if route is not None:
+        handle = route.metrics
+        admission = route.admission
+        if admission is not None and admission.max_concurrent is not None:
+            admission.in_flight -= 1  # (the place it took in Admission.admit, refused or not)
+    else:
+        handle = x._app.metrics.unrouted
     elapsed = now - x.started
     bucket = bisect_left(BOUNDS_LIST, elapsed)
     method = x.head.method
