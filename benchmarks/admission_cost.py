@@ -85,7 +85,7 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / TICK
 
 
-def wrk(port: int, path: str, seconds: float, connections: int) -> int:
+def wrk(port: int, path: str, seconds: int, connections: int) -> int:
     out = subprocess.run(
         ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", f"http://127.0.0.1:{port}{path}"],
         capture_output=True, text=True, check=True).stdout
@@ -100,7 +100,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--duration", type=float, default=3.0)
+    parser.add_argument("--duration", type=int, default=3)
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--memory", action="store_true")
     parser.add_argument("--keys", type=int, default=100_000)
@@ -157,16 +157,19 @@ def main() -> None:
                     rates[name].append(done / args.duration)
                     cpu[name].append(used / done * 1e6)
             base = "no admission (/free/)"
-            print(f"wrk -t1 -c{args.connections} -d{args.duration:g}s, {args.rounds} rounds "
+            print(f"wrk -t1 -c{args.connections} -d{args.duration}s, {args.rounds} rounds "
                   f"interleaved, medians (ratio to {base} of the same round)")
-            print(f"{'target':28} {'req/s':>9} {'ratio':>6} {'CPU µs/req':>11} {'ratio':>6}")
+            print(f"{'target':28} {'req/s':>9} {'ratio (range)':>21} {'CPU µs/req':>11} "
+                  f"{'ratio (range)':>21}")
+
+            def ratios(values: dict[str, list[float]], name: str) -> str:
+                each = [a / b for a, b in zip(values[name], values[base], strict=True)]
+                return f"{statistics.median(each):6.3f} ({min(each):.3f}-{max(each):.3f})"
+
             for name in targets:
-                rate_ratio = statistics.median(
-                    a / b for a, b in zip(rates[name], rates[base], strict=True))
-                cpu_ratio = statistics.median(
-                    a / b for a, b in zip(cpu[name], cpu[base], strict=True))
-                print(f"{name:28} {statistics.median(rates[name]):9.0f} {rate_ratio:6.3f} "
-                      f"{statistics.median(cpu[name]):11.1f} {cpu_ratio:6.3f}")
+                print(f"{name:28} {statistics.median(rates[name]):9.0f} "
+                      f"{ratios(rates, name):>21} {statistics.median(cpu[name]):11.1f} "
+                      f"{ratios(cpu, name):>21}")
         finally:
             for proc in procs:
                 proc.terminate()

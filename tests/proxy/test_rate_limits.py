@@ -80,7 +80,7 @@ def test_rate_and_burst_from_one_client(stack):
     # (each round trip a few ms) and a token that comes back just after the last request.
     assert expected - 8 <= passed <= expected + 2, (passed, expected, len(statuses))
     assert statuses[:10] == [200] * 10, statuses[:12]
-    assert statuses.count(429) >= len(statuses) // 2, (len(statuses), passed)  # it was pushed
+    assert statuses.count(429) >= 20, (len(statuses), passed)  # the limit was pushed
 
 
 def test_another_client_address_has_its_own_bucket(stack):

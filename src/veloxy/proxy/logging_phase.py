@@ -2,7 +2,8 @@
 HTTP/1.1, HTTP/2 to an HTTP/1.1 upstream or HTTP/2 end to end (h2c), is recorded once it
 is over for the client: answered, failed or abandoned.
 
-`log_exchange` gives back the attempt's in-flight count on its server, counts the request
+`log_exchange` gives back the attempt's in-flight count on its server (and, on a route with
+max_concurrent, the place the request took there: proxy/admission.py), counts the request
 on its route's metrics handle and the answer on its server's (handles bound at start-up or
 reload, observe/metrics.py), and writes the access-log line and the OpenTelemetry span
 when those are configured. It is one call on the common path: the counting is inlined here
