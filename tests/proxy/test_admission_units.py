@@ -63,3 +63,39 @@ def test_config_errors_name_the_key_path() -> None:
             parse_config({**base, "routes": [{"upstream": "a", **settings}]})
     with pytest.raises(ConfigError, match=r"limits\.shed: expected loop_lag or queue"):
         parse_config({**base, "routes": [{"upstream": "a"}], "limits": {"shed": {}}})
+
+
+def test_a_reload_keeps_the_buckets_of_unchanged_routes() -> None:
+    """ProxyApp binds an Admission per route with limits, reuses it across a reload when
+    the route's label and settings are the same (its buckets and in-flight count go on),
+    makes a new one when they changed, and none for a route without limits."""
+    import asyncio
+
+    from veloxy.net.timers import sweeper_for
+    from veloxy.proxy.app import ProxyApp
+
+    def config(rate: str) -> dict:
+        return {"upstreams": {"a": {"servers": ["http://127.0.0.1:9"]}},
+                "routes": [{"match": {"path_prefix": "/kept/"}, "upstream": "a",
+                            "rate_limit": {"rate": "10/s"}, "max_concurrent": 5},
+                           {"match": {"path_prefix": "/changed/"}, "upstream": "a",
+                            "rate_limit": {"rate": rate}},
+                           {"upstream": "a"}]}
+
+    async def run() -> None:
+        app = ProxyApp(parse_config(config("10/s")), sweeper_for(asyncio.get_running_loop()))
+        try:
+            kept, changed, plain = app.router.routes
+            assert plain.admission is None
+            assert kept.admission is not None and changed.admission is not None
+            app.reload(parse_config(config("20/s")))
+            kept2, changed2, plain2 = app.router.routes
+            assert kept2 is not kept and kept2.admission is kept.admission
+            assert changed2.admission is not changed.admission
+            assert changed2.admission is not None and changed2.admission.limiter is not None
+            assert changed2.admission.limiter.interval == pytest.approx(0.05)
+            assert plain2.admission is None
+        finally:
+            app.close()
+
+    asyncio.run(run())
