@@ -4,6 +4,7 @@ through the whole server under wrk; and the memory a rate limit's remembered key
 
     python benchmarks/admission_cost.py [--rounds 5] [--duration 3] [--connections 64]
     python benchmarks/admission_cost.py --memory [--keys 100000]
+    python benchmarks/admission_cost.py --callgrind [--rounds 2] [--duration 5]
 
 One `veloxy origin`, and two `veloxy serve` (one worker each) in front of it: proxy A with
 the routes /free/ (nothing), /limited/ (rate_limit keyed by client_ip, at a rate no client
@@ -16,6 +17,12 @@ CPU time per request (utime+stime from /proc/PID/stat around the run), median ov
 rounds, and each as a ratio to /free/ of the same round. The absolute numbers move with
 the machine's load; the ratios of interleaved runs are what to read (callgrind counts for
 the hot path itself: benchmarks/hotpath.py --admission).
+
+--callgrind runs proxy A under valgrind's callgrind instead and counts the instructions of
+the whole process per request for each of its routes (counters zeroed before each wrk run,
+dumped after; requests still in flight when wrk stops, at most --connections, make the
+figure a little high, alike for every route; timer work per second counts for more under
+valgrind's slowness).
 
 --memory fills a rate limit's buckets with distinct IPv4-like keys and reports the bytes
 per key that tracemalloc sees (the key's bytes object included, as a client's address is
@@ -56,10 +63,11 @@ def memory_per_key(keys: int) -> float:
     return (after - before) / keys
 
 
-def start(argv: list[str], pattern: str) -> tuple[subprocess.Popen[str], int]:
-    proc = subprocess.Popen([sys.executable, "-m", "veloxy", *argv], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
-    deadline = time.monotonic() + 15
+def start(argv: list[str], pattern: str, prefix: tuple[str, ...] = (),
+          ready: float = 15.0) -> tuple[subprocess.Popen[str], int]:
+    proc = subprocess.Popen([*prefix, sys.executable, "-m", "veloxy", *argv],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + ready
     assert proc.stdout is not None
     while time.monotonic() < deadline:
         line = proc.stdout.readline()
@@ -96,6 +104,68 @@ def wrk(port: int, path: str, seconds: int, connections: int) -> int:
     return int(match.group(1))
 
 
+def callgrind(rounds: int, seconds: int, connections: int) -> None:
+    """Proxy A under callgrind: per target, counters zeroed, a wrk run, a dump; the
+    instructions of the whole process (uvloop, libuv and the kernel-facing code included)
+    divided by the requests wrk completed."""
+    with tempfile.TemporaryDirectory() as tmp:
+        procs: list[subprocess.Popen[str]] = []
+        try:
+            origin, origin_port = start(["origin", "--listen", "127.0.0.1:0"],
+                                        "listening on")
+            procs.append(origin)
+            path = Path(tmp) / "A.yaml"
+            path.write_text(proxy_config(origin_port, ROUTES_A))
+            out = Path(tmp) / "cg.out"
+            proxy, port = start(
+                ["serve", "--config", str(path)], "veloxy listening on",
+                ("valgrind", "--tool=callgrind", f"--callgrind-out-file={out}"), ready=180)
+            procs.append(proxy)
+            for target in TARGETS_A.values():  # warm up
+                wrk(port, target, 2, connections)
+            counts: dict[str, list[float]] = {name: [] for name in TARGETS_A}
+            dumps = 0
+            for _ in range(rounds):
+                for name, target in TARGETS_A.items():
+                    subprocess.run(["callgrind_control", "-z", str(proxy.pid)],
+                                   check=True, capture_output=True)
+                    done = wrk(port, target, seconds, connections)
+                    subprocess.run(["callgrind_control", "-d", str(proxy.pid)],
+                                   check=True, capture_output=True)
+                    dumps += 1
+                    text = Path(f"{out}.{dumps}").read_text()
+                    match = re.search(r"^(?:summary|totals): (\d+)", text, re.MULTILINE)
+                    assert match, f"no total in dump {dumps}"
+                    counts[name].append(int(match.group(1)) / done)
+            base = next(iter(TARGETS_A))
+            print(f"callgrind on `veloxy serve`, wrk -t1 -c{connections} -d{seconds}s per "
+                  f"target, {rounds} rounds: instructions per request (median)")
+            for name, values in counts.items():
+                median = statistics.median(values)
+                extra = median - statistics.median(counts[base])
+                print(f"{name:28} {median:10.0f} {extra:+9.0f}   "
+                      f"(runs: {', '.join(f'{v:.0f}' for v in values)})")
+        finally:
+            for proc in procs:
+                proc.terminate()
+            for proc in procs:
+                try:
+                    proc.wait(30)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+
+
+#: Proxy A's routes, and the targets driven on it.
+ROUTES_A = [
+    {"match": {"path_prefix": "/limited/"},
+     "rate_limit": {"rate": HUGE_RATE, "key": "client_ip"}},
+    {"match": {"path_prefix": "/capped/"}, "max_concurrent": 100000},
+    {"match": {"path_prefix": "/"}}]
+TARGETS_A = {"no admission (/free/)": "/free/?size=100",
+             "rate_limit (client_ip)": "/limited/?size=100",
+             "max_concurrent": "/capped/?size=100"}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -103,8 +173,14 @@ def main() -> None:
     parser.add_argument("--duration", type=int, default=3)
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--memory", action="store_true")
+    parser.add_argument("--callgrind", action="store_true",
+                        help="count proxy A's instructions per request under callgrind "
+                             "instead of timing (deterministic up to timer work)")
     parser.add_argument("--keys", type=int, default=100_000)
     args = parser.parse_args()
+    if args.callgrind:
+        callgrind(args.rounds, args.duration, args.connections)
+        return
     if args.memory:
         print(f"rate limit: {memory_per_key(args.keys):.0f} bytes per remembered key "
               f"({args.keys} IPv4-like keys)")
@@ -117,11 +193,7 @@ def main() -> None:
                                         "listening on")
             procs.append(origin)
             configs = {
-                "A": proxy_config(origin_port, [
-                    {"match": {"path_prefix": "/limited/"},
-                     "rate_limit": {"rate": HUGE_RATE, "key": "client_ip"}},
-                    {"match": {"path_prefix": "/capped/"}, "max_concurrent": 100000},
-                    {"match": {"path_prefix": "/"}}]),
+                "A": proxy_config(origin_port, ROUTES_A),
                 # the same routes without their limits (the same routing work), shedding on
                 "B": proxy_config(origin_port, [
                     {"match": {"path_prefix": "/limited/"}},
