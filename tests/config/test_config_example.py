@@ -74,6 +74,7 @@ limits:
   shutdown_timeout: 30s
   shutdown_delay: 0s
   max_connections: null
+  shed: null
 routes:
 - match:
     host: api.example.com

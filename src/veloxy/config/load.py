@@ -303,11 +303,20 @@ def config_to_data(config: Config) -> dict[str, Any]:
             extra["protocol"] = g.protocol
         return extra
 
+    def route_limits(r: Any) -> dict[str, Any]:
+        extra: dict[str, Any] = {}
+        if r.rate_limit is not None:
+            extra["rate_limit"] = r.rate_limit.model_dump()
+        if r.max_concurrent is not None:
+            extra["max_concurrent"] = r.max_concurrent
+        return extra
+
     return {
         "listen": [listener(a) for a in config.listen],
         "workers": config.workers,
         "admin": str(config.admin) if config.admin else None,
-        "limits": timing(config.limits),
+        "limits": {**timing(config.limits),
+                   "shed": timing(config.limits.shed) if config.limits.shed else None},
         "routes": [{
             "match": {
                 "host": r.match.host,
@@ -317,6 +326,7 @@ def config_to_data(config: Config) -> dict[str, Any]:
             },
             "upstream": r.upstream,
             "strip_prefix": r.strip_prefix,
+            **route_limits(r),
         } for r in config.routes],
         "upstreams": {name: {
             "servers": [server(s) for s in g.servers],

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Protocol
 
 from veloxy.errors import DownstreamError, RequestTimeout
@@ -83,8 +83,10 @@ class Downstream(Protocol):
         """Response bytes, as they go on the wire (HTTP/1.1 only)."""
     def finish(self, keep_alive: bool = True) -> None:
         """The response is complete: keep the client side for the next request, or close."""
-    def answer(self, status: int, message: str, *, keep_alive: bool = True) -> None:
-        """A short plain-text answer of the proxy's own, and `finish`."""
+    def answer(self, status: int, message: str, *, keep_alive: bool = True,
+               fields: Sequence[tuple[bytes, bytes]] = ()) -> None:
+        """A short plain-text answer of the proxy's own, with `fields` (name, value) besides
+        its own (Retry-After, say), and `finish`."""
     def abort(self) -> None:
         """The response cannot be completed: end it so that the client sees the cut."""
     def pause_reading(self) -> None: ...
@@ -407,9 +409,10 @@ class ServerConnection(asyncio.Protocol):
         if self._reading_paused:
             self.resume_reading()
 
-    def answer(self, status: int, message: str, *, keep_alive: bool = True) -> None:
+    def answer(self, status: int, message: str, *, keep_alive: bool = True,
+               fields: Sequence[tuple[bytes, bytes]] = ()) -> None:
         keep = keep_alive and self.keep_alive
-        self.write(error_response(status, message, close=not keep))
+        self.write(error_response(status, message, close=not keep, fields=fields))
         self.finish(keep_alive=keep)
 
     def abort(self) -> None:

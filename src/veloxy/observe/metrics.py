@@ -52,10 +52,13 @@ class RouteMetrics:
     [status] += 1`, `buckets[bisect_left(BOUNDS_LIST, seconds)] += 1`, `sum += seconds`.
     ServerMetrics' `codes`, `buckets` and `sum` are counted the same way."""
 
-    __slots__ = ("buckets", "counts", "label", "sum")
+    __slots__ = ("buckets", "counts", "label", "refused", "sum")
 
     def __init__(self, label: str) -> None:
         self.label = label
+        #: Requests refused before going upstream, by reason (proxy/admission.py: rate
+        #: limit, max_concurrent, load shedding); counted on those rare paths only.
+        self.refused: dict[str, int] = {}
         #: method -> counts indexed by status. Methods are those llhttp accepts, a fixed
         #: list, so the label set stays bounded.
         self.counts: dict[bytes, list[int]] = {}
@@ -195,6 +198,8 @@ class MetricsRegistry:
             if route.counts:
                 out["http_request_duration_seconds"].append(
                     [[route.label], [*route.buckets, route.sum]])
+            for reason, n in route.refused.items():
+                out["veloxy_requests_refused_total"].append([[route.label, reason], n])
         for handle in self.servers.values():
             labels = [handle.group, handle.address]
             answered = False
@@ -270,6 +275,10 @@ FAMILIES: dict[str, Family] = {
     "http_request_duration_seconds": Family(
         "histogram", ("route",),
         "Time from the complete request head to the end of the response."),
+    "veloxy_requests_refused_total": Family(
+        "counter", ("route", "reason"),
+        "Requests answered by veloxy before going upstream, by route and reason: "
+        "rate_limited (429), max_concurrent, loop_lag and queue (503)."),
     "veloxy_upstream_requests_total": Family(
         "counter", (*_UP, "code"), "Responses received from upstream servers, by status."),
     "veloxy_upstream_response_seconds": Family(
