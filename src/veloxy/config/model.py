@@ -523,8 +523,9 @@ class Limits(_Model):
     max_connections: Annotated[int | None, _optional_int_in(1)] = None
     """Most client connections open at once, per worker. At the cap veloxy stops accepting:
     new connections wait in the kernel's accept queue (tuning.backlog), as with HAProxy's
-    maxconn, and are taken as soon as one closes; while some wait, veloxy closes kept-alive
-    connections idle between requests to make room (as nginx does). Default null: sized from the descriptor
+    maxconn, and are taken as soon as one closes; while some wait, veloxy asks kept-alive
+    connections to leave (Connection: close on their next response; closed at once when
+    idle between requests), as nginx closes idle ones. Default null: sized from the descriptor
     limit (`ulimit -n`) at start, leaving one descriptor per client connection for its
     upstream connection and 64 for the rest: (nofile - 64) // 2, e.g. 480 under
     `ulimit -n 1024`. Set it lower to protect the upstreams, or raise `ulimit -n`
