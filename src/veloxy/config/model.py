@@ -530,7 +530,8 @@ class Limits(_Model):
     upstream connection and 64 for the rest: (nofile - 64) // 2, e.g. 480 under
     `ulimit -n 1024`. Set it lower to protect the upstreams, or raise `ulimit -n`
     (`veloxy doctor` relates the two). Should accept() still fail for want of descriptors,
-    veloxy stops accepting for 0.1 s (doubling to 1 s) and logs it once."""
+    veloxy stops accepting for 0.1 s (doubling to 1 s) and logs it once. Not on Windows,
+    where the event loop's own server accepts (no cap, no back-off)."""
 
 
 # --- routes ----------------------------------------------------------------------------------

@@ -109,6 +109,8 @@ class Acceptor:
         self._wrapping = 0
         self._reading = False
         self._stopped = False
+        self._native = False  # the loop's own servers accept (see _serve_natively)
+        self._servers: list[asyncio.Server] = []
         self._at_limit = False
         self._counted = False  # this stay at the cap is in limit_pauses
         self._room_check: asyncio.TimerHandle | None = None
@@ -148,12 +150,18 @@ class Acceptor:
         if self._backoff is not None:
             self._backoff.cancel()
             self._backoff = None
+        for server in self._servers:
+            server.close()
         for listener, _factory, _options in self._listeners:
             listener.close()
+        for task in list(self._pending):
+            task.cancel()  # a TLS handshake still in progress: its socket is closed
 
     # -- pausing and resuming ----------------------------------------------------------------
 
     def _pause(self) -> None:
+        if self._native:
+            return  # (the loop's own servers: they cannot pause)
         if self._reading:
             self._reading = False
             for listener, _factory, _options in self._listeners:
@@ -163,8 +171,20 @@ class Acceptor:
         if self._reading or self._stopped or self._backoff is not None:
             return
         self._reading = True
-        for entry in self._listeners:
-            self._loop.add_reader(entry[0], self._accept, entry)
+        try:
+            for entry in self._listeners:
+                self._loop.add_reader(entry[0], self._accept, entry)
+        except NotImplementedError:  # Windows' Proactor loop: no readiness to wait on
+            self._serve_natively()
+
+    def _serve_natively(self) -> None:
+        """Where the loop cannot watch a listener (Windows' Proactor loop), its own server
+        accepts, without the cap or the back-off (docs/config.md says so)."""
+        self._native = True
+        for listener, factory, options in self._listeners:
+            task = self._loop.create_task(self._loop.create_server(
+                factory, sock=listener, **options))
+            task.add_done_callback(lambda done: self._servers.append(done.result()))
 
     def _limit_reached(self) -> None:
         self._pause()
@@ -253,9 +273,9 @@ class Acceptor:
         moment it counts twice, which errs on the safe side of the cap."""
         try:
             await self._loop.connect_accepted_socket(factory, sock=conn, **options)
-        except (OSError, TimeoutError):
-            # Reset before we could wrap it, or a TLS handshake that failed or timed out:
-            # the loop's servers drop such a connection the same way.
+        except (OSError, TimeoutError, asyncio.CancelledError):
+            # Reset before we could wrap it, a TLS handshake that failed or timed out, or
+            # the shutdown: the loop's servers drop such a connection the same way.
             conn.close()
         finally:
             self._wrapping -= 1
