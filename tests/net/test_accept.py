@@ -238,3 +238,39 @@ def test_default_cap_leaves_a_descriptor_per_client_for_its_upstream() -> None:
     assert default_max_connections(1024) == 480
     assert default_max_connections(1_048_576) == (1_048_576 - 64) // 2
     assert default_max_connections(50) == 16  # never nothing
+
+
+class NoReaderLoop(asyncio.SelectorEventLoop):
+    """A loop that cannot watch a socket for readiness, as Windows' Proactor loop."""
+
+    def add_reader(self, *args: object, **kwargs: object) -> None:
+        raise NotImplementedError
+
+
+def test_a_loop_without_add_reader_gets_its_own_server_accepting() -> None:
+    """Windows: no cap, no back-off, but connections are served and stop() stops them."""
+    loop = NoReaderLoop()
+    registry = ConnectionRegistry()
+
+    async def main() -> None:
+        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(16)
+        listener.setblocking(False)
+        acceptor = Acceptor(loop, registry, max_connections=1)
+        acceptor.watch(listener, Answer)
+        acceptor.start()
+        await asyncio.sleep(0.05)
+        port = listener.getsockname()[1]
+        for _ in range(2):  # beyond the cap: it does not apply here
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(REQUEST)
+            assert await asyncio.wait_for(reader.readexactly(len(RESPONSE)), 2) == RESPONSE
+        acceptor.stop()
+        with pytest.raises(OSError):
+            await asyncio.open_connection("127.0.0.1", port)
+
+    try:
+        loop.run_until_complete(main())
+    finally:
+        loop.close()

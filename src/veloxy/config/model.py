@@ -562,19 +562,20 @@ class Limits(_Model):
     max_connections: Annotated[int | None, _optional_int_in(1)] = None
     """Most client connections open at once, per worker. At the cap veloxy stops accepting:
     new connections wait in the kernel's accept queue (tuning.backlog), as with HAProxy's
-    maxconn, and are taken as soon as one closes; while some wait, veloxy closes kept-alive
-    connections idle between requests to make room (as nginx does). Default null: sized
-    from the descriptor limit (`ulimit -n`) at start, leaving one descriptor per client
-    connection for its upstream connection and 64 for the rest: (nofile - 64) // 2, e.g.
-    480 under `ulimit -n 1024`. Set it lower to protect the upstreams, or raise `ulimit -n`
+    maxconn, and are taken as soon as one closes; while some wait, veloxy asks kept-alive
+    connections to leave (Connection: close on their next response; closed at once when
+    idle between requests), as nginx closes idle ones. Default null: sized from the
+    descriptor limit (`ulimit -n`) at start, leaving one descriptor per client connection for
+    its upstream connection and 64 for the rest: (nofile - 64) // 2, e.g. 480 under
+    `ulimit -n 1024`. Set it lower to protect the upstreams, or raise `ulimit -n`
     (`veloxy doctor` relates the two). Should accept() still fail for want of descriptors,
-    veloxy stops accepting for 0.1 s (doubling to 1 s) and logs it once."""
+    veloxy stops accepting for 0.1 s (doubling to 1 s) and logs it once. Not on Windows,
+    where the event loop's own server accepts (no cap, no back-off)."""
     shed: Shed | None = None
     """Load shedding: 503 at once for new requests while the event loop lags or an upstream
     group's wait queue is long (see limits.shed). Default null = off, and then it costs
     nothing per request; on, one Python call per request (docs/BENCHMARKS.md, "Rate limits
     and load shedding"). A reload does not change it (limits need a restart)."""
-
 
 
 # --- routes ----------------------------------------------------------------------------------

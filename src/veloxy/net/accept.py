@@ -6,16 +6,18 @@ server (`loop.create_server`), for three reasons, each measured here:
 * **The cap.** At `max_connections` open client connections (per worker) the acceptor stops
   reading the listeners: new connections wait in the kernel's accept queue (the listen
   backlog), as with HAProxy's `maxconn`, and are accepted as soon as a connection closes.
-  To make that happen sooner, while connections wait at the cap it closes kept-alive
-  connections idle between requests (a quarter of the cap at a time, at least 32, looked
-  at every 20 ms and whenever the cap stops a batch), as nginx does when its
-  worker_connections run out: an idle client costs a reconnect, a waiting one is served,
-  and a new client waits a fraction of a second, not until some client leaves of its own
-  accord (docs/BENCHMARKS.md, "Overload: connection cap"). Neither uvloop's server nor
-  asyncio's can pause without closing the listening socket.
+  To make that happen sooner, while connections wait at the cap it asks kept-alive
+  connections idle between requests to leave (a quarter of the cap at a time, at least 32,
+  looked at every 20 ms and whenever the cap stops a batch), as nginx closes idle
+  keep-alive connections when its worker_connections run out: closed at once when idle
+  for 50 ms or more, else (its client may be sending right now) after answering the next
+  request, with Connection: close. A kept-alive client costs a reconnect, a waiting one is
+  served, and a new client waits a fraction of a second, not until some client leaves of
+  its own accord (docs/BENCHMARKS.md, "Overload: connection cap"). Neither uvloop's server
+  nor asyncio's can pause without closing the listening socket.
 * **Descriptor exhaustion.** When accept() fails with EMFILE/ENFILE (no descriptor left,
   in the process or the system; a cap set above what `ulimit -n` allows) the acceptor
-  closes idle keep-alive connections as at the cap, stops accepting for a back-off (0.1 s,
+  asks kept-alive connections to leave as at the cap, stops accepting for a back-off (0.1 s,
   doubling to 1 s while it keeps failing, reset by the first success) and logs one line
   when it starts and one when it ends, with the count. Any other accept() error gets the
   same pause: never a spin. The loops' own servers do worse:
@@ -55,10 +57,14 @@ FD_RESERVE = 64
 #: accept() errors that mean "no descriptor or buffer left now" (the usual reason to back off).
 RESOURCE_ERRORS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 
-#: Idle keep-alive connections closed at a time (at least; a quarter of the cap when that is
-#: more) when the cap is reached and connections wait to be accepted (nginx's
-#: ngx_drain_connections closes up to 32), and how often that is looked at meanwhile.
-IDLE_CLOSE_BATCH = 32
+#: When the cap is reached and connections wait to be accepted: how many idle kept-alive
+#: connections are asked to leave at a time (at least; a quarter of the cap when that is
+#: more), how long one must have been idle to be closed at once (else it closes after
+#: answering its next request: a client that sends its next request as soon as it has an
+#: answer, as load generators and pipelining clients do, is not closed under it), and how
+#: often the queue is looked at meanwhile.
+LEAVE_BATCH = 32
+IDLE_GRACE = 0.05
 ROOM_CHECK_INTERVAL = 0.02
 
 FIRST_BACKOFF = 0.1
@@ -86,7 +92,7 @@ class Acceptor:
     """Accepts on a worker's listening sockets for one ConnectionRegistry.
 
     `registry` is a net/server_connection.ConnectionRegistry: its `connections` (the open
-    ones), `on_vacancy` slot (called when a connection goes), `close_idle` and counters.
+    ones), `on_vacancy` slot (called when a connection goes), `make_room` and counters.
     """
 
     def __init__(self, loop: asyncio.AbstractEventLoop, registry: Any, *,
@@ -103,6 +109,8 @@ class Acceptor:
         self._wrapping = 0
         self._reading = False
         self._stopped = False
+        self._native = False  # the loop's own servers accept (see _serve_natively)
+        self._servers: list[asyncio.Server] = []
         self._at_limit = False
         self._counted = False  # this stay at the cap is in limit_pauses
         self._room_check: asyncio.TimerHandle | None = None
@@ -142,12 +150,18 @@ class Acceptor:
         if self._backoff is not None:
             self._backoff.cancel()
             self._backoff = None
+        for server in self._servers:
+            server.close()
         for listener, _factory, _options in self._listeners:
             listener.close()
+        for task in list(self._pending):
+            task.cancel()  # a TLS handshake still in progress: its socket is closed
 
     # -- pausing and resuming ----------------------------------------------------------------
 
     def _pause(self) -> None:
+        if self._native:
+            return  # (the loop's own servers: they cannot pause)
         if self._reading:
             self._reading = False
             for listener, _factory, _options in self._listeners:
@@ -157,8 +171,20 @@ class Acceptor:
         if self._reading or self._stopped or self._backoff is not None:
             return
         self._reading = True
-        for entry in self._listeners:
-            self._loop.add_reader(entry[0], self._accept, entry)
+        try:
+            for entry in self._listeners:
+                self._loop.add_reader(entry[0], self._accept, entry)
+        except NotImplementedError:  # Windows' Proactor loop: no readiness to wait on
+            self._serve_natively()
+
+    def _serve_natively(self) -> None:
+        """Where the loop cannot watch a listener (Windows' Proactor loop), its own server
+        accepts, without the cap or the back-off (docs/config.md says so)."""
+        self._native = True
+        for listener, factory, options in self._listeners:
+            task = self._loop.create_task(self._loop.create_server(
+                factory, sock=listener, **options))
+            task.add_done_callback(lambda done: self._servers.append(done.result()))
 
     def _limit_reached(self) -> None:
         self._pause()
@@ -184,7 +210,7 @@ class Acceptor:
         self._room_check = self._loop.call_later(ROOM_CHECK_INTERVAL, self._check_queue)
 
     def _make_room(self) -> None:
-        self._registry.close_idle(max(IDLE_CLOSE_BATCH, self.max_connections // 4))
+        self._registry.make_room(max(LEAVE_BATCH, self.max_connections // 4), IDLE_GRACE)
 
     def _count_pause(self) -> None:
         """limit_pauses counts the times the cap was reached by connections in the registry
@@ -247,9 +273,9 @@ class Acceptor:
         moment it counts twice, which errs on the safe side of the cap."""
         try:
             await self._loop.connect_accepted_socket(factory, sock=conn, **options)
-        except (OSError, TimeoutError):
-            # Reset before we could wrap it, or a TLS handshake that failed or timed out:
-            # the loop's servers drop such a connection the same way.
+        except (OSError, TimeoutError, asyncio.CancelledError):
+            # Reset before we could wrap it, a TLS handshake that failed or timed out, or
+            # the shutdown: the loop's servers drop such a connection the same way.
             conn.close()
         finally:
             self._wrapping -= 1
@@ -264,7 +290,7 @@ class Acceptor:
     def _back_off(self, listener: socket.socket, exc: OSError) -> None:
         self._pause()
         if exc.errno in RESOURCE_ERRORS:
-            self._make_room()  # idle keep-alive connections give their descriptors back
+            self._make_room()  # kept-alive connections give their descriptors back
         self._failures += 1
         self._registry.accept_backoffs += 1
         if self._failures == 1:

@@ -143,7 +143,7 @@ class ConnectionRegistry:
         self.limit_pauses = 0
         self.accept_backoffs = 0
         self.on_vacancy: Callable[[], None] | None = None
-        self.idle_closed = 0  # idle keep-alive connections closed to make room
+        self.released = 0  # connections asked to leave to make room (make_room)
 
     def discard(self, conn: ServerConnection) -> None:
         self.connections.discard(conn)
@@ -154,20 +154,23 @@ class ConnectionRegistry:
         if self.closing and not self.connections and self.drained is not None:
             self.drained.set()
 
-    def close_idle(self, most: int) -> int:
-        """Close up to `most` kept-alive connections that wait between requests, to make
-        room at limits.max_connections for connections waiting to be accepted (nginx
-        reuses idle keep-alive connections the same way when it runs out). A client may
-        be sending its next request just then; HTTP/1.1 clients retry an idempotent
-        request on a kept-alive connection that closes under it. Returns how many."""
-        closed = 0
+    def make_room(self, most: int, idle_for: float) -> int:
+        """Ask up to `most` kept-alive HTTP/1.1 connections idle between requests to leave,
+        to make room at limits.max_connections for connections waiting to be accepted: one
+        idle for `idle_for` seconds or more is closed at once (nginx closes idle keep-alive
+        connections the same way when it runs out; HTTP clients send a request again when
+        a kept-alive connection closed before answering it); one idle for less, whose
+        client may be sending its next request right now, answers that request with
+        Connection: close. Connections busy with a request are left alone. Returns how
+        many were asked."""
+        asked = 0
         for conn in list(self.connections):
-            if closed >= most:
+            if asked >= most:
                 break
-            if isinstance(conn, ServerConnection) and conn.close_if_idle():
-                closed += 1
-        self.idle_closed += closed
-        return closed
+            if isinstance(conn, ServerConnection) and conn.leave_soon(idle_for):
+                asked += 1
+        self.released += asked
+        return asked
 
     def begin_shutdown(self) -> None:
         """Close idle connections now and ask the busy ones to close after their response."""
@@ -463,14 +466,22 @@ class ServerConnection(asyncio.Protocol):
             self._reading_paused = False
             self.transport.resume_reading()
 
-    def close_if_idle(self) -> bool:
-        """Close now if kept alive between requests (nothing received since the last
-        response); True if it did."""
-        if self._phase != IDLE or self.transport is None or self._tunnel is not None:
+    def leave_soon(self, idle_for: float) -> bool:
+        """Make room (ConnectionRegistry.make_room) if idle between requests: close now
+        when idle for `idle_for` seconds or more, else after answering the next request.
+        A connection busy with a request is left alone. True if it closed now or was not
+        asked before."""
+        transport = self.transport
+        if self._phase != IDLE or transport is None or self._tunnel is not None \
+                or transport.is_closing():
             return False
+        asked = self.keep_alive
         self.keep_alive = False
-        self.transport.close()
-        return True
+        idle_since = self.deadline - self._timeouts[1]  # set when the last response ended
+        if self._sweeper.now - idle_since >= idle_for:
+            transport.close()
+            return True
+        return asked
 
     def close_when_done(self) -> None:
         """Graceful shutdown: close now if idle, else after the current response."""

@@ -221,7 +221,7 @@ class MetricsRegistry:
         for group in self.groups.values():
             out["veloxy_upstream_retries_total"].append([[group.name], group.retries])
         connections = accepted = bytes_in = bytes_out = 0
-        cap = pauses = backoffs = 0
+        cap = pauses = backoffs = released = 0
         rejected: dict[int, int] = {}
         for registry in self.downstream:
             connections += len(registry.connections)
@@ -229,6 +229,7 @@ class MetricsRegistry:
             cap += getattr(registry, "max_connections", 0)
             pauses += getattr(registry, "limit_pauses", 0)
             backoffs += getattr(registry, "accept_backoffs", 0)
+            released += getattr(registry, "released", 0)
             bytes_in += registry.bytes_in
             bytes_out += registry.bytes_out
             for conn in registry.connections:
@@ -242,6 +243,7 @@ class MetricsRegistry:
             out["veloxy_downstream_connections_max"].append([[], cap])
         out["veloxy_downstream_connection_limit_reached_total"].append([[], pauses])
         out["veloxy_downstream_accept_backoffs_total"].append([[], backoffs])
+        out["veloxy_downstream_connections_released_total"].append([[], released])
         out["veloxy_downstream_received_bytes_total"].append([[], bytes_in])
         out["veloxy_downstream_sent_bytes_total"].append([[], bytes_out])
         for status, n in sorted(rejected.items()):
@@ -314,6 +316,9 @@ FAMILIES: dict[str, Family] = {
     "veloxy_downstream_connection_limit_reached_total": Family(
         "counter", (), "Times accepting stopped at limits.max_connections (new connections "
         "then wait in the listen queue)."),
+    "veloxy_downstream_connections_released_total": Family(
+        "counter", (), "Idle kept-alive client connections closed (or, idle for a moment "
+        "only, closed after their next response) to make room for waiting ones at the cap."),
     "veloxy_downstream_accept_backoffs_total": Family(
         "counter", (), "accept() failures for want of descriptors (EMFILE/ENFILE), each "
         "followed by a pause in accepting."),
