@@ -27,7 +27,7 @@ import logging
 from typing import Any
 
 from h2.config import H2Configuration
-from h2.connection import H2Connection
+from h2.connection import ConnectionState, H2Connection
 from h2.errors import ErrorCodes
 from h2.events import (
     ConnectionTerminated,
@@ -127,7 +127,11 @@ class H2ServerConnection(asyncio.Protocol):
         except ProtocolError as exc:
             # h2 has queued GOAWAY with the right code (PROTOCOL_ERROR, FLOW_CONTROL_ERROR,
             # ENHANCE_YOUR_CALM for CONTINUATION or header-list abuse...).
+            # A bad preface is refused before h2 queues anything: GOAWAY by hand, so the
+            # client learns why (RFC 9113 §3.4) before the close.
             log.info("http2 client %s: %s", self.peer, exc)
+            if self.h2.state_machine.state is not ConnectionState.CLOSED:
+                self.h2.close_connection(ErrorCodes.PROTOCOL_ERROR)
             self._terminate()
             return
         touched: list[H2Stream] = []
