@@ -5,6 +5,7 @@ gRPC-like trailers, after `delay` seconds; behaviour is set per backend:
 - `refuse`: every stream is reset with REFUSED_STREAM (RFC 9113 §8.7: not processed);
 - paths under /reset/ are reset with CANCEL once the request is complete (processed, or
   may have been);
+- paths with /hints/ in them get a 103 Early Hints (a Link field) before the answer;
 - `status`: the status of every answer (503 to play a failing server);
 - `healthy`: whether GET /healthz answers 200 (else 503).
 
@@ -113,6 +114,9 @@ class H2cBackend:
                 conn.send_headers(sid, [(b":status", b"%d" % status),
                                         (b"content-length", b"0")], end_stream=True)
                 return
+            if b"/hints/" in path:
+                conn.send_headers(sid, [(b":status", b"103"),
+                                        (b"link", b"</s.css>; rel=preload")])
             conn.send_headers(sid, [(b":status", b"%d" % self.status),
                                     (b"content-type", b"application/grpc"),
                                     (b"x-backend", self.name.encode())])

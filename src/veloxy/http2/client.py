@@ -23,6 +23,7 @@ from h2.errors import ErrorCodes
 from h2.events import (
     ConnectionTerminated,
     DataReceived,
+    InformationalResponseReceived,
     ResponseReceived,
     StreamEnded,
     StreamReset,
@@ -49,6 +50,7 @@ DRAINED = 64 * 1024
 
 
 class StreamSink(Protocol):
+    def on_h2_informational(self, headers: list[Header]) -> None: ...
     def on_h2_head(self, headers: list[Header]) -> None: ...
     def on_h2_data(self, data: bytes) -> None: ...
     def on_h2_trailers(self, headers: list[Header]) -> None: ...
@@ -144,6 +146,10 @@ class H2ClientConnection(asyncio.Protocol):
                 stream.received = True
                 stream.deadline = self._sweeper.now + read_timeout
                 stream.sink.on_h2_head(event.headers)
+                touched.append(stream)
+            elif kind is InformationalResponseReceived and stream is not None:
+                stream.deadline = self._sweeper.now + self._timeouts.response_header
+                stream.sink.on_h2_informational(event.headers)  # 100, 103: a head follows
                 touched.append(stream)
             elif kind is TrailersReceived and stream is not None:
                 stream.sink.on_h2_trailers(event.headers)

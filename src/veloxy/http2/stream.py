@@ -9,6 +9,7 @@ bytes. Their HTTP/2 meaning:
 - reading paused: the request body already received is not acknowledged, so the client's
   stream window closes and it stops sending (per-stream backpressure toward the client);
   resuming sends the WINDOW_UPDATE held back;
+- a 1xx answer (`send_informational`) goes out at once in a HEADERS frame of its own;
 - the response is queued (`send_head`, `send_body`, `send_end`) and `push` sends what the
   stream's and the connection's send windows allow; beyond HIGH_WATER bytes left queued
   the exchange is told `downstream_paused` (the upstream connection stops reading) and,
@@ -180,6 +181,18 @@ class H2Stream:
 
     def send_head(self, headers: list[tuple[bytes, bytes]]) -> None:
         self._headers = headers
+
+    def send_informational(self, headers: list[tuple[bytes, bytes]]) -> None:
+        """A 1xx (100 Continue, 103 Early Hints) before the final head: a HEADERS frame of
+        its own without END_STREAM (RFC 9113 §8.1), sent at the end of this iteration.
+        HEADERS are not flow-controlled, so it never waits for a window."""
+        if self._out_done or self._headers is not None:
+            return  # reset, or the final head is already queued: too late for a 1xx
+        try:
+            self.conn.h2.send_headers(self.stream_id, headers)
+        except (StreamClosedError, ProtocolError):
+            return
+        self.conn.flush_soon()
 
     def send_body(self, data: bytes) -> None:
         if data:

@@ -153,15 +153,12 @@ class H2cExchange(BaseExchange):
 
     # -- the upstream's side (http2.client.StreamSink) ------------------------------------
 
+    def on_h2_informational(self, headers: list[Header]) -> None:
+        # 100 Continue, 103 Early Hints: relayed as they came (RFC 9110 §15.2)
+        self.down.send_informational(_response_headers(headers)[1])
+
     def on_h2_head(self, headers: list[Header]) -> None:
-        out: list[Header] = []
-        status = 0
-        for name, value in headers:
-            if name == b":status":
-                status = int(value)
-                out.insert(0, (name, value))
-            elif name[:1] != b":" and name not in CONNECTION_SPECIFIC:
-                out.append((name, value))
+        status, out = _response_headers(headers)
         self._answered(status)
         self.down.send_head(out)
 
@@ -192,3 +189,17 @@ class H2cExchange(BaseExchange):
     def _complete(self) -> None:
         log_exchange(self, self.status)
         self.down.finish()
+
+
+def _response_headers(headers: list[Header]) -> tuple[int, list[Header]]:
+    """The status and the header list for the client: :status first, connection-specific
+    fields left out."""
+    out: list[Header] = []
+    status = 0
+    for name, value in headers:
+        if name == b":status":
+            status = int(value)
+            out.insert(0, (name, value))
+        elif name[:1] != b":" and name not in CONNECTION_SPECIFIC:
+            out.append((name, value))
+    return status, out

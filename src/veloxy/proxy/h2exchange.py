@@ -6,8 +6,8 @@ gave no content-length), with the response direction turned into HTTP/2.
 What differs is the client side, an `H2Stream`: the response head becomes an HTTP/2 header
 list, the body goes out in DATA frames as the stream's flow-control window allows
 (http2/stream.py queues the rest and pauses the upstream connection past its high-water
-mark), 1xx answers are not relayed, and an upstream failure after the head is a
-RST_STREAM instead of a closed connection.
+mark), a 1xx goes out as a HEADERS frame of its own, and an upstream failure after the
+head is a RST_STREAM instead of a closed connection.
 """
 
 from __future__ import annotations
@@ -29,7 +29,9 @@ class H2ProxyExchange(ProxyExchange):
     _no_body = False
 
     def on_informational(self, head: ResponseHead) -> None:
-        pass  # 100 Continue and friends: an HTTP/2 client does not need them relayed
+        # 100 Continue (what a client that sent `expect: 100-continue` waits for) and
+        # 103 Early Hints are relayed, as to HTTP/1.1 clients (RFC 9110 §15.2)
+        self.down.send_informational(response_headers(head.status, head.fields))
 
     def on_response_head(self, head: ResponseHead) -> None:
         self._answered(head.status)
