@@ -128,6 +128,9 @@ class _H2ProbeSink:
     def __init__(self, done: asyncio.Future[int]) -> None:
         self._done = done
 
+    def on_h2_informational(self, headers: list[tuple[bytes, bytes]]) -> None:
+        pass  # a 1xx is not the answer: the final head follows
+
     def on_h2_head(self, headers: list[tuple[bytes, bytes]]) -> None:
         if not self._done.done():
             self._done.set_result(int(dict(headers).get(b":status", b"0")))
