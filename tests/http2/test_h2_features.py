@@ -5,16 +5,29 @@ Real backends on 127.0.0.1, the h2 package as the client on real sockets."""
 
 from __future__ import annotations
 
+import socket
 import time
 
+import h2.config
+import h2.connection
+import h2.errors
 import h2.events
+import h2.settings
 import pytest
 
-from tests.support.backends import Conn, ScriptedBackend, continue_script
+from tests.observe.conftest import admin_port, scrape, status, value
+from tests.support.backends import (
+    Conn,
+    ScriptedBackend,
+    continue_script,
+    streaming_download_script,
+)
 from tests.support.tls import h2_connect, start_tls_proxy
 from tests.tls.conftest import base_config, tls_listener
 
 pytestmark = [pytest.mark.timeout(60), pytest.mark.process]
+
+SEND_TIMEOUT = 0.5
 
 
 def _early_hints(conn: Conn) -> None:
@@ -28,15 +41,21 @@ def _early_hints(conn: Conn) -> None:
 @pytest.fixture(scope="module")
 def stack(pki, origin, veloxy_loop, tmp_path_factory):
     backends = {"hints": ScriptedBackend(_early_hints, name="hints"),
-                "continue": ScriptedBackend(continue_script(), name="continue")}
+                "continue": ScriptedBackend(continue_script(), name="continue"),
+                "download": ScriptedBackend(streaming_download_script(64 << 20),
+                                            name="download")}
     config = base_config(f"http://127.0.0.1:{origin.port}",
-                         [tls_listener(pki), {"address": "127.0.0.1:0", "h2c": True}])
+                         [tls_listener(pki), {"address": "127.0.0.1:0", "h2c": True}],
+                         admin="127.0.0.1:0", http2={"send_timeout": f"{SEND_TIMEOUT}s"})
     config["routes"] = [{"match": {"path_prefix": f"/{name}/"}, "upstream": name}
                         for name in backends] + [{"upstream": "default"}]
     for name, backend in backends.items():
-        config["upstreams"][name] = {"servers": [backend.url], "retries": 0}
+        # least_conn: the server's in-flight count shows in /status
+        config["upstreams"][name] = {"servers": [backend.url], "retries": 0,
+                                     "balance": "least_conn"}
     proxy = start_tls_proxy(config, tmp_path_factory.mktemp("h2features"), veloxy_loop, 2, [])
     proxy.backends = backends
+    proxy.admin = admin_port(proxy)
     yield proxy
     try:
         proxy.stop()
@@ -98,3 +117,95 @@ def test_100_continue_lets_an_http2_client_send_its_body(stack, pki):
         assert bytes(client.responses[sid]["body"]) == b"body"
     finally:
         client.close()
+
+
+def _stingy_client(port: int, stream_window: int
+                   ) -> tuple[socket.socket, h2.connection.H2Connection]:
+    """An h2c client that announces `stream_window` and never sends WINDOW_UPDATE."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True,
+                                                                header_encoding=None))
+    conn.initiate_connection()
+    conn.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: stream_window})
+    sock.sendall(conn.data_to_send())
+    return sock, conn
+
+
+def _get(sock, conn, path: str) -> int:
+    sid = conn.get_next_available_stream_id()
+    conn.send_headers(sid, [(b":method", b"GET"), (b":path", path.encode()),
+                            (b":scheme", b"http"), (b":authority", b"test.local")],
+                      end_stream=True)
+    sock.sendall(conn.data_to_send())
+    return sid
+
+
+def _events_until(sock, conn, done, limit: float) -> tuple[list, float]:
+    """Read (acknowledging nothing) until done(events) or the connection ends; the events
+    and the time it took."""
+    events: list = []
+    started = time.monotonic()
+    while not done(events):
+        assert time.monotonic() - started < limit, events[-5:]
+        try:
+            data = sock.recv(65536)
+        except ConnectionResetError:
+            data = b""
+        if not data:
+            events.append("closed")
+            break
+        events.extend(conn.receive_data(data))
+        out = conn.data_to_send()  # SETTINGS and PING acknowledgements only
+        if out:
+            sock.sendall(out)
+    return events, time.monotonic() - started
+
+
+def _released(proxy) -> bool:
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        group = next(g for g in status(proxy.admin)["upstreams"] if g["name"] == "download")
+        server = group["servers"][0]
+        if server["active"] == 0 and server["pool"]["open"] == 0:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_a_stream_whose_window_stays_shut_is_reset_after_send_timeout(stack):
+    before = value(scrape(stack.admin), "veloxy_http2_send_timeouts_total")
+    sock, conn = _stingy_client(stack.listeners[1][1], stream_window=16)
+    try:
+        sid = _get(sock, conn, "/download/big")
+        events, took = _events_until(
+            sock, conn, lambda evs: any(isinstance(e, h2.events.StreamReset) for e in evs), 10)
+        reset = next(e for e in events if isinstance(e, h2.events.StreamReset))
+        assert reset.stream_id == sid and reset.error_code == h2.errors.ErrorCodes.CANCEL
+        body = sum(len(e.data) for e in events if isinstance(e, h2.events.DataReceived))
+        assert body == 16  # what the window allowed, then nothing
+        assert SEND_TIMEOUT * 0.8 <= took < SEND_TIMEOUT + 3
+        assert _released(stack), "the upstream connection was not let go"
+        # the connection itself goes on
+        other = _get(sock, conn, "/?size=3")
+        events, _ = _events_until(
+            sock, conn, lambda evs: any(isinstance(e, h2.events.StreamEnded) for e in evs), 5)
+        assert any(isinstance(e, h2.events.ResponseReceived) and e.stream_id == other
+                   for e in events)
+    finally:
+        sock.close()
+    assert value(scrape(stack.admin), "veloxy_http2_send_timeouts_total") == before + 1
+
+
+def test_a_connection_whose_window_stays_shut_is_closed_after_send_timeout(stack):
+    sock, conn = _stingy_client(stack.listeners[1][1], stream_window=1 << 20)
+    try:
+        _get(sock, conn, "/download/big")  # fills the 64 KiB connection window, then waits
+        events, took = _events_until(sock, conn, lambda evs: "closed" in evs, 10)
+        goaway = [e for e in events if isinstance(e, h2.events.ConnectionTerminated)]
+        assert goaway and goaway[0].error_code == h2.errors.ErrorCodes.ENHANCE_YOUR_CALM
+        body = sum(len(e.data) for e in events if isinstance(e, h2.events.DataReceived))
+        assert body == 65535
+        assert SEND_TIMEOUT * 0.8 <= took < SEND_TIMEOUT + 3
+        assert _released(stack), "the upstream connection was not let go"
+    finally:
+        sock.close()

@@ -348,6 +348,14 @@ class Http2Settings(_Model):
     connection_window: Annotated[int, BeforeValidator(_limit_size)] = 4194304
     """Flow-control window of a whole connection for request bodies; at least stream_window.
     Default 4 MiB, so that one stalled upload does not stop the others."""
+    send_timeout: PositiveDuration = 60.0
+    """Write-stall timeout: a response that has bytes waiting for the client's flow-control
+    window, and gets no window to send any of them for this long, has its stream reset
+    (RST_STREAM CANCEL) and its upstream connection let go; when it is the connection's
+    window that stays shut, the connection is closed (GOAWAY ENHANCE_YOUR_CALM). Counted in
+    veloxy_http2_send_timeouts_total. Default 60s, as nginx's send_timeout. Shorter frees
+    upstream connections held by clients that stopped reading sooner; too short cuts off
+    clients that pause a download on purpose."""
 
     @model_validator(mode="after")
     def _windows(self) -> Http2Settings:

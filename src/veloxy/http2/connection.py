@@ -16,7 +16,9 @@ Limits: SETTINGS_MAX_CONCURRENT_STREAMS (h2 refuses a stream beyond it), header 
 RST_STREAM), the flood guard (guard.py). Timeouts: the first request must come within
 limits.header_timeout; a connection without streams closes after limits.idle_timeout; one
 whose streams all wait for request bytes that do not come (a stalled upload) has those
-streams reset after idle_timeout. Graceful shutdown: GOAWAY with the last stream taken,
+streams reset after idle_timeout; a response that waits for a client's flow-control window
+longer than http2.send_timeout has its stream reset (the connection closed, when its own
+window is the one kept shut). Graceful shutdown: GOAWAY with the last stream taken,
 streams in flight finish, then the connection closes.
 """
 
@@ -66,6 +68,9 @@ class H2ServerConnection(asyncio.Protocol):
         self._sweeper = sweeper
         self._registry = registry
         self._timeouts = (limits.header_timeout, limits.idle_timeout)
+        self._send_timeout: float = settings.send_timeout
+        #: When the client last gave cause to wait for it (request bytes), or NEVER.
+        self._quiet_deadline = NEVER
         self.max_body_bytes: int | None = limits.max_body_bytes
         self._initial = initial
         # Outbound headers are ours (lowercased, connection-specific fields dropped) over
@@ -101,7 +106,7 @@ class H2ServerConnection(asyncio.Protocol):
         if peer:
             self.peer = (peer[0], peer[1])
             self.client_ip = peer[0].encode("ascii")
-        self.deadline = self._sweeper.now + self._timeouts[0]
+        self.deadline = self._quiet_deadline = self._sweeper.now + self._timeouts[0]
         self._sweeper.add(self)
         registry = self._registry
         registry.connections.add(self)
@@ -278,10 +283,22 @@ class H2ServerConnection(asyncio.Protocol):
 
     # -- timers ----------------------------------------------------------------------------
 
+    def stream_stalled(self, stream: H2Stream) -> None:
+        """The stream has response bytes the client's window does not let out: it is reset
+        if no window opens within http2.send_timeout."""
+        if not stream.stalled_since:
+            stream.stalled_since = self._sweeper.now or 1e-9
+            self.deadline = min(self.deadline, stream.stalled_since + self._send_timeout)
+
     def on_deadline(self, now: float) -> None:
         self.deadline = NEVER
         transport = self.transport
         if transport is None or transport.is_closing():
+            return
+        if self._send_stalls(now):
+            return
+        if now < self._quiet_deadline:  # only a write stall was due
+            self._set_deadline(refresh=False)
             return
         stalled = [s for s in self.streams.values()
                    if not s.request_done and s.exchange is not None]
@@ -347,14 +364,51 @@ class H2ServerConnection(asyncio.Protocol):
             for stream in list(self.streams.values()):
                 stream.push()
 
-    def _set_deadline(self) -> None:
-        if not self.streams:
-            self.deadline = self._sweeper.now + self._timeouts[
-                1 if self._seen_request else 0]
-        elif any(not s.request_done for s in self.streams.values()):
-            self.deadline = self._sweeper.now + self._timeouts[1]
-        else:
-            self.deadline = NEVER  # answers are bounded by the upstream timeouts
+    def _set_deadline(self, refresh: bool = True) -> None:
+        """The next time to look: the client's quiet time (no streams, or request bodies
+        that stopped coming; from now unless `refresh` is False), or the earliest write
+        stall's end. Answers themselves are bounded by the upstream timeouts."""
+        streams = self.streams
+        if refresh:
+            if not streams:
+                self._quiet_deadline = self._sweeper.now + self._timeouts[
+                    1 if self._seen_request else 0]
+            elif any(not s.request_done for s in streams.values()):
+                self._quiet_deadline = self._sweeper.now + self._timeouts[1]
+            else:
+                self._quiet_deadline = NEVER
+        deadline = self._quiet_deadline
+        for stream in streams.values():
+            if stream.stalled_since:
+                deadline = min(deadline, stream.stalled_since + self._send_timeout)
+        self.deadline = deadline
+
+    def _send_stalls(self, now: float) -> bool:
+        """Reset the streams whose response waited for the client's window past
+        send_timeout; close the connection when its own window is the one kept shut.
+        True when the connection is closed."""
+        limit = now - self._send_timeout
+        expired = [s for s in self.streams.values() if 0 < s.stalled_since <= limit]
+        if not expired:
+            return False
+        self._registry.send_timeouts = getattr(self._registry, "send_timeouts", 0) + len(
+            expired)
+        if self.h2.outbound_flow_control_window <= 0:
+            log.info("http2 client %s kept its connection window shut for %.0fs: closing",
+                     self.peer, self._send_timeout)
+            try:
+                self.h2.close_connection(ErrorCodes.ENHANCE_YOUR_CALM,
+                                         last_stream_id=self.h2.highest_inbound_stream_id)
+            except ProtocolError:
+                pass
+            self._terminate()
+            return True
+        for stream in expired:
+            log.info("http2 client %s kept stream %d's window shut for %.0fs: resetting it",
+                     self.peer, stream.stream_id, self._send_timeout)
+            stream.cancel_stalled()
+        self.flush()
+        return False
 
     def _calm(self, what: str) -> None:
         log.warning("http2 client %s: %s, disconnecting", self.peer, what)

@@ -49,6 +49,7 @@ class H2Stream:
         "exchange",
         "reading_paused",
         "request_done",
+        "stalled_since",
         "stream_id",
     )
 
@@ -72,6 +73,8 @@ class H2Stream:
         self._trailers: list[tuple[bytes, bytes]] | None = None
         #: Response body bytes given to the stream (the access log's size).
         self.bytes_out = 0
+        #: When the response began to wait for the client's window (0: it is not waiting).
+        self.stalled_since = 0.0
 
     # -- what the exchange reads -----------------------------------------------------------
 
@@ -155,6 +158,15 @@ class H2Stream:
         self._reset(ErrorCodes.INTERNAL_ERROR)
         self.conn.flush()
 
+    def cancel_stalled(self) -> None:
+        """The client kept the window shut past http2.send_timeout: RST_STREAM(CANCEL), and
+        the exchange lets its upstream connection go."""
+        exchange, self.exchange = self.exchange, None
+        self._data.clear()
+        if exchange is not None:
+            exchange.downstream_lost()
+        self._reset(ErrorCodes.CANCEL)
+
     def refuse(self) -> None:
         """Not taken (the connection is shutting down): the client may send it again."""
         self.exchange = None
@@ -231,7 +243,9 @@ class H2Stream:
             while data:
                 window = h2.local_flow_control_window(sid)
                 if window <= 0:
+                    self.conn.stream_stalled(self)
                     break
+                self.stalled_since = 0.0
                 size = min(window, h2.max_outbound_frame_size)
                 if size >= len(data):
                     piece = bytes(data)

@@ -215,11 +215,12 @@ class MetricsRegistry:
                     out[family].append([labels, value])
         for group in self.groups.values():
             out["veloxy_upstream_retries_total"].append([[group.name], group.retries])
-        connections = accepted = bytes_in = bytes_out = 0
+        connections = accepted = bytes_in = bytes_out = send_timeouts = 0
         rejected: dict[int, int] = {}
         for registry in self.downstream:
             connections += len(registry.connections)
             accepted += registry.accepted
+            send_timeouts += registry.send_timeouts
             bytes_in += registry.bytes_in
             bytes_out += registry.bytes_out
             for conn in registry.connections:
@@ -231,6 +232,7 @@ class MetricsRegistry:
         out["veloxy_downstream_connections_accepted_total"].append([[], accepted])
         out["veloxy_downstream_received_bytes_total"].append([[], bytes_in])
         out["veloxy_downstream_sent_bytes_total"].append([[], bytes_out])
+        out["veloxy_http2_send_timeouts_total"].append([[], send_timeouts])
         for status, n in sorted(rejected.items()):
             reason = BAD_REQUEST_REASONS.get(status, "other")
             out["veloxy_bad_requests_total"].append([[str(status), reason], n])
@@ -295,6 +297,9 @@ FAMILIES: dict[str, Family] = {
         "counter", (), "Bytes received from clients."),
     "veloxy_downstream_sent_bytes_total": Family(
         "counter", (), "Bytes sent to clients."),
+    "veloxy_http2_send_timeouts_total": Family(
+        "counter", (), "HTTP/2 streams reset because the client kept its flow-control window "
+                       "shut past http2.send_timeout."),
     "veloxy_bad_requests_total": Family(
         "counter", ("code", "reason"), "Requests refused before reaching a route, by status."),
     "process_cpu_seconds_total": Family(
