@@ -5,6 +5,7 @@ Real backends on 127.0.0.1, the h2 package as the client on real sockets."""
 
 from __future__ import annotations
 
+import base64
 import socket
 import time
 
@@ -21,6 +22,7 @@ from tests.support.backends import (
     ScriptedBackend,
     continue_script,
     streaming_download_script,
+    upgrade_script,
 )
 from tests.support.tls import h2_connect, start_tls_proxy
 from tests.tls.conftest import base_config, tls_listener
@@ -43,7 +45,8 @@ def stack(pki, origin, veloxy_loop, tmp_path_factory):
     backends = {"hints": ScriptedBackend(_early_hints, name="hints"),
                 "continue": ScriptedBackend(continue_script(), name="continue"),
                 "download": ScriptedBackend(streaming_download_script(64 << 20),
-                                            name="download")}
+                                            name="download"),
+                "ws": ScriptedBackend(upgrade_script(b"hello-from-backend\n"), name="ws")}
     config = base_config(f"http://127.0.0.1:{origin.port}",
                          [tls_listener(pki), {"address": "127.0.0.1:0", "h2c": True}],
                          admin="127.0.0.1:0", http2={"send_timeout": f"{SEND_TIMEOUT}s"})
@@ -161,10 +164,10 @@ def _events_until(sock, conn, done, limit: float) -> tuple[list, float]:
     return events, time.monotonic() - started
 
 
-def _released(proxy) -> bool:
+def _released(proxy, group_name: str = "download") -> bool:
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline:
-        group = next(g for g in status(proxy.admin)["upstreams"] if g["name"] == "download")
+        group = next(g for g in status(proxy.admin)["upstreams"] if g["name"] == group_name)
         server = group["servers"][0]
         if server["active"] == 0 and server["pool"]["open"] == 0:
             return True
@@ -209,3 +212,97 @@ def test_a_connection_whose_window_stays_shut_is_closed_after_send_timeout(stack
         assert _released(stack), "the upstream connection was not let go"
     finally:
         sock.close()
+
+
+def _open_websocket(client, path: str = "/ws/chat", protocol: str = "websocket") -> int:
+    """An extended CONNECT (RFC 8441 §4) on a new stream, left open."""
+    sid = client.conn.get_next_available_stream_id()
+    client.conn.send_headers(sid, [
+        (b":method", b"CONNECT"), (b":protocol", protocol.encode()), (b":scheme", b"https"),
+        (b":path", path.encode()), (b":authority", b"test.local"),
+        (b"sec-websocket-version", b"13"), (b"origin", b"https://test.local")])
+    client.responses[sid] = {"status": None, "headers": [], "body": bytearray(),
+                             "ended": False, "reset": None}
+    client.flush()
+    return sid
+
+
+def _read_until(client, check, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "timed out"
+        client.read_once()
+
+
+@pytest.mark.parametrize("tls", [True, False], ids=["tls", "h2c"])
+def test_websocket_over_http2_to_an_http11_upstream(stack, pki, tls):
+    client = h2_connect(tls_port(stack) if tls else stack.listeners[1][1], pki if tls else None)
+    backend = stack.backends["ws"]
+    try:
+        _read_until(client, lambda: client.conn.remote_settings.enable_connect_protocol == 1)
+        sid = _open_websocket(client)
+        r = client.responses[sid]
+        _read_until(client, lambda: r["status"] is not None and len(r["body"]) >= 19)
+        assert r["status"] == 200 and r["reset"] is None and not r["ended"], r
+        names = [name for name, _ in r["headers"]]
+        assert b"sec-websocket-accept" not in names and b"upgrade" not in names
+        assert bytes(r["body"]) == b"hello-from-backend\n"  # sent with the 101
+        # the handshake upstream is RFC 6455's
+        head = backend.find("/ws/chat").head
+        assert head.start_line == b"GET /ws/chat HTTP/1.1"
+        assert head.get("upgrade") == b"websocket" and "upgrade" in head.tokens("connection")
+        assert len(base64.b64decode(head.get("sec-websocket-key"))) == 16
+        assert head.get("sec-websocket-version") == b"13"
+        # both ways under flow control: more than a stream window (256 KiB) each way
+        del r["body"][:]
+        payload = b"z" * 300_000
+        client._send_body(sid, payload, end=False)
+        _read_until(client, lambda: len(bytes(r["body"]).replace(b"echo:", b"")) >= len(payload),
+                    timeout=15)
+        assert bytes(r["body"]).replace(b"echo:", b"") == payload
+        # END_STREAM is the client's half-close; the backend's answer to it comes back, then
+        # its own EOF as END_STREAM
+        del r["body"][:]
+        client.conn.end_stream(sid)
+        client.flush()
+        _read_until(client, lambda: r["ended"] or r["reset"] is not None)
+        assert bytes(r["body"]) == b"bye\n" and r["reset"] is None
+        # the connection goes on
+        again = client.request("/?size=4")
+        client.wait([again])
+        assert client.responses[again]["status"] == 200
+    finally:
+        client.close()
+
+
+@pytest.mark.parametrize("protocol", ["websocket", "connect-udp"])
+def test_extended_connect_refusals(stack, pki, protocol):
+    client = h2_connect(tls_port(stack), pki)
+    try:
+        _read_until(client, lambda: client.conn.remote_settings.enable_connect_protocol == 1)
+        # connect-udp is not relayed; a websocket to a plain HTTP server that answers 200
+        # is not a WebSocket either: a 2xx would tell the client it is open
+        sid = _open_websocket(client, path="/?size=2", protocol=protocol)
+        r = client.responses[sid]
+        _read_until(client, lambda: r["ended"] or r["reset"] is not None)
+        assert r["status"] == (502 if protocol == "websocket" else 501), r
+    finally:
+        client.close()
+
+
+def test_a_websocket_stream_reset_by_the_client_closes_its_upstream_connection(stack, pki):
+    client = h2_connect(tls_port(stack), pki)
+    try:
+        _read_until(client, lambda: client.conn.remote_settings.enable_connect_protocol == 1)
+        sid = _open_websocket(client, path="/ws/reset")
+        r = client.responses[sid]
+        _read_until(client, lambda: r["status"] is not None and len(r["body"]) >= 19)
+        assert r["status"] == 200
+        client.conn.reset_stream(sid, h2.errors.ErrorCodes.CANCEL)
+        client.flush()
+        assert _released(stack, "ws"), "the WebSocket's upstream connection was kept"
+        again = client.request("/?size=4")
+        client.wait([again])
+        assert client.responses[again]["status"] == 200
+    finally:
+        client.close()

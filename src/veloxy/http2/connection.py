@@ -84,6 +84,9 @@ class H2ServerConnection(asyncio.Protocol):
             SettingCodes.INITIAL_WINDOW_SIZE: settings.stream_window,
             SettingCodes.MAX_HEADER_LIST_SIZE: limits.max_header_bytes,
             SettingCodes.ENABLE_PUSH: 0,
+            # WebSocket over HTTP/2 (RFC 8441): extended CONNECT, relayed as an HTTP/1.1
+            # Upgrade (http2/headers.py, proxy/h2exchange.py)
+            SettingCodes.ENABLE_CONNECT_PROTOCOL: 1,
         })
         h2.decoder.max_header_list_size = limits.max_header_bytes
         self._connection_window = settings.connection_window
@@ -301,7 +304,7 @@ class H2ServerConnection(asyncio.Protocol):
             self._set_deadline(refresh=False)
             return
         stalled = [s for s in self.streams.values()
-                   if not s.request_done and s.exchange is not None]
+                   if not s.request_done and s.exchange is not None and s.tunnel is None]
         if not self.streams:
             self._closing = True
             try:
@@ -373,7 +376,9 @@ class H2ServerConnection(asyncio.Protocol):
             if not streams:
                 self._quiet_deadline = self._sweeper.now + self._timeouts[
                     1 if self._seen_request else 0]
-            elif any(not s.request_done for s in streams.values()):
+            elif any(not s.request_done and s.tunnel is None for s in streams.values()):
+                # (a WebSocket's stream may stay quiet: tunnels have no timeout, as on
+                # HTTP/1.1)
                 self._quiet_deadline = self._sweeper.now + self._timeouts[1]
             else:
                 self._quiet_deadline = NEVER

@@ -51,6 +51,7 @@ class H2Stream:
         "request_done",
         "stalled_since",
         "stream_id",
+        "tunnel",
     )
 
     keep_alive = True
@@ -75,6 +76,8 @@ class H2Stream:
         self.bytes_out = 0
         #: When the response began to wait for the client's window (0: it is not waiting).
         self.stalled_since = 0.0
+        #: The exchange, once the stream carries a WebSocket (RFC 8441) as raw DATA.
+        self.tunnel: Any = None
 
     # -- what the exchange reads -----------------------------------------------------------
 
@@ -173,7 +176,22 @@ class H2Stream:
         self._reset(ErrorCodes.REFUSED_STREAM)
 
     def close(self) -> None:
-        self.abort()
+        """Outside a tunnel: abort. A tunnel whose upstream is gone: what it sent goes out,
+        then END_STREAM; a client still sending is then told to stop (RST_STREAM)."""
+        if self.tunnel is None:
+            self.abort()
+            return
+        self.tunnel = self.exchange = None
+        if self._out_done:  # END_STREAM already went (the upstream's EOF)
+            if self.request_done:
+                self.conn.forget(self)
+            else:
+                self._reset(ErrorCodes.CANCEL)
+                self.conn.flush()
+            return
+        self._end = True
+        self._reset_after = not self.request_done
+        self.push_soon()
 
     def answer(self, status: int, message: str, *, keep_alive: bool = True) -> None:
         """A short answer of veloxy's own (an error), and the end of the exchange."""
@@ -181,13 +199,19 @@ class H2Stream:
         self.finish()
 
     def write_eof(self) -> None:
-        self.abort()
+        """A tunnel's upstream finished sending: END_STREAM after what is queued."""
+        self._end = True
+        self.push_soon()
 
-    def write(self, data: bytes) -> None:  # pragma: no cover - HTTP/2 exchanges never do
-        raise RuntimeError("an HTTP/2 stream takes responses by send_head/send_body")
+    def write(self, data: bytes) -> None:
+        """A tunnel's bytes from the upstream, as DATA frames (flow-controlled)."""
+        self.send_body(data)
+        self.push_soon()
 
-    def start_tunnel(self, exchange: object) -> None:  # pragma: no cover
-        raise RuntimeError("HTTP/2 streams do not tunnel")
+    def start_tunnel(self, exchange: object) -> None:
+        """The upstream switched to WebSocket: DATA both ways from now on (the exchange's
+        request_body/request_end relay the client's side)."""
+        self.tunnel = exchange
 
     # -- the response ------------------------------------------------------------------------
 

@@ -22,6 +22,7 @@ upstream stream (its DATA is no longer acknowledged) past its high-water mark.
 from __future__ import annotations
 
 import asyncio
+from time import monotonic
 from typing import TYPE_CHECKING
 
 from veloxy.errors import UpstreamError
@@ -59,6 +60,14 @@ class H2cExchange(BaseExchange):
             # Kept whatever the method: a stream the upstream refused is sent again even
             # for a POST (it never reached the application), which needs the body.
             self._replay = []
+
+    def start(self) -> None:
+        if self.head.upgrade is not None:  # extended CONNECT (http2/headers.py)
+            self.started = monotonic()
+            self._respond_error(501, "WebSocket over HTTP/2 is not supported toward an h2c "
+                                     "group", keep_alive=True)
+            return
+        super().start()
 
     # -- the upstream side of the phases --------------------------------------------------
 
