@@ -1,6 +1,7 @@
-"""A small HTTP/2 (h2c, prior knowledge) server on the h2 package, on a real socket: the
-upstream of the gRPC-style tests. Each request is answered with its body echoed and
-gRPC-like trailers, after `delay` seconds; behaviour is set per backend:
+"""A small HTTP/2 (h2c, prior knowledge; or over TLS with `tls=` a server context offering
+ALPN h2) server on the h2 package, on a real socket: the upstream of the gRPC-style
+tests. Each request is answered with its body echoed and gRPC-like trailers, after `delay`
+seconds; behaviour is set per backend:
 
 - `refuse`: every stream is reset with REFUSED_STREAM (RFC 9113 §8.7: not processed);
 - paths under /reset/ are reset with CANCEL once the request is complete (processed, or
@@ -17,6 +18,7 @@ answer on one stream does not hold the others back.
 from __future__ import annotations
 
 import socket
+import ssl
 import threading
 import time
 
@@ -27,8 +29,10 @@ import h2.events
 
 
 class H2cBackend:
-    def __init__(self, name: str = "backend", delay: float = 0.0) -> None:
+    def __init__(self, name: str = "backend", delay: float = 0.0,
+                 tls: ssl.SSLContext | None = None) -> None:
         self.name = name
+        self.tls = tls
         self.delay = delay
         self.refuse = False
         self.status = 200
@@ -36,7 +40,9 @@ class H2cBackend:
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.listener.settimeout(0.05)
         self.port = self.listener.getsockname()[1]
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
+        #: What each TLS connection's ALPN chose (None: none), in order.
+        self.alpn: list[str | None] = []
         self.connections = 0
         self.requests: list[dict[bytes, bytes]] = []
         self._stop = threading.Event()
@@ -61,6 +67,17 @@ class H2cBackend:
             thread.start()
 
     def _serve(self, sock: socket.socket) -> None:
+        if self.tls is not None:
+            sock.settimeout(5)
+            try:
+                sock = self.tls.wrap_socket(sock, server_side=True)
+            except (OSError, ssl.SSLError):
+                sock.close()
+                return
+            self.alpn.append(sock.selected_alpn_protocol())
+            if sock.selected_alpn_protocol() != "h2":
+                sock.close()
+                return
         conn = h2.connection.H2Connection(h2.config.H2Configuration(
             client_side=False, header_encoding=None))
         conn.initiate_connection()

@@ -75,7 +75,8 @@ class H2cExchange(BaseExchange):
         head, down = self.head, self.down
         self._headers = h2_request_headers(
             head, route.rewrite(head.target) if route.strip_prefix else head.target,
-            head.host or route.group.name.encode(), down.client_ip, down.scheme, self.trace)
+            head.host or route.group.name.encode(), down.client_ip, down.scheme, self.trace,
+            b"https" if route.group.config.protocol == "h2" else b"http")
 
     def _attempt(self, server: Endpoint, fresh: bool) -> None:
         pool: H2cPool = server.pool  # type: ignore[assignment]  # an h2c group's servers
