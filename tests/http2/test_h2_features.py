@@ -306,3 +306,53 @@ def test_a_websocket_stream_reset_by_the_client_closes_its_upstream_connection(s
         assert client.responses[again]["status"] == 200
     finally:
         client.close()
+
+
+def test_a_client_that_does_not_read_the_socket_is_cut_off_after_send_timeout(stack):
+    before = value(scrape(stack.admin), "veloxy_http2_send_timeouts_total")
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
+    sock.settimeout(10)
+    sock.connect(("127.0.0.1", stack.listeners[1][1]))
+    conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True,
+                                                                header_encoding=None))
+    conn.initiate_connection()
+    conn.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 2**31 - 1})
+    conn.increment_flow_control_window(2**31 - 1 - 65535)  # windows wide open...
+    sock.sendall(conn.data_to_send())
+    try:
+        _get(sock, conn, "/download/big")  # 64 MiB
+        time.sleep(SEND_TIMEOUT + 1.0)  # ...but the socket is not read
+        assert _released(stack), "the upstream connection was not let go"
+        received = 0
+        try:
+            while piece := sock.recv(1 << 20):
+                received += len(piece)
+        except ConnectionResetError:
+            pass
+        assert received < 64 << 20  # cut off, not served
+    finally:
+        sock.close()
+    assert value(scrape(stack.admin), "veloxy_http2_send_timeouts_total") == before + 1
+
+
+def test_a_slow_reader_with_wide_windows_gets_the_whole_download(stack, pki):
+    """A fast upstream and a client that opens its windows wide but reads slowly: the
+    socket's backpressure holds the response in the stream's queue (and pauses the
+    upstream) instead of bursting megabytes into the write buffer, which got the client
+    disconnected as one that does not read."""
+    client = h2_connect(tls_port(stack), pki)
+    client.conn.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 2**31 - 1})
+    client.conn.increment_flow_control_window(2**31 - 1 - (16 << 20) - 65535)
+    client.flush()
+    try:
+        sid = client.request("/?size=12m")
+        deadline = time.monotonic() + 30
+        while not client.responses[sid]["ended"] and client.responses[sid]["reset"] is None:
+            assert time.monotonic() < deadline
+            client.read_once()
+            time.sleep(0.002)  # a slow reader
+        r = client.responses[sid]
+        assert r["status"] == 200 and r["reset"] is None and len(r["body"]) == 12 << 20
+    finally:
+        client.close()

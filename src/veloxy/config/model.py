@@ -352,7 +352,8 @@ class Http2Settings(_Model):
     """Write-stall timeout: a response that has bytes waiting for the client's flow-control
     window, and gets no window to send any of them for this long, has its stream reset
     (RST_STREAM CANCEL) and its upstream connection let go; when it is the connection's
-    window that stays shut, the connection is closed (GOAWAY ENHANCE_YOUR_CALM). Counted in
+    window that stays shut, the connection is closed (GOAWAY ENHANCE_YOUR_CALM), and so is a
+    connection whose client does not read the socket for this long. Counted in
     veloxy_http2_send_timeouts_total. Default 60s, as nginx's send_timeout. Shorter frees
     upstream connections held by clients that stopped reading sooner; too short cuts off
     clients that pause a download on purpose."""

@@ -17,9 +17,10 @@ RST_STREAM), the flood guard (guard.py). Timeouts: the first request must come w
 limits.header_timeout; a connection without streams closes after limits.idle_timeout; one
 whose streams all wait for request bytes that do not come (a stalled upload) has those
 streams reset after idle_timeout; a response that waits for a client's flow-control window
-longer than http2.send_timeout has its stream reset (the connection closed, when its own
-window is the one kept shut). Graceful shutdown: GOAWAY with the last stream taken,
-streams in flight finish, then the connection closes.
+longer than http2.send_timeout has its stream reset (the connection closed when its own
+window is the one kept shut, or when the client does not read the socket at all).
+Graceful shutdown: GOAWAY with the last stream taken, streams in flight finish, then the
+connection closes.
 """
 
 from __future__ import annotations
@@ -96,6 +97,10 @@ class H2ServerConnection(asyncio.Protocol):
         self.peer: tuple[str, int] | None = None
         self.deadline = NEVER
         self.writing_paused = False
+        #: DATA bytes handed to h2 since the last flush (stream.py flushes past FLUSH_AT).
+        self.unflushed = 0
+        #: When the socket stopped taking our bytes (transport paused), or 0.
+        self._write_paused_since = 0.0
         self._closing = False
         self._guard = FloodGuard(sweeper.now)
         self._seen_request = False
@@ -217,15 +222,21 @@ class H2ServerConnection(asyncio.Protocol):
 
     def pause_writing(self) -> None:
         self.writing_paused = True
+        # a client that stops reading the socket is a write stall too (http2.send_timeout)
+        self._write_paused_since = self._sweeper.now or 1e-9
+        self.deadline = min(self.deadline, self._write_paused_since + self._send_timeout)
         for stream in list(self.streams.values()):
             if stream.exchange is not None:
                 stream.exchange.downstream_paused()
 
     def resume_writing(self) -> None:
         self.writing_paused = False
+        self._write_paused_since = 0.0
         for stream in list(self.streams.values()):
+            stream.push()  # what was held back while the socket was full
             if stream.exchange is not None and not stream.out_paused:
                 stream.exchange.downstream_resumed()
+        self.flush()
 
     # -- used by streams and the registry --------------------------------------------------
 
@@ -244,6 +255,7 @@ class H2ServerConnection(asyncio.Protocol):
     def flush(self) -> None:
         """Write what h2 has queued, in one call."""
         self._flush_scheduled = False
+        self.unflushed = 0
         data = self.h2.data_to_send()
         transport = self.transport
         if data and transport is not None and not transport.is_closing():
@@ -383,6 +395,8 @@ class H2ServerConnection(asyncio.Protocol):
             else:
                 self._quiet_deadline = NEVER
         deadline = self._quiet_deadline
+        if self._write_paused_since:
+            deadline = min(deadline, self._write_paused_since + self._send_timeout)
         for stream in streams.values():
             if stream.stalled_since:
                 deadline = min(deadline, stream.stalled_since + self._send_timeout)
@@ -390,9 +404,16 @@ class H2ServerConnection(asyncio.Protocol):
 
     def _send_stalls(self, now: float) -> bool:
         """Reset the streams whose response waited for the client's window past
-        send_timeout; close the connection when its own window is the one kept shut.
-        True when the connection is closed."""
+        send_timeout; close the connection when its own window is the one kept shut, or
+        when the client has not read the socket for that long. True when it is closed."""
         limit = now - self._send_timeout
+        if 0 < self._write_paused_since <= limit:  # the socket itself takes nothing
+            log.info("http2 client %s has not read for %.0fs: closing", self.peer,
+                     self._send_timeout)
+            self._registry.send_timeouts = getattr(self._registry, "send_timeouts", 0) + max(
+                1, len(self.streams))
+            self.abort()  # (a GOAWAY would not be read either)
+            return True
         expired = [s for s in self.streams.values() if 0 < s.stalled_since <= limit]
         if not expired:
             return False

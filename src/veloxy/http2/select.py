@@ -121,7 +121,9 @@ class PrefaceSniff(_Handover):
 def _first_line(buffer: bytes) -> bytes | None:
     """The first line that is not empty (empty lines before a request are allowed), or
     None while it is not whole."""
-    start = len(buffer) - len(buffer.lstrip(b"\r\n"))
+    start = 0
+    while buffer[start:start + 1] in (b"\r", b"\n"):  # (b"" at the end: not in the tuple)
+        start += 1
     end = buffer.find(b"\n", start)
     return None if end < 0 else buffer[start:end]
 

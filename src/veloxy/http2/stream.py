@@ -31,6 +31,11 @@ if TYPE_CHECKING:
 
 HIGH_WATER = 256 * 1024
 LOW_WATER = 64 * 1024
+#: DATA handed to h2 in one go before the connection writes it out: the socket's
+#: backpressure (pause_writing) is then seen before more is taken from the stream's queue,
+#: where the watermarks pause the upstream. (libuv reads up to 32 times 64 KiB from a fast
+#: upstream per loop iteration: without it, one flush could be megabytes.)
+FLUSH_AT = 128 * 1024
 
 
 class H2Stream:
@@ -252,7 +257,8 @@ class H2Stream:
         """Send what the flow-control windows allow (the caller flushes the connection)."""
         if self._out_done:
             return
-        h2 = self.conn.h2
+        conn = self.conn
+        h2 = conn.h2
         sid = self.stream_id
         data = self._data
         trailers = self._trailers
@@ -265,9 +271,11 @@ class H2Stream:
                     self._sent_all()
                     return
             while data:
+                if conn.writing_paused:
+                    break  # the socket is full: the rest waits in the queue
                 window = h2.local_flow_control_window(sid)
                 if window <= 0:
-                    self.conn.stream_stalled(self)
+                    conn.stream_stalled(self)
                     break
                 self.stalled_since = 0.0
                 size = min(window, h2.max_outbound_frame_size)
@@ -282,6 +290,9 @@ class H2Stream:
                 if last:
                     self._sent_all()
                     return
+                conn.unflushed += len(piece)
+                if conn.unflushed >= FLUSH_AT:
+                    conn.flush()
             if self._end and not data and self._headers is None:
                 if trailers is not None:
                     h2.send_headers(sid, trailers, end_stream=True)

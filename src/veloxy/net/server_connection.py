@@ -133,7 +133,7 @@ class ConnectionRegistry:
         self.rejected: dict[int, int] = {}
         self.bytes_in = 0
         self.bytes_out = 0
-        #: HTTP/2 streams reset because the client kept its window shut (http2.send_timeout).
+        #: HTTP/2 streams cut because the client took no bytes for http2.send_timeout.
         self.send_timeouts = 0
 
     def discard(self, conn: ServerConnection) -> None:

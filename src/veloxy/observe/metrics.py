@@ -298,8 +298,8 @@ FAMILIES: dict[str, Family] = {
     "veloxy_downstream_sent_bytes_total": Family(
         "counter", (), "Bytes sent to clients."),
     "veloxy_http2_send_timeouts_total": Family(
-        "counter", (), "HTTP/2 streams reset because the client kept its flow-control window "
-                       "shut past http2.send_timeout."),
+        "counter", (), "HTTP/2 streams cut because the client took no response bytes "
+                       "(flow-control window or socket) for http2.send_timeout."),
     "veloxy_bad_requests_total": Family(
         "counter", ("code", "reason"), "Requests refused before reaching a route, by status."),
     "process_cpu_seconds_total": Family(
