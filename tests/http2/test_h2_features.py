@@ -356,3 +356,31 @@ def test_a_slow_reader_with_wide_windows_gets_the_whole_download(stack, pki):
         assert r["status"] == 200 and r["reset"] is None and len(r["body"]) == 12 << 20
     finally:
         client.close()
+
+
+def test_shutdown_cuts_websocket_streams_at_once(pki, veloxy_loop, tmp_path, proxies):
+    backend = ScriptedBackend(upgrade_script(b"hello-from-backend\n"), name="ws")
+    try:
+        config = base_config(backend.url, [{"address": "127.0.0.1:0", "h2c": True}])
+        proxy = start_tls_proxy(config, tmp_path, veloxy_loop, 1, proxies)
+        client = h2_connect(proxy.port, None)
+        try:
+            _read_until(client, lambda: client.conn.remote_settings.enable_connect_protocol == 1)
+            sid = _open_websocket(client)
+            r = client.responses[sid]
+            _read_until(client, lambda: r["status"] is not None and len(r["body"]) >= 19)
+            assert r["status"] == 200
+            started = time.monotonic()
+            proxy.send_signal()  # SIGTERM; limits.shutdown_timeout is 3s
+            try:
+                _read_until(client, lambda: client.goaway() is not None)
+            except ConnectionError:
+                pass
+            assert r["reset"] == h2.errors.ErrorCodes.CANCEL, r  # (it came before the GOAWAY)
+            assert client.goaway() is not None
+            assert proxy.wait(5) == 0
+            assert time.monotonic() - started < 2.5  # not held until shutdown_timeout
+        finally:
+            client.close()
+    finally:
+        backend.close()

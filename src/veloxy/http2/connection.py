@@ -278,6 +278,10 @@ class H2ServerConnection(asyncio.Protocol):
         """Graceful shutdown: GOAWAY now; close once the streams in flight are done."""
         if self._closing or self.transport is None:
             return
+        # A WebSocket has no response to wait for: cut at once, as on HTTP/1.1, and before
+        # the GOAWAY (a client may stop reading its streams' frames once it has one).
+        for stream in [s for s in self.streams.values() if s.tunnel is not None]:
+            stream.cancel()
         self._closing = True
         # GOAWAY by hand: h2's close_connection() would also close its state machine, and
         # the streams in flight could no longer send their responses.
@@ -432,7 +436,7 @@ class H2ServerConnection(asyncio.Protocol):
         for stream in expired:
             log.info("http2 client %s kept stream %d's window shut for %.0fs: resetting it",
                      self.peer, stream.stream_id, self._send_timeout)
-            stream.cancel_stalled()
+            stream.cancel()
         self.flush()
         return False
 

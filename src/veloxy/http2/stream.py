@@ -166,10 +166,12 @@ class H2Stream:
         self._reset(ErrorCodes.INTERNAL_ERROR)
         self.conn.flush()
 
-    def cancel_stalled(self) -> None:
-        """The client kept the window shut past http2.send_timeout: RST_STREAM(CANCEL), and
-        the exchange lets its upstream connection go."""
+    def cancel(self) -> None:
+        """Given up on our side (the client kept the window shut past http2.send_timeout,
+        or a tunnel at shutdown): RST_STREAM(CANCEL), and the exchange lets its upstream
+        connection go."""
         exchange, self.exchange = self.exchange, None
+        self.tunnel = None
         self._data.clear()
         if exchange is not None:
             exchange.downstream_lost()
