@@ -147,3 +147,22 @@ def test_http11_clients_are_told_the_group_speaks_http2(stack):
 
     resp = get(stack.listeners[0][1], "/grpc/x")
     assert resp.status == 503 and b"protocol: h2)" in resp.body, resp.body
+
+
+def test_websocket_over_http2_to_an_http2_group_is_501(stack):
+    client = h2_connect(stack.listeners[0][1], None)
+    try:
+        sid = client.conn.get_next_available_stream_id()
+        client.conn.send_headers(sid, [
+            (b":method", b"CONNECT"), (b":protocol", b"websocket"), (b":scheme", b"http"),
+            (b":path", b"/grpc/ws"), (b":authority", b"test.local"),
+            (b"sec-websocket-version", b"13")])
+        client.responses[sid] = {"status": None, "headers": [], "body": bytearray(),
+                                 "ended": False, "reset": None}
+        client.flush()
+        client.wait([sid])
+        assert client.responses[sid]["status"] == 501
+        assert b"toward an HTTP/2 upstream group" in bytes(client.responses[sid]["body"])
+    finally:
+        client.close()
+    assert stack.backends["one"].answered(b"/grpc/ws") == 0

@@ -25,21 +25,25 @@ REPO = Path(__file__).resolve().parents[2]
 PROTOCOL_ERROR = 1
 
 
-def find_h2spec() -> str | None:
+def find_h2spec() -> tuple[str | None, str]:
+    """(path, "") or (None, why it is not there)."""
     explicit = os.environ.get("VELOXY_H2SPEC")
     if explicit:
-        return explicit
+        if os.access(explicit, os.X_OK):
+            return explicit, ""
+        return None, f"VELOXY_H2SPEC={explicit} is not an executable file"
     on_path = shutil.which("h2spec")
     if on_path:
-        return on_path
+        return on_path, ""
     beside = REPO.parent / "shared" / "tools" / "h2spec"
-    return str(beside) if os.access(beside, os.X_OK) else None
+    if os.access(beside, os.X_OK):
+        return str(beside), ""
+    return None, (f"h2spec not found: not in $VELOXY_H2SPEC, not on PATH, not at {beside} "
+                  "(see ../shared/tools/README.md)")
 
 
-H2SPEC = find_h2spec()
-needs_h2spec = pytest.mark.skipif(
-    H2SPEC is None, reason="h2spec not found: set VELOXY_H2SPEC, put it on PATH, or "
-                           "provide ../shared/tools/h2spec (see its README)")
+H2SPEC, MISSING = find_h2spec()
+needs_h2spec = pytest.mark.skipif(H2SPEC is None, reason=MISSING)
 
 
 @pytest.fixture(scope="module")

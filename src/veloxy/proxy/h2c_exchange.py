@@ -64,8 +64,9 @@ class H2cExchange(BaseExchange):
     def start(self) -> None:
         if self.head.upgrade is not None:  # extended CONNECT (http2/headers.py)
             self.started = monotonic()
-            self._respond_error(501, "WebSocket over HTTP/2 is not supported toward an h2c "
-                                     "group", keep_alive=True)
+            self._respond_error(501, "WebSocket over HTTP/2 is not supported toward an "
+                                     "HTTP/2 upstream group (protocol: h2c or h2)",
+                                keep_alive=True)
             return
         super().start()
 
