@@ -140,8 +140,8 @@ class H2cBackend:
             conn.send_data(sid, b"echo:" + body)
             conn.send_headers(sid, [(b"grpc-status", b"0"), (b"grpc-message", b"ok")],
                               end_stream=True)
-        except h2.exceptions.StreamClosedError:
-            pass  # the proxy cancelled the stream meanwhile
+        except h2.exceptions.ProtocolError:
+            pass  # the proxy cancelled the stream, or closed the connection (a probe's), meanwhile
 
     def close(self) -> None:
         self._stop.set()

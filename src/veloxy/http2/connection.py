@@ -70,7 +70,9 @@ class H2ServerConnection(asyncio.Protocol):
         self._registry = registry
         self._timeouts = (limits.header_timeout, limits.idle_timeout)
         self._send_timeout: float = settings.send_timeout
-        #: When the client last gave cause to wait for it (request bytes), or NEVER.
+        #: Until when the client may stay silent (the header or idle timeout, or request
+        #: bodies that stopped coming), or NEVER; `deadline` is the earlier of it and the
+        #: end of a write stall (_set_deadline).
         self._quiet_deadline = NEVER
         self.max_body_bytes: int | None = limits.max_body_bytes
         self._initial = initial
