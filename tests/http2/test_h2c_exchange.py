@@ -198,3 +198,22 @@ def test_a_client_that_leaves_is_counted_as_499(stack):
         assert group["servers"][0]["active"] == 0
     finally:
         client.close()
+
+
+def test_103_early_hints_from_an_h2c_upstream_reach_the_client(stack):
+    proxy, _, _, _ = stack
+    client = _client(proxy)
+    try:
+        sid = client.request("/retry/hints/call", method="POST", body=b"m",
+                             headers=[("content-type", "application/grpc"),
+                                      ("te", "trailers")])
+        client.wait([sid])
+        events = [e for e in client.events if getattr(e, "stream_id", None) == sid]
+        kinds = [type(e).__name__ for e in events]
+        assert kinds.index("InformationalResponseReceived") < kinds.index("ResponseReceived")
+        hints = events[kinds.index("InformationalResponseReceived")]
+        assert hints.headers == [(b":status", b"103"), (b"link", b"</s.css>; rel=preload")]
+        assert client.responses[sid]["status"] == 200
+        assert bytes(client.responses[sid]["body"]) == b"echo:m"
+    finally:
+        client.close()
