@@ -58,6 +58,7 @@ def test_a_stalled_loop_sheds_until_it_catches_up(run: Runner) -> None:
     run(main())
 
 
+@pytest.mark.slow  # waits for three 0.6 s answers in turn
 def test_a_long_wait_queue_sheds_new_requests_at_once(run: Runner) -> None:
     """One connection to a server that takes 0.6 s per answer, and shedding from 2 waiting:
     the first request takes the connection, two queue for it, the next two get 503 at once
