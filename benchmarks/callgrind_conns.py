@@ -41,8 +41,11 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "src"))
-from veloxy.lab.peers import nginx_origin_conf  # noqa: E402
-from veloxy.lab.procs import free_port  # noqa: E402
+from veloxy.lab.peers import nginx_origin_conf, nginx_proxy_conf  # noqa: E402
+from veloxy.lab.procs import (  # noqa: E402
+    free_port,
+    tree_pids,
+)
 
 HOST = "127.0.0.1"
 STUB = "/__stub"
@@ -64,6 +67,7 @@ def total_ir(dump: Path) -> int:
 
 
 PERF_EVENTS = ("raw_syscalls:sys_enter", "syscalls:sys_enter_epoll_wait",
+               "syscalls:sys_enter_epoll_pwait",
                "syscalls:sys_enter_epoll_ctl", "syscalls:sys_enter_write",
                "syscalls:sys_enter_writev", "syscalls:sys_enter_read",
                "syscalls:sys_enter_recvfrom", "syscalls:sys_enter_sendto",
@@ -72,16 +76,20 @@ PERF_EVENTS = ("raw_syscalls:sys_enter", "syscalls:sys_enter_epoll_wait",
                "syscalls:sys_enter_getpeername", "context-switches")
 
 
-def cpu_ticks(pid: int) -> tuple[int, int]:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return int(fields[11]), int(fields[12])
+def cpu_ticks(root: int) -> tuple[int, int]:
+    user = system = 0
+    for pid in tree_pids(root):
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        user, system = user + int(fields[11]), system + int(fields[12])
+    return user, system
 
 
 def perf_window(args: argparse.Namespace, pid: int, oport: int, n: int) -> None:
     """Without valgrind: syscalls, loop iterations and user/sys CPU per request."""
     r0 = stub_requests(oport)
     t0 = cpu_ticks(pid)
-    out = subprocess.run(["perf", "stat", "-x,", "-p", str(pid), "-e", ",".join(PERF_EVENTS),
+    pids = ",".join(str(p) for p in tree_pids(pid))
+    out = subprocess.run(["perf", "stat", "-x,", "-p", pids, "-e", ",".join(PERF_EVENTS),
                           "--", "sleep", str(args.window)], capture_output=True, text=True)
     t1 = cpu_ticks(pid)
     reqs = stub_requests(oport) - 1 - r0
@@ -113,6 +121,8 @@ def main() -> int:
     p.add_argument("--rate", type=int, default=0,
                    help="open loop at this total rate (veloxy bench -R) instead of wrk: the "
                    "same requests/s at every connection count, one request per wake-up")
+    p.add_argument("--nginx", action="store_true",
+                   help="measure nginx as the proxy instead of veloxy (with --perf)")
     p.add_argument("--cache-sim", action="store_true",
                    help="simulate a 32 KiB L1d and this box's 1 MiB per-core L2 as the last level")
     p.add_argument("--outdir", type=Path, default=None)
@@ -151,7 +161,11 @@ def run(args: argparse.Namespace, work: Path, outdir: Path,
         argv = [sys.executable, "-m", "veloxy", "serve", "--listen", f"{HOST}:{pport}",
                 "--workers", "1"]
         upstream = f"http://{HOST}:{oport}"
-        if args.config:
+        if args.nginx:  # the same measures of nginx as the proxy, for comparison (--perf)
+            (work / "proxy.conf").write_text(nginx_proxy_conf(work, pport, oport, 2048))
+            argv = ["nginx", "-p", str(work), "-e", str(work / "p.err"), "-c",
+                    str(work / "proxy.conf")]
+        elif args.config:
             conf = work / "veloxy.yaml"
             conf.write_text(args.config.read_text().replace("{upstream}", upstream))
             argv += ["--config", str(conf)]
