@@ -73,7 +73,8 @@ PERF_EVENTS = ("raw_syscalls:sys_enter", "syscalls:sys_enter_epoll_wait",
                "syscalls:sys_enter_recvfrom", "syscalls:sys_enter_sendto",
                "syscalls:sys_enter_accept4", "syscalls:sys_enter_close",
                "syscalls:sys_enter_setsockopt", "syscalls:sys_enter_getsockname",
-               "syscalls:sys_enter_getpeername", "context-switches")
+               "syscalls:sys_enter_getpeername", "syscalls:sys_enter_ioctl",
+               "syscalls:sys_enter_fcntl", "context-switches")
 
 
 def cpu_ticks(root: int) -> tuple[int, int]:
@@ -215,7 +216,7 @@ def run(args: argparse.Namespace, work: Path, outdir: Path,
             for h in args.header:
                 wrk += ["-H", h]
             if args.close:
-                wrk += ["-H", "Connection: close"]
+                wrk += ["--close"] if args.rate else ["-H", "Connection: close"]
             w = subprocess.Popen(wrk, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
             procs.append(w)
             time.sleep(args.settle)

@@ -18,7 +18,11 @@ import pytest
 
 uvloop = pytest.importorskip("uvloop")
 
-from veloxy.net.accept import AcceptCatchUp, needs_accept_catch_up  # noqa: E402
+from veloxy.net.accept import (  # noqa: E402
+    AcceptCatchUp,
+    accept_queue_length,
+    needs_accept_catch_up,
+)
 
 BURST = 150
 ITERATION = 0.03  # seconds of work per loop iteration
@@ -165,3 +169,42 @@ def test_libuv_alone_accepts_one_connection_per_iteration() -> None:
     this fails and net/accept.py can go."""
     answered = _run(with_catch_up=False)
     assert len(answered) < BURST // 2, f"{len(answered)} answered: libuv accepted in batches"
+
+
+def test_it_takes_only_connections_that_waited_a_whole_visit() -> None:
+    """A connection libuv would accept an iteration later stays with libuv (its path costs
+    far less; docs/BENCHMARKS.md, issue 12): a visit takes only what was already queued at
+    the previous one. No server here accepts beside the catch-up, so each visit is seen."""
+    if accept_queue_length(socket.socket()) is None:
+        pytest.skip("the OS does not report a listening socket's accept queue")
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(16)
+        listener.setblocking(False)
+        catch_up = AcceptCatchUp(loop, interval=3600)  # visits made by hand below
+        catch_up.watch(listener, Answer)
+        clients = [socket.create_connection(listener.getsockname(), timeout=5)
+                   for _ in range(3)]
+        try:
+            assert accept_queue_length(listener) == 3
+            catch_up._tick()  # they have just arrived: left for libuv
+            assert catch_up.accepted == 0 and accept_queue_length(listener) == 3
+            clients.append(socket.create_connection(listener.getsockname(), timeout=5))
+            catch_up._tick()  # the three waited a whole visit; the fourth has not
+            assert catch_up.accepted == 3 and accept_queue_length(listener) == 1
+            catch_up._tick()
+            assert catch_up.accepted == 4 and accept_queue_length(listener) == 0
+            for client in clients:  # each was wrapped and is answered
+                client.sendall(REQUEST)
+            for client in clients:
+                assert await loop.run_in_executor(None, client.recv, 100) == RESPONSE
+        finally:
+            catch_up.stop()
+            for client in clients:
+                client.close()
+            listener.close()
+
+    asyncio.run(main())

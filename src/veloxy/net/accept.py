@@ -11,12 +11,21 @@ opened at once against a loaded proxy: the last few hundred waited 1-4 s in the 
 epoll_pwait), which wrk reports as requests over its 2 s timeout. The stdlib loop accepts up
 to `backlog` connections per readiness event and does not have the problem.
 
-`AcceptCatchUp` visits each listening socket every `interval` seconds and accepts what is
-queued (up to `batch` at a time), handing each socket to the loop as an accepted connection
-with the same protocol factory. When the queue is empty, as it is almost always, the visit is
-one accept4() that fails with EAGAIN: 20 syscalls a second per listener, nothing per request.
+`AcceptCatchUp` visits each listening socket every `interval` seconds and accepts the
+connections that have waited in the queue since its previous visit (up to `batch` at a time),
+handing each socket to the loop as an accepted connection with the same protocol factory.
 libuv keeps accepting on its own; both may accept from the same socket, the kernel gives each
 connection to exactly one of them.
+
+Only those that waited a whole visit: a connection taken here costs far more than one libuv
+accepts (a Python socket object, a task and uvloop's connect_accepted_socket coroutine: about
+88k more instructions per connection under callgrind, more than a whole keep-alive request;
+docs/BENCHMARKS.md, issue 12). Taking everything queued, as this did first, put 40-60 % of
+the connections of a Connection: close load on that path while libuv would have accepted
+them an iteration later. The queue's length is the listening socket's TCP_INFO `unacked`
+(Linux); a visit reads it (one getsockopt, 40 a second per listener) and accepts at most the
+number left queued at the previous visit, minus nothing libuv took since: those are at the
+front of the FIFO queue. Where TCP_INFO is not available every visit takes what is queued.
 """
 
 from __future__ import annotations
@@ -24,6 +33,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import struct
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -31,11 +42,13 @@ log = logging.getLogger("veloxy")
 
 
 class AcceptCatchUp:
-    def __init__(self, loop: asyncio.AbstractEventLoop, *, interval: float = 0.05,
+    def __init__(self, loop: asyncio.AbstractEventLoop, *, interval: float = 0.025,
                  batch: int = 512) -> None:
         self._loop = loop
         self._listeners: list[tuple[socket.socket, Callable[[], asyncio.BaseProtocol],
                                     dict[str, Any]]] = []
+        #: Per listener: connections left queued at the previous visit (None: unknown).
+        self._left: list[int | None] = []
         self._interval = interval
         self._batch = batch
         self._handle: asyncio.TimerHandle | None = None
@@ -48,6 +61,7 @@ class AcceptCatchUp:
         """Catch up on `listener`, wrapping its connections as its server does: the same
         factory, and for TLS listeners the same `ssl=` context and handshake timeouts."""
         self._listeners.append((listener, protocol_factory, connect_options))
+        self._left.append(0 if accept_queue_length(listener) is not None else None)
 
     def start(self) -> None:
         if self._handle is None and self._listeners:
@@ -59,13 +73,22 @@ class AcceptCatchUp:
             self._handle = None
 
     def _tick(self) -> None:
-        for listener, factory, options in self._listeners:
-            self._drain(listener, factory, options)
+        for index, (listener, factory, options) in enumerate(self._listeners):
+            left = self._left[index]
+            queued = None if left is None else _queue_length(listener)
+            if left is None or queued is None:
+                self._drain(listener, factory, options, self._batch)
+                continue
+            # Those still queued from the previous visit are the first min(left, queued).
+            waited = min(left, queued, self._batch)
+            if waited:
+                self._drain(listener, factory, options, waited)
+            self._left[index] = queued - waited
         self._handle = self._loop.call_later(self._interval, self._tick)
 
     def _drain(self, listener: socket.socket, factory: Callable[[], asyncio.BaseProtocol],
-               options: dict[str, Any]) -> None:
-        for _ in range(self._batch):
+               options: dict[str, Any], count: int) -> None:
+        for _ in range(count):
             try:
                 conn, _address = listener.accept()
             except (BlockingIOError, InterruptedError):
@@ -90,6 +113,30 @@ class AcceptCatchUp:
             # Reset before we could wrap it, or a TLS handshake that failed or timed out:
             # the server's own path drops such a connection the same way.
             conn.close()
+
+
+# struct tcp_info: eight one-byte fields, then u32 rto, ato, snd_mss, rcv_mss, unacked; for a
+# listening socket Linux reports the accept queue's length as `unacked` (tcp_get_info).
+_TCP_INFO_UNACKED = struct.Struct("=I")
+_UNACKED_OFFSET = 24
+_HAS_TCP_INFO = sys.platform.startswith("linux") and hasattr(socket, "TCP_INFO")
+
+
+def accept_queue_length(listener: socket.socket) -> int | None:
+    """Connections waiting in `listener`'s accept queue, or None where the OS does not say."""
+    if not _HAS_TCP_INFO or listener.family not in (socket.AF_INET, socket.AF_INET6):
+        return None
+    return _queue_length(listener)
+
+
+def _queue_length(listener: socket.socket) -> int | None:
+    try:
+        info = listener.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, _UNACKED_OFFSET + 4)
+    except OSError:
+        return None
+    if len(info) < _UNACKED_OFFSET + 4:
+        return None
+    return int(_TCP_INFO_UNACKED.unpack_from(info, _UNACKED_OFFSET)[0])
 
 
 def _name(sock: socket.socket) -> str:
