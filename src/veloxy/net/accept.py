@@ -52,7 +52,8 @@ class AcceptCatchUp:
         self._interval = interval
         self._batch = batch
         self._handle: asyncio.TimerHandle | None = None
-        self._pending: set[asyncio.Task[None]] = set()
+        #: Connections being wrapped (connect_accepted_socket), by the task that wraps them.
+        self._pending: dict[asyncio.Task[Any], socket.socket] = {}
         #: Connections this catch-up accepted (the ones libuv left waiting): for metrics/tests.
         self.accepted = 0
 
@@ -88,9 +89,14 @@ class AcceptCatchUp:
 
     def _drain(self, listener: socket.socket, factory: Callable[[], asyncio.BaseProtocol],
                options: dict[str, Any], count: int) -> None:
+        # socket.accept() without its Python layer: it reads the listener's family and type
+        # as enums (Python calls) for every connection; ours are known.
+        family, kind, proto = listener.family, listener.type, listener.proto
+        raw_accept = listener._accept  # type: ignore[attr-defined]  # the C accept socket.accept wraps
+        loop = self._loop
         for _ in range(count):
             try:
-                conn, _address = listener.accept()
+                fd, _address = raw_accept()
             except (BlockingIOError, InterruptedError):
                 return  # queue empty: the usual case
             except ConnectionAbortedError:
@@ -99,20 +105,23 @@ class AcceptCatchUp:
                 # EMFILE/ENFILE/ENOBUFS: leave the rest queued; the next tick tries again.
                 log.warning("accept on %s failed: %s", _name(listener), exc)
                 return
+            conn = socket.socket(family, kind, proto, fileno=fd)
             conn.setblocking(False)
             self.accepted += 1
-            task = self._loop.create_task(self._attach(conn, factory, options))
-            self._pending.add(task)
-            task.add_done_callback(self._pending.discard)
+            task = loop.create_task(loop.connect_accepted_socket(factory, sock=conn, **options))
+            self._pending[task] = conn
+            task.add_done_callback(self._attached)
 
-    async def _attach(self, conn: socket.socket, factory: Callable[[], asyncio.BaseProtocol],
-                      options: dict[str, Any]) -> None:
-        try:
-            await self._loop.connect_accepted_socket(factory, sock=conn, **options)
-        except (OSError, TimeoutError):
-            # Reset before we could wrap it, or a TLS handshake that failed or timed out:
-            # the server's own path drops such a connection the same way.
-            conn.close()
+    def _attached(self, task: asyncio.Task[Any]) -> None:
+        conn = self._pending.pop(task)
+        exc = None if task.cancelled() else task.exception()
+        if exc is None:
+            return
+        # Reset before we could wrap it, or a TLS handshake that failed or timed out: the
+        # server's own path drops such a connection the same way. Anything else is a bug.
+        if not isinstance(exc, (OSError, TimeoutError)):
+            log.error("wrapping an accepted connection failed", exc_info=exc)
+        conn.close()
 
 
 # struct tcp_info: eight one-byte fields, then u32 rto, ato, snd_mss, rcv_mss, unacked; for a
