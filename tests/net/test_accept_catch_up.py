@@ -173,8 +173,9 @@ def test_libuv_alone_accepts_one_connection_per_iteration() -> None:
 
 def test_it_takes_only_connections_that_waited_a_whole_visit() -> None:
     """A connection libuv would accept an iteration later stays with libuv (its path costs
-    far less; docs/BENCHMARKS.md, issue 12): a visit takes only what was already queued at
-    the previous one. No server here accepts beside the catch-up, so each visit is seen."""
+    far less; docs/BENCHMARKS.md, "nginx-class in the hard cases"): a visit takes only what
+    was already queued at the previous one. No server here accepts beside the catch-up, so
+    each visit is seen."""
     if accept_queue_length(socket.socket()) is None:
         pytest.skip("the OS does not report a listening socket's accept queue")
 

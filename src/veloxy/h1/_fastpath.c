@@ -196,8 +196,8 @@ connection_tokens(const char *p, Py_ssize_t n, int *close, int *keep_alive)
 /* Whether any of the 8 bytes at p is below 0x20, DEL or above 0x7e: the bytes VCHAR
  * refuses, and HTAB. A value is scanned 8 bytes at a time with it (long browser values:
  * User-Agent, Accept, Cookie, at a byte-by-byte table lookup, were most of the instructions
- * a browser-like head adds; docs/BENCHMARKS.md, issue 12), and the bytes from the first
- * word it flags on go through the VCHAR table, which allows HTAB. The tests are exact
+ * a browser-like head adds; docs/BENCHMARKS.md, "nginx-class in the hard cases"), and the
+ * bytes from the first word it flags on go through the VCHAR table, which allows HTAB. The tests are exact
  * (no false negative, whatever the other bytes): with no byte below n, no subtraction
  * borrows across bytes, and the lowest byte below n (< 0x80) sets its high bit. */
 static inline int

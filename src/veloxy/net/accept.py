@@ -18,11 +18,11 @@ libuv keeps accepting on its own; both may accept from the same socket, the kern
 connection to exactly one of them.
 
 Only those that waited a whole visit: a connection taken here costs far more than one libuv
-accepts (a Python socket object, a task and uvloop's connect_accepted_socket coroutine: about
-88k more instructions per connection under callgrind, more than a whole keep-alive request;
-docs/BENCHMARKS.md, issue 12). Taking everything queued, as this did first, put 40-60 % of
-the connections of a Connection: close load on that path while libuv would have accepted
-them an iteration later. The queue's length is the listening socket's TCP_INFO `unacked`
+accepts (a Python socket object, a task and uvloop's connect_accepted_socket coroutine: more
+than a whole keep-alive request; docs/BENCHMARKS.md, "nginx-class in the hard cases").
+Taking everything queued, as this did first, put a large share of the connections of a
+Connection: close load on that path while libuv would have accepted them an iteration
+later. The queue's length is the listening socket's TCP_INFO `unacked`
 (Linux); a visit reads it (one getsockopt, 40 a second per listener) and accepts at most the
 number left queued at the previous visit, minus nothing libuv took since: those are at the
 front of the FIFO queue. Where TCP_INFO is not available every visit takes what is queued.
