@@ -37,6 +37,13 @@ Scenarios (``--scenarios``):
 ``close-c64``        ``Connection: close`` on every request, 64 connections (a TCP connect per
                      request on the client side; the proxy should still reuse upstream connections)
 ``browser-c64``      keep-alive, 64 connections, 10 browser-like request headers (~600 bytes)
+``body16k-c64``      keep-alive, 64 connections, 16 KiB responses (GET /?size=16384: the nginx
+                     origin serves a file of that size, ``veloxy origin`` makes the body)
+``body1m-c64``       the same with 1 MiB responses
+``post4k-c64``       keep-alive, 64 connections, POST with a 4 KiB body (a wrk Lua script)
+``rate10k-c1000``    the study's fixed rate: 1000 connections, 10,000 req/s in total, driven by
+                     ``veloxy bench -p 1 -R`` instead of wrk (latency from each request's
+                     intended send time, coordinated omission corrected)
 
 Measurements per cell
 ---------------------

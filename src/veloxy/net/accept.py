@@ -22,10 +22,12 @@ accepts (a Python socket object, a task and uvloop's connect_accepted_socket cor
 than a whole keep-alive request; docs/BENCHMARKS.md, "nginx-class in the hard cases").
 Taking everything queued, as this did first, put a large share of the connections of a
 Connection: close load on that path while libuv would have accepted them an iteration
-later. The queue's length is the listening socket's TCP_INFO `unacked`
-(Linux); a visit reads it (one getsockopt, 40 a second per listener) and accepts at most the
-number left queued at the previous visit, minus nothing libuv took since: those are at the
-front of the FIFO queue. Where TCP_INFO is not available every visit takes what is queued.
+later. The queue's length is the listening socket's TCP_INFO `unacked` (Linux); a visit
+reads it (one getsockopt, where the old visit made one accept4 that failed with EAGAIN) and
+accepts at most as many as were left queued at the previous visit: the queue is FIFO, so
+those that waited are at its front, and when libuv took some of them meanwhile the count is
+only an upper bound (a visit then also takes a few that arrived since, which is harmless).
+Where TCP_INFO is not available every visit takes what is queued, as before.
 """
 
 from __future__ import annotations
