@@ -11,7 +11,7 @@ from the rest, and the requests still unanswered at the end.
 
 What it found (docs/BENCHMARKS.md, "Accepting under load"): uvloop's libuv accepts one
 connection per loop iteration, so a burst against a loaded server drained at a few dozen
-connections a second; net/accept.py catches up with the queue every 50 ms.
+connections a second; net/accept.py now accepts in batches itself.
 """
 
 from __future__ import annotations

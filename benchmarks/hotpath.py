@@ -7,6 +7,7 @@ benchmark, proxy_compare.py, includes). It is steady to within a few percent eve
 machine, so it is the tool for judging a change to the hot path.
 
     python benchmarks/hotpath.py [--requests 200000] [--variant minimal|browser|both]
+                                 [--admission none|rate_limit|max_concurrent|shed|...]
 
 It uses the C fast lane (h1/_fastpath.c) when it is built; `VELOXY_PURE_PYTHON=1` in the
 environment measures the llhttp parsers alone, for comparison.
@@ -68,14 +69,28 @@ BROWSER_HEADERS = (
 )
 
 
+#: What the route admits requests with (proxy/admission.py): (route settings, limits). The
+#: limits are far above what one client sends here, so every request is admitted: the
+#: cost of checking, not of refusing.
+ADMISSION: dict[str, tuple[dict, dict]] = {
+    "none": ({}, {}),
+    "rate_limit": ({"rate_limit": {"rate": "100000000/s"}}, {}),
+    "rate_limit_route": ({"rate_limit": {"rate": "100000000/s", "key": "route"}}, {}),
+    "max_concurrent": ({"max_concurrent": 1000}, {}),
+    "shed": ({}, {"shed": {"loop_lag": "200ms", "queue": 1000}}),
+}
+
+
 class Wiring:
     """A client connection and a pooled upstream connection of one ProxyApp, on memory
     transports; `proxy_one()` feeds one request and its response through them. Also used
     by tests/proxy/test_hot_path_budget.py, which holds the hot path to its budget."""
 
-    def __init__(self, browser: bool, balance: str = "round_robin") -> None:
+    def __init__(self, browser: bool, balance: str = "round_robin",
+                 admission: str = "none") -> None:
         sweeper = sweeper_for(asyncio.get_running_loop())
-        config = parse_config({"routes": [{"upstream": "app"}],
+        route, limits = ADMISSION[admission]
+        config = parse_config({"routes": [{"upstream": "app", **route}], "limits": limits,
                                "upstreams": {"app": {"servers": ["http://127.0.0.1:9"],
                                                      "balance": balance}}})
         self.app = app = ProxyApp(config, sweeper)
@@ -102,8 +117,8 @@ class Wiring:
         self.upstream.data_received(self.response)
 
 
-async def measure(requests: int, browser: bool) -> float:
-    wiring = Wiring(browser)
+async def measure(requests: int, browser: bool, admission: str = "none") -> float:
+    wiring = Wiring(browser, admission=admission)
     for _ in range(1000):  # warm up
         wiring.proxy_one()
     up_written, down_written = wiring.up_transport.written, wiring.down_transport.written
@@ -128,6 +143,9 @@ def main() -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--requests", type=int, default=200_000)
     parser.add_argument("--variant", choices=["minimal", "browser", "both"], default="both")
+    parser.add_argument("--admission", choices=sorted(ADMISSION), default="none",
+                        help="the route's rate limit, in-flight cap or load shedding "
+                             "(proxy/admission.py); default none")
     args = parser.parse_args()
     from veloxy.h1.parser import FAST_LANE
     from veloxy.net import loop
@@ -137,7 +155,7 @@ def main() -> None:
 
     variants = {"minimal": (False,), "browser": (True,), "both": (False, True)}[args.variant]
     for browser in variants:
-        us = loop.run(measure(args.requests, browser))
+        us = loop.run(measure(args.requests, browser, args.admission))
         kind = "browser-like (11 headers)" if browser else "minimal (Host only)"
         print(f"{kind:28} {us:6.2f} µs of Python CPU per proxied request")
 

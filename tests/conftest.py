@@ -79,3 +79,40 @@ def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None
         _refused.clear()
         raise AssertionError(f"{item.nodeid} is not marked @pytest.mark.process but started "
                              f"{refused}")
+
+
+# -- other platforms (.github/workflows/test.yml: macOS and Windows) -------------------------
+
+#: Test files that read what only Linux has, skipped elsewhere with the reason. Whole files,
+#: on purpose: these were never run on another OS (no runner reachable from here), so the
+#: first macOS run should report skips, not mysteries.
+LINUX_ONLY = {
+    "tests/proxy/test_workers.py": "counts worker processes and their sockets in /proc",
+    "tests/proxy/test_origin.py": "samples the proxy's memory in /proc",
+    "tests/proxy/test_streaming.py": "samples the proxy's memory in /proc",
+    "tests/loadgen/test_demo.py": "finds the demo's processes and CPU in /proc",
+    "tests/lab/test_suite_run.py": "reads the targets' CPU and memory in /proc",
+    "tests/fleet/": "network namespaces (ip netns) and HAProxy",
+}
+#: On Windows, besides: the harness (tests/support/proc.py) starts programs in their own
+#: POSIX session and stops them with SIGTERM, and these use POSIX signals or pipes directly.
+POSIX_ONLY = {
+    "tests/proxy/test_worker_handoff.py": "raises SIGTERM/SIGHUP in this process",
+    "tests/install/test_venv_script.py": "bash scripts (scripts/*.ps1 on Windows)",
+}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if sys.platform.startswith("linux"):
+        return
+    windows = sys.platform == "win32"
+    for item in items:
+        path = Path(str(item.path)).resolve().relative_to(REPO).as_posix()
+        reasons = [why for prefix, why in LINUX_ONLY.items() if path.startswith(prefix)]
+        if windows:
+            reasons += [why for prefix, why in POSIX_ONLY.items() if path.startswith(prefix)]
+            if item.get_closest_marker("process"):
+                reasons.append("starts programs through tests/support/proc.py or signals "
+                               "them with POSIX signals")
+        if reasons:
+            item.add_marker(pytest.mark.skip(reason=f"{sys.platform}: {reasons[0]}"))

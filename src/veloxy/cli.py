@@ -50,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
         "serve", help="run the reverse proxy",
         description="Run the reverse proxy. Flags alone build one route \"/\" to one upstream "
         "group of the --upstream URLs; with --config they override the file's listen, "
-        "workers and admin.",
+        "workers, workers_mode and admin.",
     )
     serve.add_argument("--config", "-c", metavar="FILE", help="YAML config file")
     serve.add_argument("--listen", "-l", metavar="HOST:PORT", action="append",
@@ -59,6 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="upstream server, e.g. http://127.0.0.1:9001 (repeatable)")
     serve.add_argument("--workers", "-w", metavar="N|auto",
                        help="worker processes (default 1; auto = usable CPUs)")
+    serve.add_argument("--workers-mode", choices=["auto", "fork", "spawn"],
+                       help="how workers start: fork (POSIX) or spawn fresh interpreters "
+                       "handed the listening sockets (Windows); default auto")
     serve.add_argument("--admin", metavar="HOST:PORT", help="admin listener address")
     serve.add_argument("--watch", action="store_true",
                        help="reload when the --config file changes (also a Kubernetes "
@@ -136,9 +139,11 @@ def _load_serve_config(args: argparse.Namespace):
             raise ConfigError([("--upstream", "give upstreams in the config file when "
                                               "--config is used")])
         config = load_config(args.config)
-        return apply_overrides(config, args.listen, args.workers, args.admin)
-    return config_from_flags(args.listen or ["127.0.0.1:8080"], args.upstream or [],
-                             args.workers, args.admin)
+        return apply_overrides(config, args.listen, args.workers, args.admin,
+                               args.workers_mode)
+    config = config_from_flags(args.listen or ["127.0.0.1:8080"], args.upstream or [],
+                               args.workers, args.admin)
+    return apply_overrides(config, workers_mode=args.workers_mode)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -164,7 +169,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
         addresses = [(a.host, a.port) for a in config.listen]
         return run_servers(addresses, workers, make_app, config.limits, "veloxy",
-                           tuning=config.tuning, ops=ops, secure=_secure_listeners(config))
+                           tuning=config.tuning, ops=ops, secure=_secure_listeners(config),
+                           workers_mode=config.workers_mode)
 
 
 def _secure_listeners(config: Any) -> dict[str, Any] | None:
@@ -181,7 +187,7 @@ def _secure_listeners(config: Any) -> dict[str, Any] | None:
 def run_servers(addresses: list[tuple[str, int]], workers: int,
                 make_app: Callable, limits: object, what: str, *,
                 tuning: Any = None, ops: Any = None,
-                secure: dict[str, Any] | None = None) -> int:
+                secure: dict[str, Any] | None = None, workers_mode: str = "auto") -> int:
     """One process serving `addresses`, or a supervisor of `workers` processes.
 
     `tuning` (config.Tuning): listen backlog and client socket buffers for the listeners,
@@ -189,7 +195,7 @@ def run_servers(addresses: list[tuple[str, int]], workers: int,
     (admin.launch.ProxyOps): the admin listener's address, served after `addresses`, and
     the hook that runs metrics, reload and the admin API in each serving process.
     `secure`: the TLS and HTTP/2 arguments of server.serve (tls, h2c, http2), from
-    `_secure_listeners`."""
+    `_secure_listeners`. `workers_mode`: config `workers_mode` (workers.py)."""
     served = len(addresses)
     extra = ops.extra_addresses() if ops is not None else []
     addresses = addresses + extra
@@ -215,11 +221,20 @@ def run_servers(addresses: list[tuple[str, int]], workers: int,
     def attach(sockets: list[socket.socket]) -> Any:
         return ops.attach(sockets[served] if extra else None) if ops is not None else None
 
-    if workers > 1 and not workers_mod.CAN_FORK:
+    def worker_main(sockets: list[socket.socket], ready: Callable[[], None]) -> None:
+        loop.run(serve(sockets[:served], make_app, limits,  # type: ignore[arg-type]  # make_app returns a ProxyApp, an Application in all but name
+                       ready=ready, tuning=tuning, attach=attach(sockets),
+                       **(secure or {})))
+
+    mode = workers_mod.AUTO_MODE if workers_mode == "auto" else workers_mode
+    if mode == "fork" and not workers_mod.CAN_FORK:
         logging.getLogger("veloxy").warning(
-            "workers: %d asked, but this platform cannot fork; serving with 1 process",
-            workers)
-        workers = 1
+            "workers_mode: fork asked, but this platform cannot fork; spawning the workers")
+        mode = "spawn"
+    if workers > 1 and workers_mod.is_spawned_worker():
+        return workers_mod.run_spawned_worker(
+            lambda sockets, ready: worker_main(sockets, ready),
+            adopt=ops.adopt if ops is not None else None)
     if workers == 1:
         sockets = [listen_socket(host, port, **listen_options) for host, port in addresses]
         loop.run(serve(sockets[:served], make_app, limits,  # type: ignore[arg-type]  # make_app returns a ProxyApp, an Application in all but name
@@ -227,11 +242,13 @@ def run_servers(addresses: list[tuple[str, int]], workers: int,
                        **(secure or {})))
         return 0
 
-    def worker_main(sockets: list[socket.socket], ready: Callable[[], None]) -> None:
-        loop.run(serve(sockets[:served], make_app, limits,  # type: ignore[arg-type]  # make_app returns a ProxyApp, an Application in all but name
-                       ready=ready, tuning=tuning, attach=attach(sockets),
-                       **(secure or {})))
-
+    if mode == "spawn":
+        # The workers run this same command line and pick up at is_spawned_worker() above.
+        return workers_mod.SpawnSupervisor(
+            addresses, workers, [sys.executable, "-m", "veloxy", *sys.argv[1:]], announce,
+            listen_options=listen_options,
+            on_reload=ops.supervisor_reload if ops is not None else None,
+            extra=ops.handoff if ops is not None else None).run()
     if tuning is not None:
         apply_gc(tuning.gc)  # before the fork: the workers inherit a frozen heap
     return workers_mod.Supervisor(

@@ -88,6 +88,8 @@ class Plan:
     backlog: int = DEFAULT_BACKLOG
     recv_buffer: int | None = None
     send_buffer: int | None = None
+    #: limits.max_connections (None: sized from RLIMIT_NOFILE at start, net/accept.py).
+    max_connections: int | None = None
 
     @property
     def clients_per_worker(self) -> int:
@@ -140,7 +142,8 @@ def plan_from(config_path: str | None, connections: int | None,
                 upstream_per_server=min(conns, per_server), upstream_loopback=loopback,
                 source=config_path, backlog=config.tuning.backlog,
                 recv_buffer=max((s.recv_buffer for s in sides if s.recv_buffer), default=None),
-                send_buffer=max((s.send_buffer for s in sides if s.send_buffer), default=None))
+                send_buffer=max((s.send_buffer for s in sides if s.send_buffer), default=None),
+                max_connections=config.limits.max_connections)
 
 
 def _server_host(server: Any) -> str:
@@ -422,6 +425,39 @@ def check_nofile(r: LinuxReadings, plan: Plan) -> Finding:
     return Finding(name, "fail", shown, f">= {need}", why, command)
 
 
+def check_max_connections(r: LinuxReadings, plan: Plan) -> Finding:
+    """limits.max_connections against `ulimit -n`: each client connection may need an
+    upstream one beside it (to each upstream server at most the pool's cap), plus the
+    process's own descriptors; beyond the limit accept() fails with EMFILE."""
+    from veloxy.net.accept import default_max_connections
+
+    name = "limits.max_connections vs ulimit -n"
+    soft = r.nofile_soft
+    if plan.max_connections is None:
+        if soft is None or soft >= 2**62:
+            return Finding(name, "ok", "default (no descriptor limit)", "-",
+                           "the default follows the descriptor limit")
+        cap = default_max_connections(soft)
+        return Finding(name, "ok", f"default: {cap} per worker ((nofile - 64) // 2)",
+                       f"<= {soft} descriptors", "sized from ulimit -n at start, leaving "
+                       "one descriptor per client for its upstream connection")
+    cap = plan.max_connections
+    upstream = min(cap, plan.upstream_per_server) * plan.upstream_servers
+    need = cap + upstream + FD_MARGIN
+    current = f"{cap} per worker (needs about {need} descriptors: {cap} clients + " \
+              f"{upstream} upstream + {FD_MARGIN})"
+    why = ("past the descriptor limit accept() fails with EMFILE (veloxy then backs off) "
+           "and proxied requests fail for want of an upstream connection")
+    if soft is None:
+        return Finding(name, "warn", current, f"ulimit -n >= {need}", why)
+    if soft >= need:
+        return Finding(name, "ok", current, f"ulimit -n >= {need}", why)
+    fits = max(16, (soft - FD_MARGIN) // (1 + plan.upstream_servers))
+    return Finding(name, "warn", current, f"ulimit -n >= {need}", why,
+                   f"ulimit -n {need}, or limits.max_connections: {fits}, or leave it out "
+                   "(sized from ulimit -n)")
+
+
 def _fmt_limit(value: int | None) -> str:
     if value is None:
         return "unknown"
@@ -510,7 +546,8 @@ def check_time_wait(r: LinuxReadings, plan: Plan) -> Finding:
 
 LINUX_CHECKS: tuple[Callable[[LinuxReadings, Plan], Finding], ...] = (
     check_somaxconn, check_syn_backlog, check_port_range, check_tw_reuse, check_fin_timeout,
-    check_file_max, check_nofile, check_cpu, check_loop, check_httptools, check_fast_lane,
+    check_file_max, check_nofile, check_max_connections, check_cpu, check_loop,
+    check_httptools, check_fast_lane,
     check_time_wait,
     check_backlog, check_rmem_max, check_wmem_max,
 )

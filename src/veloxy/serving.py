@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from veloxy.config import DEFAULT_BACKLOG
-from veloxy.net.accept import AcceptCatchUp, needs_accept_catch_up
+from veloxy.net.accept import Acceptor, default_max_connections, descriptor_limit
 from veloxy.net.listen import format_address
 from veloxy.net.server_connection import (
     Application,
@@ -75,21 +75,18 @@ async def serve(
     def factory() -> ServerConnection:
         return conn_class(app, limits, sweeper, registry)
 
-    servers = []
-    # libuv accepts one connection per loop iteration: see net/accept.py.
-    catch_up = AcceptCatchUp(loop) if needs_accept_catch_up(loop) else None
+    # veloxy accepts itself, capped at limits.max_connections: see net/accept.py.
+    acceptor = Acceptor(loop, registry, max_connections=max_connections(limits))
     for index, sock in enumerate(sockets):
+        sock.listen(backlog)  # (again: the backlog is tuning's, also for given sockets)
+        sock.setblocking(False)
         listener_tls = tls[index] if tls else None
         if listener_tls is None and not (h2c and h2c[index]):
-            servers.append(await loop.create_server(factory, sock=sock, backlog=backlog))
-            if catch_up is not None:
-                catch_up.watch(sock, factory)
+            acceptor.watch(sock, factory)
             continue
-        servers.append(await _create_secure_server(
-            loop, app, limits, http2, sweeper, registry, conn_class, sock, backlog,
-            listener_tls, bool(h2c and h2c[index]), catch_up))
-    if catch_up is not None:
-        catch_up.start()
+        _watch_secure(acceptor, app, limits, http2, sweeper, registry, conn_class, sock,
+                      listener_tls, bool(h2c and h2c[index]))
+    acceptor.start()
     if tls and any(tls):
         _reload_certificates_on(loop, app, list(tls), own_signal=attach is None)
     detach = await attach(app, registry) if attach is not None else None
@@ -106,9 +103,7 @@ async def serve(
         await stop.wait()
         await _drain(registry, getattr(limits, "shutdown_delay", 0.0))
     finally:
-        if catch_up is not None:
-            catch_up.stop()
-        await _shutdown(servers, registry, limits, app)
+        await _shutdown(acceptor, registry, limits, app)
         if detach is not None:
             await detach()
         sweeper.close()
@@ -136,10 +131,18 @@ async def _drain(registry: ConnectionRegistry, delay: float) -> None:
     await asyncio.sleep(delay)
 
 
-async def _shutdown(servers: list[asyncio.Server], registry: ConnectionRegistry,
+def max_connections(limits: Any) -> int:
+    """limits.max_connections, or its default sized from RLIMIT_NOFILE (net/accept.py)."""
+    configured = getattr(limits, "max_connections", None)
+    if configured is not None:
+        return int(configured)
+    nofile = descriptor_limit()
+    return default_max_connections(nofile) if nofile is not None else 1 << 30
+
+
+async def _shutdown(acceptor: Acceptor, registry: ConnectionRegistry,
                     limits: ServerLimits, app: Application) -> None:
-    for server in servers:
-        server.close()  # stop accepting; open connections are ours to close
+    acceptor.stop()  # stop accepting, close the listeners; open connections are ours to close
     registry.begin_shutdown()
     timeout = getattr(limits, "shutdown_timeout", 30.0)
     if registry.drained is not None and registry.connections:
@@ -157,11 +160,9 @@ async def _shutdown(servers: list[asyncio.Server], registry: ConnectionRegistry,
     await asyncio.sleep(0)  # let the transports' close callbacks run
 
 
-async def _create_secure_server(loop: asyncio.AbstractEventLoop, app: Application,
-                                limits: ServerLimits, http2: Any, sweeper: Any,
-                                registry: ConnectionRegistry, conn_class: Any,
-                                sock: socket.socket, backlog: int, listener_tls: Any,
-                                h2c: bool, catch_up: AcceptCatchUp | None) -> asyncio.Server:
+def _watch_secure(acceptor: Acceptor, app: Application, limits: ServerLimits, http2: Any,
+                  sweeper: Any, registry: ConnectionRegistry, conn_class: Any,
+                  sock: socket.socket, listener_tls: Any, h2c: bool) -> None:
     """A TLS listener (HTTP/1.1 or HTTP/2 by ALPN, X-Forwarded-Proto https) or a cleartext
     one that also takes h2c: their connections pick a protocol first (http2/select.py)."""
     from veloxy.http2.select import protocol_factory
@@ -175,9 +176,7 @@ async def _create_secure_server(loop: asyncio.AbstractEventLoop, app: Applicatio
     options: dict[str, Any] = {} if listener_tls is None else {
         "ssl": listener_tls.context, "ssl_handshake_timeout": limits.header_timeout,
         "ssl_shutdown_timeout": SSL_SHUTDOWN_TIMEOUT}
-    if catch_up is not None:
-        catch_up.watch(sock, factory, **options)
-    return await loop.create_server(factory, sock=sock, backlog=backlog, **options)
+    acceptor.watch(sock, factory, **options)
 
 
 def _reload_certificates_on(loop: asyncio.AbstractEventLoop, app: Any, contexts: list[Any],

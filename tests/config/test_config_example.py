@@ -73,6 +73,8 @@ limits:
   idle_timeout: 1m
   shutdown_timeout: 30s
   shutdown_delay: 0s
+  max_connections: null
+  shed: null
 routes:
 - match:
     host: api.example.com

@@ -112,6 +112,10 @@ CASES = [
     ("file_max", {"file_max": 1000}, {}, "fail"),
     ("nofile", {"nofile_soft": 1024}, {}, "fail"),
     ("nofile", {"nofile_soft": 1024, "nofile_hard": 1024}, {"connections": 400}, "ok"),
+    ("max_connections", {"nofile_soft": 1024}, {"max_connections": 480}, "ok"),
+    ("max_connections", {"nofile_soft": 1024}, {"max_connections": 3000}, "warn"),
+    ("max_connections", {"nofile_soft": 1024}, {"max_connections": 481}, "warn"),
+    ("max_connections", {"nofile_soft": 1024}, {}, "ok"),
     ("cpu", {"usable_cpus": 2}, {"workers": 4}, "warn"),
     ("cpu", {"usable_cpus": 1, "cpu_quota": 1.5}, {}, "warn"),
     ("cpu", {"usable_cpus": 2, "cpu_quota": 2.0}, {"workers": 2}, "ok"),
@@ -159,6 +163,17 @@ def test_nofile_needs_clients_and_upstreams_per_worker() -> None:
     assert plan.clients_per_worker == 3125  # 10000 / 4 with 25 % for uneven hashing
     assert plan.fds_per_worker == 3125 * 2 + doctor.FD_MARGIN
     assert plan.ports_per_upstream == 10_000  # never more than the clients
+
+
+def test_max_connections_is_related_to_ulimit_n() -> None:
+    """Twice the cap (a client and its upstream connection) plus the margin must fit: the
+    finding says how many descriptors, and what cap would fit."""
+    finding = doctor.check_max_connections(replace(GOOD, nofile_soft=1024),
+                                           replace(PLAN, max_connections=3000))
+    assert "4064 descriptors" in finding.current  # 3000 + min(3000, pool 1000) + 64
+    assert finding.command is not None and "max_connections: 480" in finding.command
+    default = doctor.check_max_connections(replace(GOOD, nofile_soft=1024), PLAN)
+    assert "480 per worker" in default.current
 
 
 # -- Windows, from injected registry values ---------------------------------------------------

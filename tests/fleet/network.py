@@ -20,6 +20,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -31,6 +32,8 @@ SUBNET = "10.213.0"  # a /24 that exists only inside the namespaces
 
 def missing_requirements() -> str | None:
     """Why the fleet test cannot run here, or None."""
+    if not sys.platform.startswith("linux"):
+        return f"network namespaces are Linux-only (this is {sys.platform})"
     if os.geteuid() != 0:
         return "network namespaces need root (CI runs as root)"
     if shutil.which("ip") is None:

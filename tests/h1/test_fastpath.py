@@ -817,6 +817,7 @@ STATE_CASES = {
     "declined-after-fast": OK_200 + CHUNKED_200,
     "informational": b"HTTP/1.1 100 Continue\r\n\r\n" + OK_200,
     "close-delimited": b"HTTP/1.1 200 OK\r\n\r\nabc",
+    "200-empty": b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n" + OK_200,
 }
 
 
@@ -839,8 +840,15 @@ def test_idle_agrees_after_every_read(data: bytes) -> None:
         assert [s[0] for s in fast.states] == [s[0] for s in slow.states], pieces
 
 
-@pytest.mark.parametrize("data", [OK_200, OK_200 + NO_CONTENT, CHUNKED_200],
-                         ids=["200", "200-204", "chunked"])
+EMPTY_200 = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"
+
+
+@pytest.mark.parametrize("data", [OK_200, OK_200 + NO_CONTENT, CHUNKED_200, EMPTY_200,
+                                  EMPTY_200 + OK_200 + EMPTY_200,
+                                  b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n",
+                                  NO_CONTENT + EMPTY_200 + NOT_MODIFIED],
+                         ids=["200", "200-204", "chunked", "200-empty", "empty-200-empty",
+                              "404-empty", "204-empty-304"])
 def test_in_body_and_idle_agree_inside_the_callbacks(data: bytes) -> None:
     """The handler may look at the parser from its callbacks (the upstream connection asks
     `idle` when the sink releases it)."""

@@ -101,3 +101,36 @@ def test_raw_samples_of_all_processes_make_the_reported_histogram(
     assert reported.get_value_at_percentile(99) == whole.get_value_at_percentile(99)
     assert os.environ.get(RAW_SAMPLES_ENV)  # (monkeypatch restores it)
     json.dumps(document(outcome))  # JSON-serialisable as is
+
+
+def _chunked_every_third(req: Request, conn: Conn) -> bytes | None:
+    """Every third answer chunked (the C fast lane declines it to the status-only parser),
+    every fifth a 404: the generator must count each exactly, whichever parser read it."""
+    n = int(req.target.rsplit("=", 1)[1]) if "=" in req.target else len(conn.requests)
+    if n % 3 == 0:
+        return (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+                b"3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n")
+    return response(404 if n % 5 == 0 else 200, b"ok")
+
+
+@pytest.mark.parametrize("pure_python", [False, True], ids=["fast-lane", "python-parser"])
+def test_declined_and_non_200_answers_are_counted(backends: BackendStarter, pure_python: bool,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    from veloxy.h1 import parser
+    monkeypatch.setattr(parser, "FAST_LANE", parser.FAST_LANE and not pure_python)
+    server = backends.serving(_chunked_every_third)
+    outcome = run_bench(BenchSettings(url=server.url + "/", connections=2, duration=0.6,
+                                      processes=1))
+    doc = document(outcome)
+    per_conn = [len(c.requests) for c in server.connections]
+    got = sum(per_conn)
+    # Statuses as the backend chose them, connection by connection (its n-th request).
+    not_found = sum(sum(1 for n in range(1, k + 1) if n % 5 == 0 and n % 3) for k in per_conn)
+    assert doc["requests"]["completed"] == got > 20
+    errors = doc["errors"]
+    assert errors["connect"] == errors["read"] == errors["write"] == errors["timeout"] == 0
+    assert doc["status_codes"].get("404", 0) == errors["status"] == not_found > 0
+    chunked = sum(k // 3 for k in per_conn)
+    assert chunked > 5
+    # Keep-alive held through the chunked answers: no connection was reopened.
+    assert server.accepted == 2 + 1

@@ -6,6 +6,7 @@ so a counter that counts twice, misses a path, or sees one worker only, fails.
 
 from __future__ import annotations
 
+import resource
 import time
 
 import pytest
@@ -14,6 +15,7 @@ from tests.observe.conftest import admin_port, scrape, status, value
 from tests.support.backends import ok_script, response, serve
 from tests.support.client import Client, get, refusing_port
 from tests.support.config import prefix_routes, proxy_config
+from veloxy.net.accept import default_max_connections
 
 pytestmark = [pytest.mark.timeout(40), pytest.mark.process]
 
@@ -51,6 +53,12 @@ def test_counts_summed_over_two_workers(proxy_with_admin, make_backend):
     reused = value(after, "veloxy_upstream_pool_connections_reused_total", **server)
     assert created + reused == n_ok  # every upstream request took a new or a pooled one
     assert 1 <= created <= 2  # one per worker, sequential requests
+    # limits.max_connections left out: each worker's cap follows `ulimit -n` (inherited)
+    nofile = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    assert value(after, "veloxy_downstream_connections_max") == 2 * default_max_connections(
+        nofile)
+    assert value(after, "veloxy_downstream_connection_limit_reached_total") == 0
+    assert value(after, "veloxy_downstream_accept_backoffs_total") == 0
     assert value(after, "process_open_fds") > 0
     assert value(after, "process_resident_memory_bytes") > 1_000_000
     # The scrape that lands on the other worker sees the same totals.

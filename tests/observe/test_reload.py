@@ -117,7 +117,11 @@ def invalid_file_changes_nothing(proxy, admin: int, valid: dict) -> None:
     assert value(scrape(admin), "veloxy_config_reloads_total", result="ok") == 0
 
 
-def test_reload_under_load_with_two_workers(proxy_with_admin, make_backend):
+@pytest.mark.parametrize("workers_mode", ["fork", "spawn"])
+def test_reload_under_load_with_two_workers(proxy_with_admin, make_backend, start_proxy,
+                                            workers_mode):
+    # spawn: POST /reload and SIGHUP reach the workers through the supervisor's pipes
+    start_proxy.workers_mode = workers_mode
     a = make_backend(ok_script(b"A"), name="a")
     b = make_backend(ok_script(b"B"), name="b")
     to_a = proxy_config({"a": a, "b": b}, routes=prefix_routes({"/": "a"}))

@@ -20,6 +20,8 @@ class _App:
 
 
 class _Route:
+    admission = None  # (no rate limit, cap or shedding: proxy/admission.py)
+
     def __init__(self, handle: RouteMetrics) -> None:
         self.metrics = handle
 

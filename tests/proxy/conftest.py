@@ -51,6 +51,9 @@ class ProxyStarter:
         self.loop = loop
         self.tmp_path = tmp_path
         self.started: list[VeloxyProcess] = []
+        #: --workers-mode with --workers (fork, spawn): tests/proxy/test_workers.py runs in
+        #: both; VELOXY_TEST_WORKERS_MODE=spawn runs every multi-worker test spawned.
+        self.workers_mode: str | None = os.environ.get("VELOXY_TEST_WORKERS_MODE") or None
 
     def __call__(self, *upstreams: Any, config: dict | str | None = None,
                  workers: int | None = None, args: list[str] | tuple = (),
@@ -65,6 +68,8 @@ class ProxyStarter:
                 argv += ["--upstream", up if isinstance(up, str) else up.url]
         if workers is not None:
             argv += ["--workers", str(workers)]
+            if self.workers_mode is not None:
+                argv += ["--workers-mode", self.workers_mode]
         proc = VeloxyProcess(argv + list(args), self.loop, env=env)
         self.started.append(proc)
         return proc.wait_ready(ready_timeout)

@@ -219,3 +219,53 @@ def test_the_inlined_counting_matches_its_specification(monkeypatch) -> None:
     assert route.metrics.sum == pytest.approx(sum(s for _, s, _ in cases))
     assert server.metrics.codes[200] == 3 and server.metrics.buckets == expected_server
     assert server.metrics.sum == pytest.approx(0.0004 + 0.0005 + 0.1 + 30.0 + 3.5)
+
+
+@pytest.mark.parametrize("admission", ["none", "shed"])
+def test_routes_without_a_rate_limit_or_cap_make_no_admission_call(admission: str) -> None:
+    """A route without rate_limit and max_concurrent, in a proxy without limits.shed, has
+    no Admission: the common path is the same as before admission existed (one attribute
+    test). With shedding on, every route asks: one call (docs/BENCHMARKS.md, "Rate limits
+    and load shedding")."""
+    calls: dict[str, int] = {}
+
+    async def run() -> None:
+        w = Wiring(False, admission=admission)
+        assert (w.app.router.routes[0].admission is None) == (admission == "none")
+        for _ in range(5):
+            w.proxy_one()
+
+        def profile(frame: FrameType, event: str, arg: Any) -> None:
+            if event == "call" and frame.f_code.co_filename.startswith(SRC):
+                calls[frame.f_code.co_qualname] = calls.get(frame.f_code.co_qualname, 0) + 1
+
+        sys.setprofile(profile)
+        try:
+            w.proxy_one()
+        finally:
+            sys.setprofile(None)
+
+    asyncio.run(run())
+    assert calls.get("Admission.admit", 0) == (0 if admission == "none" else 1), calls
+
+
+def test_the_in_flight_count_given_back_inline_balances_every_admission() -> None:
+    """Admission.admit takes a place for every exchange it sees, refused or not, and
+    log_exchange gives it back inline: after requests answered and refused, none is held."""
+    from veloxy.proxy.admission import MAX_CONCURRENT
+
+    async def run() -> None:
+        wiring = Wiring(False, admission="max_concurrent")
+        admission = wiring.app.router.routes[0].admission
+        assert admission is not None and admission.max_concurrent == 1000
+        for _ in range(5):
+            wiring.proxy_one()
+        assert admission.in_flight == 0
+        admission.max_concurrent = 0  # every request is refused now
+        wiring.down.data_received(wiring.request)
+        assert wiring.down_transport.written[-1].startswith(b"HTTP/1.1 503 ")
+        assert b"Retry-After: 1\r\n" in wiring.down_transport.written[-1]
+        assert admission.in_flight == 0
+        assert wiring.app.router.routes[0].metrics.refused == {MAX_CONCURRENT: 1}
+
+    asyncio.run(run())

@@ -15,6 +15,13 @@ from veloxy.lab.procs import established_inodes, socket_inodes, tree_pids
 pytestmark = [pytest.mark.timeout(40), pytest.mark.process]
 
 
+@pytest.fixture(autouse=True, params=["fork", "spawn"])
+def workers_mode(request: pytest.FixtureRequest, start_proxy) -> str:
+    """Every test here in both worker modes (config workers_mode, workers.py)."""
+    start_proxy.workers_mode = request.param
+    return request.param
+
+
 def wait_children(proxy, n: int, timeout: float = 5.0,
                   exclude: set[int] = frozenset()) -> list[int]:
     deadline = time.monotonic() + timeout

@@ -25,7 +25,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from veloxy.lab.procs import child_pids, session_members, status_kib, tree_pids
@@ -64,6 +64,15 @@ def _die_with_parent() -> None:
         _prctl(1, int(signal.SIGKILL))  # 1 = PR_SET_PDEATHSIG
 
 
+def _limited(nofile: int) -> Callable[[], None]:
+    def preexec() -> None:
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
+        _die_with_parent()
+    return preexec
+
+
 _live: set[VeloxyProcess] = set()
 
 
@@ -100,7 +109,9 @@ class VeloxyProcess:
     """One `veloxy` process (serve or origin)."""
 
     def __init__(self, args: list[str], loop: str | None, ready_prefix: str = "veloxy listening on",
-                 env: dict[str, str] | None = None, cwd: str | None = None) -> None:
+                 env: dict[str, str] | None = None, cwd: str | None = None,
+                 nofile: int | None = None) -> None:
+        """`nofile`: the child's RLIMIT_NOFILE (soft and hard), as `ulimit -n` would set."""
         self.args = args
         self.argv = base_command() + args
         self.ready_prefix = ready_prefix
@@ -113,7 +124,7 @@ class VeloxyProcess:
         self.proc = subprocess.Popen(
             self.argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             env=child_env(loop, env), cwd=cwd or str(REPO), start_new_session=True,
-            preexec_fn=_die_with_parent,
+            preexec_fn=_die_with_parent if nofile is None else _limited(nofile),
         )
         _live.add(self)
         self._threads = [

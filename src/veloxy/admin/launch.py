@@ -38,6 +38,7 @@ class ProxyOps:
         self._workers = workers
         self._announce = announce
         self.control_dir: str | None = None
+        self._own_dir: str | None = None  # made here, removed here
 
     # -- addresses ----------------------------------------------------------------------------
 
@@ -49,13 +50,25 @@ class ProxyOps:
     # -- the supervisor -----------------------------------------------------------------------
 
     def __enter__(self) -> ProxyOps:
-        if self._workers > 1 and self.config.admin is not None:
-            self.control_dir = tempfile.mkdtemp(prefix="veloxy-control-")
+        # A spawned worker gets the supervisor's directory in its handoff (`adopt`).
+        if (self._workers > 1 and self.config.admin is not None
+                and not workers_mod.is_spawned_worker()):
+            self.control_dir = self._own_dir = tempfile.mkdtemp(prefix="veloxy-control-")
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self.control_dir is not None:
-            shutil.rmtree(self.control_dir, ignore_errors=True)
+        if self._own_dir is not None:
+            shutil.rmtree(self._own_dir, ignore_errors=True)
+
+    def handoff(self) -> dict[str, Any]:
+        """What a spawned worker takes over from the supervisor (workers.Handoff.extra): the
+        config as last reloaded, and the control sockets' directory."""
+        return {"config": self.config, "control_dir": self.control_dir}
+
+    def adopt(self, handoff: dict[str, Any]) -> None:
+        """In a spawned worker: the supervisor's `handoff()`."""
+        self.config = handoff["config"]
+        self.control_dir = handoff["control_dir"]
 
     def supervisor_reload(self) -> None:
         """SIGHUP in the supervisor: the config for workers started from now on."""

@@ -116,10 +116,14 @@ def config_from_flags(listen: Sequence[str], upstreams: Sequence[str],
 
 
 def apply_overrides(config: Config, listen: Sequence[str] | None = None,
-                    workers: str | None = None, admin: str | None = None) -> Config:
-    """The file's config with --listen, --workers and --admin applied (only those given;
-    an empty --listen list counts as not given). Errors name the flag, not the file key."""
+                    workers: str | None = None, admin: str | None = None,
+                    workers_mode: str | None = None) -> Config:
+    """The file's config with --listen, --workers, --admin and --workers-mode applied (only
+    those given; an empty --listen list counts as not given). Errors name the flag, not the
+    file key."""
     updates = _flag_values(listen or (), workers, admin)
+    if workers_mode is not None:
+        updates["workers_mode"] = workers_mode
     if not updates:
         return config
     data: dict[str, object] = {name: getattr(config, name) for name in Config.model_fields}
@@ -142,7 +146,8 @@ def _flag_values(listen: Sequence[str], workers: str | None, admin: str | None
     return values
 
 
-_FLAG_PATHS = (("listen", "--listen"), ("workers", "--workers"), ("admin", "--admin"),
+_FLAG_PATHS = (("listen", "--listen"), ("workers_mode", "--workers-mode"),
+               ("workers", "--workers"), ("admin", "--admin"),
                ("upstreams.default.servers", "--upstream"))
 
 
@@ -298,11 +303,20 @@ def config_to_data(config: Config) -> dict[str, Any]:
             extra["protocol"] = g.protocol
         return extra
 
+    def route_limits(r: Any) -> dict[str, Any]:
+        extra: dict[str, Any] = {}
+        if r.rate_limit is not None:
+            extra["rate_limit"] = r.rate_limit.model_dump()
+        if r.max_concurrent is not None:
+            extra["max_concurrent"] = r.max_concurrent
+        return extra
+
     return {
         "listen": [listener(a) for a in config.listen],
         "workers": config.workers,
         "admin": str(config.admin) if config.admin else None,
-        "limits": timing(config.limits),
+        "limits": {**timing(config.limits),
+                   "shed": timing(config.limits.shed) if config.limits.shed else None},
         "routes": [{
             "match": {
                 "host": r.match.host,
@@ -312,6 +326,7 @@ def config_to_data(config: Config) -> dict[str, Any]:
             },
             "upstream": r.upstream,
             "strip_prefix": r.strip_prefix,
+            **route_limits(r),
         } for r in config.routes],
         "upstreams": {name: {
             "servers": [server(s) for s in g.servers],

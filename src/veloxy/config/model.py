@@ -70,8 +70,10 @@ __all__ = [
     "OtelExport",
     "PassiveHealth",
     "PoolSettings",
+    "RateLimit",
     "Route",
     "RouteMatch",
+    "Shed",
     "SocketOptions",
     "TLSCertificate",
     "Timeouts",
@@ -145,6 +147,14 @@ def _int_in(lowest: int, highest: int | None = None) -> BeforeValidator:
                 else f"an integer >= {lowest}")
         raise ValueError(f"expected {want}, got {show(value)}")
     return BeforeValidator(check)
+
+
+def _optional_int_in(lowest: int) -> BeforeValidator:
+    check = _int_in(lowest).func
+
+    def optional(value: object) -> object:
+        return None if value is None else check(value)  # type: ignore[call-arg]  # a plain (value) validator
+    return BeforeValidator(optional)
 
 
 def _strict_bool(value: object) -> bool:
@@ -469,6 +479,43 @@ def _no_duplicate_addresses(addresses: tuple[ListenAddress, ...]) -> tuple[Liste
 # --- limits ----------------------------------------------------------------------------------
 
 
+def _optional_positive_duration(value: object) -> float | None:
+    return None if value is None else _positive_duration(value)
+
+
+def _optional_count(value: object) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+        return value
+    raise ValueError(f"expected an integer >= 1 or null, got {show(value)}")
+
+
+class Shed(_Model):
+    """Load shedding (Envoy's overload manager): while the worker is overloaded, a new
+    request gets 503 with Retry-After at once, before it is sent upstream or queued for a
+    connection, so the requests already taken in finish in time instead of all of them
+    waiting (proxy/admission.py). Each trigger is off when null; give at least one. Counted
+    in veloxy_requests_refused_total{reason="loop_lag"|"queue"}."""
+
+    loop_lag: Annotated[float | None, BeforeValidator(_optional_positive_duration)] = None
+    """Shed while the event loop runs this late or later: the lateness of the worker's
+    100 ms deadline tick (net/timers.py), taken at each tick, so a loop that stalled sheds
+    for the next 100 ms after the stall shows. Default null = off. 200ms suits most; below
+    ~50ms a garbage collection or a burst of TLS handshakes trips it."""
+    queue: Annotated[int | None, BeforeValidator(_optional_count)] = None
+    """Shed a route's new requests while this many requests or more wait for a connection to
+    its upstream group (summed over the group's servers: the waiters beyond each pool's
+    max_connections). Default null = off. The pool's own max_waiting refuses per server once
+    its queue is full; this refuses earlier, by group, and before the request is built."""
+
+    @model_validator(mode="after")
+    def _some_trigger(self) -> Shed:
+        if self.loop_lag is None and self.queue is None:
+            raise ValueError("expected loop_lag or queue (or leave shed out)")
+        return self
+
+
 class Limits(_Model):
     """Per-connection limits on what a client may send, and the server's timeouts.
 
@@ -512,6 +559,23 @@ class Limits(_Model):
     time). Default 0s: stop accepting at once. Set it to the balancer's time to notice
     (check interval x fall count, plus a margin); with a Kubernetes preStop sleep doing the
     endpoint part, a few seconds move the kept-alive clients off."""
+    max_connections: Annotated[int | None, _optional_int_in(1)] = None
+    """Most client connections open at once, per worker. At the cap veloxy stops accepting:
+    new connections wait in the kernel's accept queue (tuning.backlog), as with HAProxy's
+    maxconn, and are taken as soon as one closes; while some wait, veloxy asks kept-alive
+    connections to leave (Connection: close on their next response; closed at once when
+    idle between requests), as nginx closes idle ones. Default null: sized from the
+    descriptor limit (`ulimit -n`) at start, leaving one descriptor per client connection for
+    its upstream connection and 64 for the rest: (nofile - 64) // 2, e.g. 480 under
+    `ulimit -n 1024`. Set it lower to protect the upstreams, or raise `ulimit -n`
+    (`veloxy doctor` relates the two). Should accept() still fail for want of descriptors,
+    veloxy stops accepting for 0.1 s (doubling to 1 s) and logs it once. Not on Windows,
+    where the event loop's own server accepts (no cap, no back-off)."""
+    shed: Shed | None = None
+    """Load shedding: 503 at once for new requests while the event loop lags or an upstream
+    group's wait queue is long (see limits.shed). Default null = off, and then it costs
+    nothing per request; on, one Python call per request (docs/BENCHMARKS.md, "Rate limits
+    and load shedding"). A reload does not change it (limits need a restart)."""
 
 
 # --- routes ----------------------------------------------------------------------------------
@@ -613,6 +677,74 @@ class RouteMatch(_Model):
     request, so prefer host and path where they suffice."""
 
 
+
+_RATE_UNITS = {"s": 1, "m": 60, "h": 3600}
+
+
+def _rate(value: object) -> str:
+    """ "100/s", "6000/m", "10/h": requests per second, minute or hour, normalized."""
+    if isinstance(value, str):
+        count, sep, unit = value.replace(" ", "").partition("/")
+        if sep and count.isdigit() and int(count) >= 1 and unit in _RATE_UNITS:
+            return f"{int(count)}/{unit}"
+    raise ValueError(f'expected a rate like "100/s", "6000/m" or "10/h", got {show(value)}')
+
+
+def _rate_key(value: object) -> str:
+    """ "client_ip", "route" or "header:NAME" (the name lowercased)."""
+    if isinstance(value, str):
+        kind, sep, name = value.strip().partition(":")
+        if not sep and kind in ("client_ip", "route"):
+            return kind
+        if sep and kind == "header" and is_token(name):
+            return f"header:{name.lower()}"
+    raise ValueError(f'expected client_ip, route or "header:NAME", got {show(value)}')
+
+
+class RateLimit(_Model):
+    """A token bucket per key (client address, a header's value, or the whole route): a
+    request takes a token or gets 429 Too Many Requests, with Retry-After and the IETF
+    RateLimit-Policy and RateLimit fields. Buckets are per worker: with `workers: N` a key
+    may get up to N times the rate (and N bursts), as a client's connections spread over
+    the workers by the kernel (SO_REUSEPORT)."""
+
+    rate: Annotated[str, BeforeValidator(_rate)]
+    """Requests allowed per second, minute or hour once the burst is spent: "100/s",
+    "6000/m", "10/h". Required. Tokens come back continuously ("6000/m" is one every 10 ms),
+    not all at once at the start of a minute."""
+    burst: Annotated[int | None, BeforeValidator(_optional_count)] = None
+    """Most requests a key may send at once after being quiet (the bucket's size). Default
+    null = the rate's count ("100/s": 100). 1 spaces requests out evenly; a larger burst
+    lets clients that open a page fetch its parts together."""
+    key: Annotated[str, BeforeValidator(_rate_key)] = "client_ip"
+    """Whose bucket a request takes from: client_ip (the connection's peer address: behind
+    another proxy or a NAT, many clients share it), "header:NAME" (an API key, say; requests
+    without the header share one bucket), or route (one bucket for everyone). Default
+    client_ip."""
+    max_keys: Annotated[int, _int_in(1)] = 10000
+    """Most keys whose buckets are remembered per route and worker (least recently seen
+    forgotten first): the memory bound under a flood of distinct addresses or header values
+    (docs/BENCHMARKS.md gives the bytes per key). Exact while fewer keys than this are active
+    within the time a bucket takes to refill (burst / rate); beyond, a forgotten key starts
+    again with a full bucket. Default 10000."""
+
+    @property
+    def quota(self) -> tuple[int, int]:
+        """(requests, window in seconds) as written: "6000/m" is (6000, 60)."""
+        count, unit = self.rate.split("/")
+        return int(count), _RATE_UNITS[unit]
+
+    @property
+    def per_second(self) -> float:
+        count, window = self.quota
+        return count / window
+
+    @property
+    def bucket(self) -> int:
+        """The bucket's size: `burst`, or the rate's count."""
+        return self.burst if self.burst is not None else self.quota[0]
+
+
 class Route(_Model):
     """Send matching requests to an upstream group. Routes are tried in order; the first whose
     match holds wins, so put the most specific first."""
@@ -625,6 +757,14 @@ class Route(_Model):
     """Remove `match.path_prefix` from the path before forwarding, keeping a leading "/"
     (prefix "/api/", request "/api/users" -> "/users"). Default false: the upstream sees the
     client's path unchanged, which keeps absolute links in its responses right."""
+    rate_limit: RateLimit | None = None
+    """Token buckets by client address, header or route; beyond them 429 with Retry-After
+    (see routes[].rate_limit). Default null = no limit, at no cost per request."""
+    max_concurrent: Annotated[int | None, BeforeValidator(_optional_count)] = None
+    """Most requests of this route in flight at once per worker (from the complete request
+    head to the end of the response; a WebSocket counts until its 101); beyond, 503 with
+    Retry-After: 1 at once. Protects an upstream that slows down under concurrency. Default
+    null = no cap, at no cost per request."""
 
 
 def _route_list(value: object) -> object:
@@ -1227,6 +1367,14 @@ class Config(_Model):
     = CPUs this process may use, cgroup quota included (see `resolve_workers`). Default 1:
     predictable and easiest to debug; each worker adds one core of throughput and its own
     upstream pools (so upstreams see workers x pool connections)."""
+    workers_mode: Literal["auto", "fork", "spawn"] = "auto"
+    """How worker processes start (workers > 1). "fork": copies of the supervisor, each with
+    its own SO_REUSEPORT listening socket (POSIX). "spawn": fresh interpreters (`python -m
+    veloxy` again) handed listening sockets the supervisor made (descriptor inheritance on
+    POSIX, socket.share() on Windows): with SO_REUSEPORT one set per worker, kept across its
+    restarts; on Windows one set all workers accept from. Default "auto": fork where the
+    platform can fork, spawn on Windows. Spawn starts slower (a fresh interpreter per
+    worker); throughput: docs/BENCHMARKS.md, "Worker modes"."""
     admin: ListenAddress | None = None
     """Address of the admin listener (/metrics, /healthz, /status, /reload). Default null =
     off. Keep it on a private interface: /reload changes what the proxy does."""

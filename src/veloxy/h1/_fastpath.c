@@ -1280,11 +1280,12 @@ ResponseParser_init(ResponseParserObject *self, PyObject *args, PyObject *kwds)
     return 0;
 }
 
-/* Parses the head in buf[0:end). On P_OK *head_out is the new ResponseHead and *length the
- * length of the body that follows (0: none). */
+/* Parses the head in buf[0:end). On P_OK *head_out is the new ResponseHead, *length the
+ * length of the body that follows (0: none) and *bodiless whether the response has no body
+ * by its kind (204, 304, an answer to HEAD) rather than by its length. */
 static int
 parse_response_head(ResponseParserObject *self, const char *buf, Py_ssize_t end,
-                    PyObject **head_out, long long *length)
+                    PyObject **head_out, long long *length, int *bodiless_out)
 {
     const char *p = buf;
     const char *stop = buf + end;
@@ -1367,6 +1368,7 @@ parse_response_head(ResponseParserObject *self, const char *buf, Py_ssize_t end,
     *head_out = head;
     head = NULL;
     *length = bodiless ? 0 : content_length;
+    *bodiless_out = bodiless;
     /* (not after a HEAD response: the Python parser starts afresh after one) */
     self->close_after = closing && !self->no_body;
     result = P_OK;
@@ -1464,7 +1466,8 @@ response_parse(ResponseParserObject *self, PyObject *buf)
         }
         PyObject *head = NULL;
         long long length = 0;
-        int rc = parse_response_head(self, base + pos, end, &head, &length);
+        int bodiless = 0;
+        int rc = parse_response_head(self, base + pos, end, &head, &length, &bodiless);
         if (rc == P_ERROR)
             goto error;
         if (rc == P_DECLINE)
@@ -1483,7 +1486,9 @@ response_parse(ResponseParserObject *self, PyObject *buf)
                 break;
             continue;
         }
-        if (length > 0) {
+        if (!bodiless) {
+            /* as llhttp's parser: a response that may have a body is in its body from its
+             * head on, even when its Content-Length is 0 (until the end below) */
             self->body_left = length;
             Py_INCREF(head);
             self->in_body = head;
@@ -1494,8 +1499,11 @@ response_parse(ResponseParserObject *self, PyObject *buf)
         if (r == NULL)
             goto error;
         Py_DECREF(r);
-        if (length <= 0 && response_end(self) < 0)
-            goto error;
+        if (length <= 0) {
+            Py_CLEAR(self->in_body); /* as the Python parser: before the end */
+            if (response_end(self) < 0)
+                goto error;
+        }
         if (head_request)
             break; /* as the Python parser: what follows a HEAD response's head is dropped */
     }

@@ -484,8 +484,12 @@ def request_parser(handler: RequestHandler, *, max_request_line: int = 8192,
                          max_header_bytes=max_header_bytes, max_body_bytes=max_body_bytes)
 
 
-def response_parser(handler: ResponseHandler) -> Any:
-    """The response parser of one upstream connection (C fast lane, else ResponseParser)."""
+def response_parser(handler: ResponseHandler,
+                    fallback: type[_ResponseParserBase] = ResponseParser) -> Any:
+    """The response parser of one upstream connection: the C fast lane where built, with
+    `fallback` behind it for what it declines; else `fallback` alone. (`veloxy bench` passes
+    StatusResponseParser: what the lane declines, chunked answers say, is then parsed without
+    a Python call per header.)"""
     if FAST_LANE:
-        return _fastpath.ResponseParser(handler, ResponseParser, ResponseHead)
-    return ResponseParser(handler)
+        return _fastpath.ResponseParser(handler, fallback, ResponseHead)
+    return fallback(handler)

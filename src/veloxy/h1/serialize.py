@@ -6,6 +6,7 @@ so that a connection writes a head and the body bytes that came with it in one c
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from http import HTTPStatus
 
 from veloxy.h1.head import Headers
@@ -36,12 +37,16 @@ def chunk(data: bytes) -> bytes:
     return b"%x\r\n%s\r\n" % (len(data), data)
 
 
-def error_response(status: int, message: str, *, close: bool = True) -> bytes:
-    """A short plain-text response that veloxy itself generates."""
+def error_response(status: int, message: str, *, close: bool = True,
+                   fields: Sequence[tuple[bytes, bytes]] = ()) -> bytes:
+    """A short plain-text response that veloxy itself generates, with `fields` (name,
+    value) besides its own (Retry-After, say)."""
     body = message.encode("utf-8", "replace") + b"\n"
     head = status_line(status) + (
         b"Content-Type: text/plain; charset=utf-8\r\nContent-Length: %d\r\n" % len(body)
     )
+    if fields:
+        head += b"".join([b"%s: %s\r\n" % pair for pair in fields])
     if close:
         head += b"Connection: close\r\n"
     return head + b"Server: veloxy\r\n\r\n" + body

@@ -20,6 +20,7 @@ bytes. Their HTTP/2 meaning:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from h2.errors import ErrorCodes
@@ -162,9 +163,11 @@ class H2Stream:
     def close(self) -> None:
         self.abort()
 
-    def answer(self, status: int, message: str, *, keep_alive: bool = True) -> None:
-        """A short answer of veloxy's own (an error), and the end of the exchange."""
-        self.respond(status, f"{status} {message}\n".encode())
+    def answer(self, status: int, message: str, *, keep_alive: bool = True,
+               fields: Sequence[tuple[bytes, bytes]] = ()) -> None:
+        """A short answer of veloxy's own (an error), with `fields` (name, value) besides its
+        own, and the end of the exchange."""
+        self.respond(status, f"{status} {message}\n".encode(), fields)
         self.finish()
 
     def write_eof(self) -> None:
@@ -294,11 +297,13 @@ class H2Stream:
         self._headers, self._end = None, False
         self.respond(413, b"413 Content Too Large: request body too large\n")
 
-    def respond(self, status: int, body: bytes) -> None:
-        """A short answer of veloxy's own (an error); the stream closes once it is sent."""
+    def respond(self, status: int, body: bytes, fields: Sequence[tuple[bytes, bytes]] = ()) -> None:
+        """A short answer of veloxy's own (an error); the stream closes once it is sent.
+        `fields`: more (name, value) pairs, names lowercased here as HTTP/2 wants them."""
         self.send_head([(b":status", b"%d" % status),
                         (b"content-type", b"text/plain; charset=utf-8"),
-                        (b"content-length", b"%d" % len(body))])
+                        (b"content-length", b"%d" % len(body)),
+                        *[(name.lower(), value) for name, value in fields]])
         self.send_body(body)
         self.send_end()
         self.push()

@@ -34,7 +34,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from time import perf_counter_ns
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from veloxy.errors import (
     UpstreamConnectError,
@@ -42,7 +42,7 @@ from veloxy.errors import (
     UpstreamTimeout,
 )
 from veloxy.h1.head import ResponseHead
-from veloxy.h1.parser import StatusResponseParser
+from veloxy.h1.parser import StatusResponseParser, response_parser
 from veloxy.net.client import ClientConnection
 from veloxy.net.timers import DeadlineSweeper
 
@@ -104,12 +104,19 @@ class BenchConnection(ClientConnection):
         ClientConnection.data_received(self, data)
 
 
+def _status_parser(handler: ClientConnection) -> Any:
+    return response_parser(handler, StatusResponseParser)
+
+
 class StatusBenchConnection(BenchConnection):
-    """For runs without a script: nothing reads the response headers, so none are parsed
-    (h1.parser.StatusResponseParser), which halves the generator's CPU on small answers."""
+    """For runs without a script: nothing reads the response headers. The C fast lane parses
+    common heads in one call (their fields stay in wire form, never split) and hands the
+    whole response over in one event; what it declines goes to h1.parser.StatusResponseParser,
+    which makes no Python call per header. Figures: docs/BENCHMARKS.md, "veloxy bench's CPU
+    per request"."""
 
     __slots__ = ()
-    parser_class = StatusResponseParser
+    parser_class = staticmethod(_status_parser)
 
 
 class WorkerHooks:
@@ -302,6 +309,18 @@ class ClosedLoopDriver(BaseDriver):
         self.ended_at = now
         self.done = True
 
+    def on_response(self, head: ResponseHead, body: bytes) -> None:
+        """The fast lane's whole response in one call (on_response_end inlined: one Python
+        call per response instead of three; docs/BENCHMARKS.md, "veloxy bench's CPU per
+        request"). A script or another status takes the general path."""
+        if head.status != 200 or self._body is not None:
+            BaseDriver.on_response(self, head, body)
+            return
+        now = perf_counter_ns()
+        self.record((now - self.sent_at) // 1000)
+        self.ended_at = now
+        self.done = True
+
     def on_read_done(self) -> None:
         if not self.done:
             return
@@ -365,6 +384,17 @@ class OpenLoopDriver(BaseDriver):
             self._send(min(self.due, started), started)
 
     def on_response_end(self) -> None:
+        now = perf_counter_ns()
+        self.record((now - self.start_at) // 1000)
+        self.record_raw((now - self.sent_at) // 1000)
+        self.ended_at = now
+        self.done = True
+
+    def on_response(self, head: ResponseHead, body: bytes) -> None:
+        """As ClosedLoopDriver.on_response: on_response_end inlined for the common answer."""
+        if head.status != 200 or self._body is not None:
+            BaseDriver.on_response(self, head, body)
+            return
         now = perf_counter_ns()
         self.record((now - self.start_at) // 1000)
         self.record_raw((now - self.sent_at) // 1000)

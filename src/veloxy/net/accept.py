@@ -1,153 +1,315 @@
-"""Catching up on queued connections that uvloop would accept too slowly.
+"""Accepting client connections: batched, capped at limits.max_connections, backed off on EMFILE.
 
-Since libuv 1.45 (libuv#3696, "unix: don't accept() connections in a loop") a libuv server
-accepts ONE connection per event-loop iteration and relies on level-triggered polling for the
-next. That is the right call for an idle server, and a trap for a busy one: when a thousand
-keep-alive connections keep the loop busy, one iteration takes tens of milliseconds (it reads
-and writes hundreds of sockets), so a burst of new connections drains from the kernel's
-accept queue at a few dozen per second. Measured here with uvloop 0.23 and 1000 connections
-opened at once against a loaded proxy: the last few hundred waited 1-4 s in the accept queue
-(`ss -ltn` showed Recv-Q ~200-800 on the listener; strace showed exactly one accept4 per
-epoll_pwait), which wrk reports as requests over its 2 s timeout. The stdlib loop accepts up
-to `backlog` connections per readiness event and does not have the problem.
+veloxy accepts on its listening sockets itself instead of leaving it to the event loop's
+server (`loop.create_server`), for three reasons, each measured here:
 
-`AcceptCatchUp` visits each listening socket every `interval` seconds and accepts the
-connections that have waited in the queue since its previous visit (up to `batch` at a time),
-handing each socket to the loop as an accepted connection with the same protocol factory.
-libuv keeps accepting on its own; both may accept from the same socket, the kernel gives each
-connection to exactly one of them.
+* **The cap.** At `max_connections` open client connections (per worker) the acceptor stops
+  reading the listeners: new connections wait in the kernel's accept queue (the listen
+  backlog), as with HAProxy's `maxconn`, and are accepted as soon as a connection closes.
+  To make that happen sooner, while connections wait at the cap it asks kept-alive
+  connections idle between requests to leave (a quarter of the cap at a time, at least 32,
+  looked at every 20 ms and whenever the cap stops a batch), as nginx closes idle
+  keep-alive connections when its worker_connections run out: closed at once when idle
+  for 50 ms or more, else (its client may be sending right now) after answering the next
+  request, with Connection: close. A kept-alive client costs a reconnect, a waiting one is
+  served, and a new client waits a fraction of a second, not until some client leaves of
+  its own accord (docs/BENCHMARKS.md, "Overload: connection cap"). Neither uvloop's server
+  nor asyncio's can pause without closing the listening socket.
+* **Descriptor exhaustion.** When accept() fails with EMFILE/ENFILE (no descriptor left,
+  in the process or the system; a cap set above what `ulimit -n` allows) the acceptor
+  asks kept-alive connections to leave as at the cap, stops accepting for a back-off (0.1 s,
+  doubling to 1 s while it keeps failing, reset by the first success) and logs one line
+  when it starts and one when it ends, with the count. Any other accept() error gets the
+  same pause: never a spin. The loops' own servers do worse:
+  libuv's "EMFILE trick" accepts and closes every queued connection (clients see their
+  connection closed without an answer), and asyncio's logs a traceback per failed accept
+  (769 lines in 3 s with 80 clients against a limit of 40 descriptors, measured here).
+* **Batches.** Since libuv 1.45 (libuv#3696) a libuv server accepts ONE connection per
+  event-loop iteration; when a thousand keep-alive connections keep the loop busy (one
+  iteration takes tens of milliseconds), a burst of new connections drains from the accept
+  queue at a few dozen a second (measured with uvloop 0.23: the last of 1000 connections
+  waited 1-4 s, strace showed one accept4 per epoll_pwait). The acceptor takes up to
+  `batch` per readiness event, as the stdlib loop does.
 
-Only those that waited a whole visit: a connection taken here costs far more than one libuv
-accepts (a Python socket object, a task and uvloop's connect_accepted_socket coroutine: more
-than a whole keep-alive request; docs/BENCHMARKS.md, "nginx-class in the hard cases").
-Taking everything queued, as this did first, put a large share of the connections of a
-Connection: close load on that path while libuv would have accepted them an iteration
-later. The queue's length is the listening socket's TCP_INFO `unacked` (Linux); a visit
-reads it (one getsockopt, where the old visit made one accept4 that failed with EAGAIN) and
-accepts at most as many as were left queued at the previous visit: the queue is FIFO, so
-those that waited are at its front, and when libuv took some of them meanwhile the count is
-only an upper bound (a visit then also takes a few that arrived since, which is harmless).
-Where TCP_INFO is not available every visit takes what is queued, as before.
+Each accepted socket becomes a transport through `loop.connect_accepted_socket` (TLS
+listeners: the same `ssl=` context and handshake timeouts their server had). Connections
+are counted in the listener group's ConnectionRegistry (net/server_connection.py) plus the
+ones still being wrapped (a TLS handshake in progress); HTTP/2 connections count the
+same once their protocol is chosen.
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
+import select
 import socket
-import struct
-import sys
 from collections.abc import Callable
 from typing import Any
 
 log = logging.getLogger("veloxy")
 
+#: Descriptors kept out of `max_connections`' default for what is not a client connection:
+#: listeners, the admin listener, log files, health checks, DNS, the event loop's own.
+FD_RESERVE = 64
 
-class AcceptCatchUp:
-    def __init__(self, loop: asyncio.AbstractEventLoop, *, interval: float = 0.025,
-                 batch: int = 512) -> None:
+#: accept() errors that mean "no descriptor or buffer left now" (the usual reason to back off).
+RESOURCE_ERRORS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+
+#: When the cap is reached and connections wait to be accepted: how many idle kept-alive
+#: connections are asked to leave at a time (at least; a quarter of the cap when that is
+#: more), how long one must have been idle to be closed at once (else it closes after
+#: answering its next request: a client that sends its next request as soon as it has an
+#: answer, as load generators and pipelining clients do, is not closed under it), and how
+#: often the queue is looked at meanwhile.
+LEAVE_BATCH = 32
+IDLE_GRACE = 0.05
+ROOM_CHECK_INTERVAL = 0.02
+
+FIRST_BACKOFF = 0.1
+LONGEST_BACKOFF = 1.0
+
+
+def default_max_connections(nofile: int) -> int:
+    """limits.max_connections when the config leaves it out: half of what RLIMIT_NOFILE
+    leaves after FD_RESERVE, since every client connection being proxied needs one upstream
+    connection beside it: (nofile - 64) // 2, at least 16. With `ulimit -n 1024`: 480."""
+    return max(16, (nofile - FD_RESERVE) // 2)
+
+
+def descriptor_limit() -> int | None:
+    """The process's soft RLIMIT_NOFILE; None where there is none (Windows) or unlimited."""
+    try:
+        import resource
+    except ImportError:  # Windows
+        return None
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    return None if soft == resource.RLIM_INFINITY else soft
+
+
+class Acceptor:
+    """Accepts on a worker's listening sockets for one ConnectionRegistry.
+
+    `registry` is a net/server_connection.ConnectionRegistry: its `connections` (the open
+    ones), `on_vacancy` slot (called when a connection goes), `make_room` and counters.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, registry: Any, *,
+                 max_connections: int, batch: int = 128) -> None:
         self._loop = loop
+        self._registry = registry
+        self.max_connections = max_connections
+        registry.max_connections = max_connections
+        self._batch = batch
         self._listeners: list[tuple[socket.socket, Callable[[], asyncio.BaseProtocol],
                                     dict[str, Any]]] = []
-        #: Per listener: connections left queued at the previous visit (None: unknown).
-        self._left: list[int | None] = []
-        self._interval = interval
-        self._batch = batch
-        self._handle: asyncio.TimerHandle | None = None
-        #: Connections being wrapped (connect_accepted_socket), by the task that wraps them.
-        self._pending: dict[asyncio.Task[Any], socket.socket] = {}
-        #: Connections this catch-up accepted (the ones libuv left waiting): for metrics/tests.
-        self.accepted = 0
+        self._pending: set[asyncio.Task[None]] = set()  # sockets being wrapped
+        #: Accepted sockets whose connection is not in the registry yet (see `_attach`).
+        self._wrapping = 0
+        self._reading = False
+        self._stopped = False
+        self._native = False  # the loop's own servers accept (see _serve_natively)
+        self._servers: list[asyncio.Server] = []
+        self._at_limit = False
+        self._counted = False  # this stay at the cap is in limit_pauses
+        self._room_check: asyncio.TimerHandle | None = None
+        # The back-off episode in progress: its timer, next delay, failures and start.
+        self._backoff: asyncio.TimerHandle | None = None
+        self._delay = FIRST_BACKOFF
+        self._failures = 0
+        self._episode_start = 0.0
 
     def watch(self, listener: socket.socket, protocol_factory: Callable[[], asyncio.BaseProtocol],
               **connect_options: Any) -> None:
-        """Catch up on `listener`, wrapping its connections as its server does: the same
-        factory, and for TLS listeners the same `ssl=` context and handshake timeouts."""
+        """Accept on `listener` (listening, non-blocking), wrapping its connections with
+        `protocol_factory` and `connect_options` (ssl=, ssl_handshake_timeout=, ...)."""
         self._listeners.append((listener, protocol_factory, connect_options))
-        self._left.append(0 if accept_queue_length(listener) is not None else None)
+
+    @property
+    def open_connections(self) -> int:
+        return len(self._registry.connections) + self._wrapping
+
+    @property
+    def accepting(self) -> bool:
+        return self._reading
 
     def start(self) -> None:
-        if self._handle is None and self._listeners:
-            self._handle = self._loop.call_later(self._interval, self._tick)
+        self._stopped = False
+        self._resume()
 
     def stop(self) -> None:
-        if self._handle is not None:
-            self._handle.cancel()
-            self._handle = None
+        """Stop accepting for good (shutdown) and close the listeners: what is still in
+        their queues is reset by the kernel, as when the loop's server closes."""
+        self._stopped = True
+        self._pause()
+        self._registry.on_vacancy = None
+        if self._room_check is not None:
+            self._room_check.cancel()
+            self._room_check = None
+        if self._backoff is not None:
+            self._backoff.cancel()
+            self._backoff = None
+        for server in self._servers:
+            server.close()
+        for listener, _factory, _options in self._listeners:
+            listener.close()
+        for task in list(self._pending):
+            task.cancel()  # a TLS handshake still in progress: its socket is closed
 
-    def _tick(self) -> None:
-        for index, (listener, factory, options) in enumerate(self._listeners):
-            left = self._left[index]
-            queued = None if left is None else _queue_length(listener)
-            if left is None or queued is None:
-                self._drain(listener, factory, options, self._batch)
-                continue
-            # Those still queued from the previous visit are the first min(left, queued).
-            waited = min(left, queued, self._batch)
-            if waited:
-                self._drain(listener, factory, options, waited)
-            self._left[index] = queued - waited
-        self._handle = self._loop.call_later(self._interval, self._tick)
+    # -- pausing and resuming ----------------------------------------------------------------
 
-    def _drain(self, listener: socket.socket, factory: Callable[[], asyncio.BaseProtocol],
-               options: dict[str, Any], count: int) -> None:
-        # socket.accept() without its Python layer: it reads the listener's family and type
-        # as enums (Python calls) for every connection; ours are known.
-        family, kind, proto = listener.family, listener.type, listener.proto
-        raw_accept = listener._accept  # type: ignore[attr-defined]  # the C accept socket.accept wraps
-        loop = self._loop
-        for _ in range(count):
+    def _pause(self) -> None:
+        if self._native:
+            return  # (the loop's own servers: they cannot pause)
+        if self._reading:
+            self._reading = False
+            for listener, _factory, _options in self._listeners:
+                self._loop.remove_reader(listener)
+
+    def _resume(self) -> None:
+        if self._reading or self._stopped or self._backoff is not None:
+            return
+        self._reading = True
+        try:
+            for entry in self._listeners:
+                self._loop.add_reader(entry[0], self._accept, entry)
+        except NotImplementedError:  # Windows' Proactor loop: no readiness to wait on
+            self._serve_natively()
+
+    def _serve_natively(self) -> None:
+        """Where the loop cannot watch a listener (Windows' Proactor loop), its own server
+        accepts, without the cap or the back-off (docs/config.md says so)."""
+        self._native = True
+        for listener, factory, options in self._listeners:
+            task = self._loop.create_task(self._loop.create_server(
+                factory, sock=listener, **options))
+            task.add_done_callback(lambda done: self._servers.append(done.result()))
+
+    def _limit_reached(self) -> None:
+        self._pause()
+        if not self._at_limit:
+            self._at_limit = True
+            self._registry.on_vacancy = self._vacancy
+            self._room_check = self._loop.call_later(ROOM_CHECK_INTERVAL, self._check_queue)
+        self._count_pause()
+
+    def _check_queue(self) -> None:
+        """At the cap, every ROOM_CHECK_INTERVAL: when connections wait in a listener's
+        queue, close idle keep-alive connections for them (one poll() per check)."""
+        self._room_check = None
+        if not self._at_limit or self._stopped:
+            return
+        listeners = [entry[0] for entry in self._listeners]
+        try:
+            waiting, _, _ = select.select(listeners, [], [], 0)
+        except (OSError, ValueError):
+            waiting = []
+        if waiting:
+            self._make_room()
+        self._room_check = self._loop.call_later(ROOM_CHECK_INTERVAL, self._check_queue)
+
+    def _make_room(self) -> None:
+        self._registry.make_room(max(LEAVE_BATCH, self.max_connections // 4), IDLE_GRACE)
+
+    def _count_pause(self) -> None:
+        """limit_pauses counts the times the cap was reached by connections in the registry
+        (not a pause while a wrapped connection counts twice for a moment)."""
+        if not self._counted and len(self._registry.connections) >= self.max_connections:
+            self._counted = True
+            self._registry.limit_pauses += 1
+
+    def _vacancy(self) -> None:
+        """A connection closed or got wrapped (called only while we are at the limit)."""
+        if self.open_connections < self.max_connections:
+            self._at_limit = self._counted = False
+            self._registry.on_vacancy = None
+            if self._room_check is not None:
+                self._room_check.cancel()
+                self._room_check = None
+            self._resume()
+        else:
+            self._count_pause()
+
+    # -- accepting -----------------------------------------------------------------------------
+
+    def _accept(self, entry: tuple[socket.socket, Callable[[], asyncio.BaseProtocol],
+                                   dict[str, Any]]) -> None:
+        room = self.max_connections - self.open_connections
+        if room <= 0:
+            self._limit_reached()
+            self._make_room()  # someone waits in the queue: this is why we were called
+            return
+        listener, factory, options = entry
+        for _ in range(min(room, self._batch)):
             try:
-                fd, _address = raw_accept()
+                conn, _address = listener.accept()
             except (BlockingIOError, InterruptedError):
-                return  # queue empty: the usual case
+                if self._failures:
+                    self._episode_over()  # accept() works again: the queue is just empty
+                return
             except ConnectionAbortedError:
                 continue  # the client gave up while queued
             except OSError as exc:
-                # EMFILE/ENFILE/ENOBUFS: leave the rest queued; the next tick tries again.
-                log.warning("accept on %s failed: %s", _name(listener), exc)
+                # EMFILE and its kind (RESOURCE_ERRORS), or anything else accept() may say
+                # (EPERM from a firewall hook, ENOMEM...): the same pause, never a spin.
+                self._back_off(listener, exc)
                 return
-            conn = socket.socket(family, kind, proto, fileno=fd)
+            if self._failures:
+                self._episode_over()
             conn.setblocking(False)
-            self.accepted += 1
-            task = loop.create_task(loop.connect_accepted_socket(factory, sock=conn, **options))
-            self._pending[task] = conn
+            self._wrapping += 1
+            task = self._loop.create_task(self._attach(conn, factory, options))
+            self._pending.add(task)
             task.add_done_callback(self._attached)
+        if self.open_connections >= self.max_connections:
+            self._limit_reached()
+            self._make_room()  # the batch ended at the cap, not with an empty queue
 
-    def _attached(self, task: asyncio.Task[Any]) -> None:
-        conn = self._pending.pop(task)
-        exc = None if task.cancelled() else task.exception()
-        if exc is None:
-            return
-        # Reset before we could wrap it, or a TLS handshake that failed or timed out: the
-        # server's own path drops such a connection the same way. Anything else is a bug.
-        if not isinstance(exc, (OSError, TimeoutError)):
-            log.error("wrapping an accepted connection failed", exc_info=exc)
-        conn.close()
+    async def _attach(self, conn: socket.socket, factory: Callable[[], asyncio.BaseProtocol],
+                      options: dict[str, Any]) -> None:
+        """Wrap `conn`; it counts in `_wrapping` until the wrapping is done, by which time
+        its connection_made (TLS: after the handshake) has put it in the registry: for a
+        moment it counts twice, which errs on the safe side of the cap."""
+        try:
+            await self._loop.connect_accepted_socket(factory, sock=conn, **options)
+        except (OSError, TimeoutError, asyncio.CancelledError):
+            # Reset before we could wrap it, a TLS handshake that failed or timed out, or
+            # the shutdown: the loop's servers drop such a connection the same way.
+            conn.close()
+        finally:
+            self._wrapping -= 1
 
+    def _attached(self, task: asyncio.Task[None]) -> None:
+        self._pending.discard(task)
+        if self._at_limit:
+            self._vacancy()  # it no longer counts twice, or its handshake failed
 
-# struct tcp_info: eight one-byte fields, then u32 rto, ato, snd_mss, rcv_mss, unacked; for a
-# listening socket Linux reports the accept queue's length as `unacked` (tcp_get_info).
-_TCP_INFO_UNACKED = struct.Struct("=I")
-_UNACKED_OFFSET = 24
-_HAS_TCP_INFO = sys.platform.startswith("linux") and hasattr(socket, "TCP_INFO")
+    # -- back-off on descriptor exhaustion -----------------------------------------------------
 
+    def _back_off(self, listener: socket.socket, exc: OSError) -> None:
+        self._pause()
+        if exc.errno in RESOURCE_ERRORS:
+            self._make_room()  # kept-alive connections give their descriptors back
+        self._failures += 1
+        self._registry.accept_backoffs += 1
+        if self._failures == 1:
+            self._episode_start = self._loop.time()
+            log.warning("accept on %s failed: %s; not accepting for %gs, then again "
+                        "(backing off up to %gs while it fails)", _name(listener),
+                        exc.strerror or exc, self._delay, LONGEST_BACKOFF)
+        self._backoff = self._loop.call_later(self._delay, self._retry)
+        self._delay = min(self._delay * 2, LONGEST_BACKOFF)
 
-def accept_queue_length(listener: socket.socket) -> int | None:
-    """Connections waiting in `listener`'s accept queue, or None where the OS does not say."""
-    if not _HAS_TCP_INFO or listener.family not in (socket.AF_INET, socket.AF_INET6):
-        return None
-    return _queue_length(listener)
+    def _retry(self) -> None:
+        self._backoff = None
+        self._resume()
 
-
-def _queue_length(listener: socket.socket) -> int | None:
-    try:
-        info = listener.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, _UNACKED_OFFSET + 4)
-    except OSError:
-        return None
-    if len(info) < _UNACKED_OFFSET + 4:
-        return None
-    return int(_TCP_INFO_UNACKED.unpack_from(info, _UNACKED_OFFSET)[0])
+    def _episode_over(self) -> None:
+        log.warning("accepting again after %d failed accept(s) over %.1fs",
+                    self._failures, self._loop.time() - self._episode_start)
+        self._failures = 0
+        self._delay = FIRST_BACKOFF
 
 
 def _name(sock: socket.socket) -> str:
@@ -156,8 +318,3 @@ def _name(sock: socket.socket) -> str:
     except OSError:
         return "a closed listener"
     return f"{host}:{port}"
-
-
-def needs_accept_catch_up(loop: asyncio.AbstractEventLoop) -> bool:
-    """True for libuv-based loops (uvloop); the stdlib loops accept in batches already."""
-    return type(loop).__module__.startswith("uvloop")

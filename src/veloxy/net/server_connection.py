@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Protocol
 
 from veloxy.errors import DownstreamError, RequestTimeout
@@ -82,8 +83,10 @@ class Downstream(Protocol):
         """Response bytes, as they go on the wire (HTTP/1.1 only)."""
     def finish(self, keep_alive: bool = True) -> None:
         """The response is complete: keep the client side for the next request, or close."""
-    def answer(self, status: int, message: str, *, keep_alive: bool = True) -> None:
-        """A short plain-text answer of the proxy's own, and `finish`."""
+    def answer(self, status: int, message: str, *, keep_alive: bool = True,
+               fields: Sequence[tuple[bytes, bytes]] = ()) -> None:
+        """A short plain-text answer of the proxy's own, with `fields` (name, value) besides
+        its own (Retry-After, say), and `finish`."""
     def abort(self) -> None:
         """The response cannot be completed: end it so that the client sees the cut."""
     def pause_reading(self) -> None: ...
@@ -133,13 +136,41 @@ class ConnectionRegistry:
         self.rejected: dict[int, int] = {}
         self.bytes_in = 0
         self.bytes_out = 0
+        # net/accept.py's Acceptor: its cap (limits.max_connections), the times it stopped
+        # accepting at the cap and its back-offs on EMFILE; `on_vacancy` is set only while
+        # it waits at the cap, to hear of the next connection that closes.
+        self.max_connections = 0
+        self.limit_pauses = 0
+        self.accept_backoffs = 0
+        self.on_vacancy: Callable[[], None] | None = None
+        self.released = 0  # connections asked to leave to make room (make_room)
 
     def discard(self, conn: ServerConnection) -> None:
         self.connections.discard(conn)
         self.bytes_in += conn.bytes_in
         self.bytes_out += conn.bytes_out
+        if self.on_vacancy is not None:
+            self.on_vacancy()
         if self.closing and not self.connections and self.drained is not None:
             self.drained.set()
+
+    def make_room(self, most: int, idle_for: float) -> int:
+        """Ask up to `most` kept-alive HTTP/1.1 connections idle between requests to leave,
+        to make room at limits.max_connections for connections waiting to be accepted: one
+        idle for `idle_for` seconds or more is closed at once (nginx closes idle keep-alive
+        connections the same way when it runs out; HTTP clients send a request again when
+        a kept-alive connection closed before answering it); one idle for less, whose
+        client may be sending its next request right now, answers that request with
+        Connection: close. Connections busy with a request are left alone. Returns how
+        many were asked."""
+        asked = 0
+        for conn in list(self.connections):
+            if asked >= most:
+                break
+            if isinstance(conn, ServerConnection) and conn.leave_soon(idle_for):
+                asked += 1
+        self.released += asked
+        return asked
 
     def begin_shutdown(self) -> None:
         """Close idle connections now and ask the busy ones to close after their response."""
@@ -381,9 +412,10 @@ class ServerConnection(asyncio.Protocol):
         if self._reading_paused:
             self.resume_reading()
 
-    def answer(self, status: int, message: str, *, keep_alive: bool = True) -> None:
+    def answer(self, status: int, message: str, *, keep_alive: bool = True,
+               fields: Sequence[tuple[bytes, bytes]] = ()) -> None:
         keep = keep_alive and self.keep_alive
-        self.write(error_response(status, message, close=not keep))
+        self.write(error_response(status, message, close=not keep, fields=fields))
         self.finish(keep_alive=keep)
 
     def abort(self) -> None:
@@ -433,6 +465,23 @@ class ServerConnection(asyncio.Protocol):
         if self._reading_paused and self.transport is not None:
             self._reading_paused = False
             self.transport.resume_reading()
+
+    def leave_soon(self, idle_for: float) -> bool:
+        """Make room (ConnectionRegistry.make_room) if idle between requests: close now
+        when idle for `idle_for` seconds or more, else after answering the next request.
+        A connection busy with a request is left alone. True if it closed now or was not
+        asked before."""
+        transport = self.transport
+        if self._phase != IDLE or transport is None or self._tunnel is not None \
+                or transport.is_closing():
+            return False
+        asked = self.keep_alive
+        self.keep_alive = False
+        idle_since = self.deadline - self._timeouts[1]  # set when the last response ended
+        if self._sweeper.now - idle_since >= idle_for:
+            transport.close()
+            return True
+        return asked
 
     def close_when_done(self) -> None:
         """Graceful shutdown: close now if idle, else after the current response."""

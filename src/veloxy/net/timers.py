@@ -6,6 +6,10 @@ cost more than the rest of a small request's bookkeeping. Instead each connectio
 periodic callback per loop visits the registered connections and calls `on_deadline` on those
 whose deadline has passed. Timeouts fire up to `resolution` seconds late, which is fine for
 timeouts measured in seconds.
+
+The same tick measures the loop's lag for free: it is due at a known time, and how late it
+runs is how long the loop was busy with something else (`lag`, read by load shedding,
+proxy/admission.py).
 """
 
 from __future__ import annotations
@@ -32,12 +36,18 @@ class DeadlineSweeper:
         self._handle: asyncio.TimerHandle | None = None
         #: The loop's time as of the last tick: what connections add their timeouts to.
         self.now = loop.time()
+        #: How late the last tick ran, seconds (0 while no tick is scheduled), and when the
+        #: next one is due.
+        self.lag = 0.0
+        self._due = 0.0
 
     def add(self, member: HasDeadline) -> None:
         self._members.add(member)
         if self._handle is None:
             self.now = self._loop.time()
-            self._handle = self._loop.call_later(self._resolution, self._tick)
+            self.lag = 0.0
+            self._due = self.now + self._resolution
+            self._handle = self._loop.call_at(self._due, self._tick)
 
     def discard(self, member: HasDeadline) -> None:
         self._members.discard(member)
@@ -49,13 +59,17 @@ class DeadlineSweeper:
 
     def _tick(self) -> None:
         now = self.now = self._loop.time()
+        late = now - self._due
+        self.lag = late if late > 0.0 else 0.0
         expired = [m for m in self._members if m.deadline <= now]
         for member in expired:
             member.on_deadline(now)
         if self._members:
-            self._handle = self._loop.call_later(self._resolution, self._tick)
+            self._due = now + self._resolution
+            self._handle = self._loop.call_at(self._due, self._tick)
         else:
             self._handle = None
+            self.lag = 0.0
 
     def close(self) -> None:
         if self._handle is not None:

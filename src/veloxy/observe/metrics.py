@@ -52,10 +52,13 @@ class RouteMetrics:
     [status] += 1`, `buckets[bisect_left(BOUNDS_LIST, seconds)] += 1`, `sum += seconds`.
     ServerMetrics' `codes`, `buckets` and `sum` are counted the same way."""
 
-    __slots__ = ("buckets", "counts", "label", "sum")
+    __slots__ = ("buckets", "counts", "label", "refused", "sum")
 
     def __init__(self, label: str) -> None:
         self.label = label
+        #: Requests refused before going upstream, by reason (proxy/admission.py: rate
+        #: limit, max_concurrent, load shedding); counted on those rare paths only.
+        self.refused: dict[str, int] = {}
         #: method -> counts indexed by status. Methods are those llhttp accepts, a fixed
         #: list, so the label set stays bounded.
         self.counts: dict[bytes, list[int]] = {}
@@ -195,6 +198,8 @@ class MetricsRegistry:
             if route.counts:
                 out["http_request_duration_seconds"].append(
                     [[route.label], [*route.buckets, route.sum]])
+            for reason, n in route.refused.items():
+                out["veloxy_requests_refused_total"].append([[route.label, reason], n])
         for handle in self.servers.values():
             labels = [handle.group, handle.address]
             answered = False
@@ -216,10 +221,15 @@ class MetricsRegistry:
         for group in self.groups.values():
             out["veloxy_upstream_retries_total"].append([[group.name], group.retries])
         connections = accepted = bytes_in = bytes_out = 0
+        cap = pauses = backoffs = released = 0
         rejected: dict[int, int] = {}
         for registry in self.downstream:
             connections += len(registry.connections)
             accepted += registry.accepted
+            cap += getattr(registry, "max_connections", 0)
+            pauses += getattr(registry, "limit_pauses", 0)
+            backoffs += getattr(registry, "accept_backoffs", 0)
+            released += getattr(registry, "released", 0)
             bytes_in += registry.bytes_in
             bytes_out += registry.bytes_out
             for conn in registry.connections:
@@ -229,6 +239,11 @@ class MetricsRegistry:
                 rejected[status] = rejected.get(status, 0) + n
         out["veloxy_downstream_connections_open"].append([[], connections])
         out["veloxy_downstream_connections_accepted_total"].append([[], accepted])
+        if cap:  # (registries without an Acceptor, the admin listener's, have none)
+            out["veloxy_downstream_connections_max"].append([[], cap])
+        out["veloxy_downstream_connection_limit_reached_total"].append([[], pauses])
+        out["veloxy_downstream_accept_backoffs_total"].append([[], backoffs])
+        out["veloxy_downstream_connections_released_total"].append([[], released])
         out["veloxy_downstream_received_bytes_total"].append([[], bytes_in])
         out["veloxy_downstream_sent_bytes_total"].append([[], bytes_out])
         for status, n in sorted(rejected.items()):
@@ -262,6 +277,10 @@ FAMILIES: dict[str, Family] = {
     "http_request_duration_seconds": Family(
         "histogram", ("route",),
         "Time from the complete request head to the end of the response."),
+    "veloxy_requests_refused_total": Family(
+        "counter", ("route", "reason"),
+        "Requests answered by veloxy before going upstream, by route and reason: "
+        "rate_limited (429), max_concurrent, loop_lag and queue (503)."),
     "veloxy_upstream_requests_total": Family(
         "counter", (*_UP, "code"), "Responses received from upstream servers, by status."),
     "veloxy_upstream_response_seconds": Family(
@@ -291,6 +310,18 @@ FAMILIES: dict[str, Family] = {
         "gauge", (), "Client connections open."),
     "veloxy_downstream_connections_accepted_total": Family(
         "counter", (), "Client connections accepted."),
+    "veloxy_downstream_connections_max": Family(
+        "gauge", (), "limits.max_connections: the client connections accepted at most "
+        "(per worker; summed over workers)."),
+    "veloxy_downstream_connection_limit_reached_total": Family(
+        "counter", (), "Times accepting stopped at limits.max_connections (new connections "
+        "then wait in the listen queue)."),
+    "veloxy_downstream_connections_released_total": Family(
+        "counter", (), "Idle kept-alive client connections closed (or, idle for a moment "
+        "only, closed after their next response) to make room for waiting ones at the cap."),
+    "veloxy_downstream_accept_backoffs_total": Family(
+        "counter", (), "accept() failures for want of descriptors (EMFILE/ENFILE), each "
+        "followed by a pause in accepting."),
     "veloxy_downstream_received_bytes_total": Family(
         "counter", (), "Bytes received from clients."),
     "veloxy_downstream_sent_bytes_total": Family(

@@ -17,7 +17,7 @@ from functools import partial
 from typing import TYPE_CHECKING
 
 from veloxy import __version__
-from veloxy.config import Config
+from veloxy.config import Config, RateLimit
 from veloxy.h1.head import RequestHead
 from veloxy.net.server_connection import ServerConnection
 from veloxy.net.timers import DeadlineSweeper
@@ -25,6 +25,7 @@ from veloxy.observe.accesslog import AccessLog
 from veloxy.observe.metrics import MetricsRegistry
 from veloxy.observe.otel import SpanExport
 from veloxy.observe.tracing import Tracer
+from veloxy.proxy.admission import Admission
 from veloxy.proxy.exchange import BaseExchange
 from veloxy.proxy.forward import ProxyExchange
 from veloxy.proxy.forwarding import Forwarding
@@ -55,6 +56,11 @@ class ProxyApp:
                        for name, group in config.upstreams.items()}
         for group in self.groups.values():
             group.start()  # health checks and DNS refresh, where configured
+        #: Load shedding as configured at start-up (limits need a restart), and the routes'
+        #: admissions (proxy/admission.py) by label and settings: a reload that keeps a
+        #: route's settings keeps its buckets and in-flight count.
+        self._shed = config.limits.shed
+        self._admissions: dict[tuple[str, RateLimit | None, int | None], Admission] = {}
         self.router = self._router(config, self.groups)
         self.access_log, self.tracer = self._observers(config)
         self.otel = self._span_export(config)
@@ -69,8 +75,18 @@ class ProxyApp:
 
     def _router(self, config: Config, groups: dict[str, Group]) -> Router:
         router = Router(config.routes, groups)
-        for route in router.routes:
+        admissions = {}
+        for route, route_config in zip(router.routes, config.routes, strict=True):
             route.metrics = self.metrics.route(route.label)
+            rate_limit, max_concurrent = route_config.rate_limit, route_config.max_concurrent
+            if rate_limit is None and max_concurrent is None and self._shed is None:
+                continue
+            key = (route.label, rate_limit, max_concurrent)
+            admission = self._admissions.get(key)
+            if admission is None:
+                admission = Admission(rate_limit, max_concurrent, self._shed, self._sweeper)
+            route.admission = admissions[key] = admission
+        self._admissions = admissions
         return router
 
     @staticmethod

@@ -4,9 +4,9 @@ phases and their bookkeeping, written once.
 Phases (Pingora names the same steps request_filter, upstream_peer,
 upstream_request_filter, response_filter, fail_to_proxy, logging)::
 
-    start: route ──▶ build the upstream request ──▶ pick a server ──▶ attempt
-             │404                                     │503          │ (kind: connect, send)
-             ▼                                        ▼              ▼
+    start: route ──▶ admit ──▶ build the upstream request ──▶ pick a server ──▶ attempt
+             │404      │429/503 (proxy/admission.py)   │503          │ (kind: connect, send)
+             ▼         ▼                                ▼              ▼
     response head: passive health, latency ──▶ relay (kind) ──▶ complete ──▶ logging phase
     upstream error: before any response byte → retry (proxy/retry.py) or 502/503/504;
                     after it → abort the client's side, so the truncation shows
@@ -134,6 +134,10 @@ class BaseExchange:
             self._respond_error(404, "no route matches this request", keep_alive=True)
             return
         self.route = route
+        # Rate limit, in-flight cap, load shedding (proxy/admission.py): None, and no call,
+        # on a route without them
+        if route.admission is not None and not route.admission.admit(self, route.group):
+            return
         self._prepare(route)
         server = route.group.balancer.pick(head, self.down.client_ip)
         if server is None:  # every server is down: say so at once rather than try
@@ -282,6 +286,18 @@ class BaseExchange:
         raise NotImplementedError
 
     # -- endings ---------------------------------------------------------------------------
+
+    def refuse(self, status: int, message: str, reason: str,
+               fields: tuple[tuple[bytes, bytes], ...]) -> None:
+        """Admission said no (proxy/admission.py): answer at once with `fields`
+        (Retry-After, RateLimit), count the refusal on the route, and record the exchange."""
+        self._error = reason
+        route: CompiledRoute = self.route  # type: ignore[assignment]  # admitted after routing
+        refused = route.metrics.refused
+        refused[reason] = refused.get(reason, 0) + 1
+        self.response_started = True
+        self.down.answer(status, message, keep_alive=not self.head.close, fields=fields)
+        log_exchange(self, status)
 
     def _respond_error(self, status: int, message: str, *, keep_alive: bool) -> None:
         """An answer of veloxy's own (404, 502, 503, 504) before any response byte."""

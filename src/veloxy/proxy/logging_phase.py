@@ -2,7 +2,8 @@
 HTTP/1.1, HTTP/2 to an HTTP/1.1 upstream or HTTP/2 end to end (h2c), is recorded once it
 is over for the client: answered, failed or abandoned.
 
-`log_exchange` gives back the attempt's in-flight count on its server, counts the request
+`log_exchange` gives back the attempt's in-flight count on its server (and, on a route with
+max_concurrent, the place the request took there: proxy/admission.py), counts the request
 on its route's metrics handle and the answer on its server's (handles bound at start-up or
 reload, observe/metrics.py), and writes the access-log line and the OpenTelemetry span
 when those are configured. It is one call on the common path: the counting is inlined here
@@ -37,7 +38,13 @@ def log_exchange(x: BaseExchange, status: int) -> None:
         x._recorded = True
     now = monotonic()
     route = x.route
-    handle = route.metrics if route is not None else x._app.metrics.unrouted
+    if route is not None:
+        handle = route.metrics
+        admission = route.admission
+        if admission is not None and admission.max_concurrent is not None:
+            admission.in_flight -= 1  # (the place it took in Admission.admit, refused or not)
+    else:
+        handle = x._app.metrics.unrouted
     elapsed = now - x.started
     bucket = bisect_left(BOUNDS_LIST, elapsed)
     method = x.head.method

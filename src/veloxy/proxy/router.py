@@ -23,16 +23,20 @@ with hundreds of routes.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 from veloxy.config import Route as RouteConfig
 from veloxy.h1.head import RequestHead
 from veloxy.observe.metrics import RouteMetrics
 from veloxy.upstream.group import Group
 
+if TYPE_CHECKING:
+    from veloxy.proxy.admission import Admission
+
 
 class CompiledRoute:
-    __slots__ = ("exact_host", "group", "headers", "host_suffix", "index", "label", "methods",
-                 "metrics", "plain", "prefix", "strip_prefix")
+    __slots__ = ("admission", "exact_host", "group", "headers", "host_suffix", "index", "label",
+                 "methods", "metrics", "plain", "prefix", "strip_prefix")
 
     def __init__(self, config: RouteConfig, group: Group, index: int = 0) -> None:
         match = config.match
@@ -60,6 +64,9 @@ class CompiledRoute:
         self.label = (match.host or "") + match.path_prefix
         #: Its request counters (observe/metrics.py); the proxy binds the shared ones.
         self.metrics = RouteMetrics(self.label)
+        #: Its rate limit, in-flight cap and load shedding (proxy/admission.py), bound by
+        #: the proxy; None (no check, no call per request) when it has none of them.
+        self.admission: Admission | None = None
 
     @property
     def matches_everything(self) -> bool:

@@ -78,6 +78,9 @@ class ConnectionPool:
         self.socket_options = socket_options
         self._idle: list[ClientConnection] = []
         self._waiters: deque[asyncio.Future[ClientConnection | None]] = deque()
+        #: The same queue, read-only for others: its len() is what load shedding sums over
+        #: a group per request (proxy/admission.py), without a property call per server.
+        self.waiters = self._waiters
         self.open = 0  # connected or connecting
         self.in_use = 0
         self.stats = PoolStats()
