@@ -246,8 +246,8 @@ class Acceptor:
             self._make_room()  # someone waits in the queue: this is why we were called
             return
         listener, factory, options = entry
-        # socket.accept() without its Python layer (docs/BENCHMARKS.md, "nginx-class in the
-        # hard cases": every connection comes this way, and this path costs more than libuv's)
+        # socket.accept() without its Python layer: every connection comes this way, and it
+        # costs more than libuv's accept (docs/BENCHMARKS.md, "nginx-class in the hard cases")
         raw_accept = listener._accept  # type: ignore[attr-defined]  # the C accept socket.accept wraps
         family, kind, proto = self._kinds[listener]
         loop = self._loop
