@@ -122,6 +122,7 @@ http2:
   max_concurrent_streams: 100
   stream_window: 262144
   connection_window: 4194304
+  send_timeout: 60.0
 tuning:
   backlog: 4096
   downstream:

@@ -24,7 +24,9 @@ POLICIES = {"/lc/": "least_conn", "/p2c/": "p2c_ewma", "/ad/": "adaptive"}
 
 @pytest.fixture(scope="module")
 def stack(veloxy_loop, tmp_path_factory):
-    fast, slow = H2cBackend("fast"), H2cBackend("slow", delay=0.03)
+    # 100 ms: far above a loaded machine's stalls (with 30 ms, adaptive once sent 97 of 120
+    # calls to the slow server during a full run at load average 9)
+    fast, slow = H2cBackend("fast"), H2cBackend("slow", delay=0.1)
     refuser, sick, hung = H2cBackend("refuser"), H2cBackend("sick"), H2cBackend("hung", 30)
     refuser.refuse = True
     sick.healthy = False
@@ -103,7 +105,7 @@ def test_balancing_sends_most_traffic_to_the_faster_server(stack, prefix):
         prefix.encode())
     assert fast + slow == 120
     # round-robin splits 60/60 (and so did these policies over h2c when the exchange kept
-    # no in-flight counts and timed nothing); a 30x slower server must get much less
+    # no in-flight counts and timed nothing); a server 100 ms slower must get much less
     assert fast >= 2 * slow, (POLICIES[prefix], fast, slow)
     # every stream gave its in-flight count back
     group = next(g for g in status(admin)["upstreams"] if g["name"] == prefix.strip("/"))
@@ -194,5 +196,24 @@ def test_a_client_that_leaves_is_counted_as_499(stack):
                      code="499") == 1
         group = next(g for g in status(admin)["upstreams"] if g["name"] == "hung")
         assert group["servers"][0]["active"] == 0
+    finally:
+        client.close()
+
+
+def test_103_early_hints_from_an_h2c_upstream_reach_the_client(stack):
+    proxy, _, _, _ = stack
+    client = _client(proxy)
+    try:
+        sid = client.request("/retry/hints/call", method="POST", body=b"m",
+                             headers=[("content-type", "application/grpc"),
+                                      ("te", "trailers")])
+        client.wait([sid])
+        events = [e for e in client.events if getattr(e, "stream_id", None) == sid]
+        kinds = [type(e).__name__ for e in events]
+        assert kinds.index("InformationalResponseReceived") < kinds.index("ResponseReceived")
+        hints = events[kinds.index("InformationalResponseReceived")]
+        assert hints.headers == [(b":status", b"103"), (b"link", b"</s.css>; rel=preload")]
+        assert client.responses[sid]["status"] == 200
+        assert bytes(client.responses[sid]["body"]) == b"echo:m"
     finally:
         client.close()

@@ -36,7 +36,7 @@ def test_request_head_with_length_or_without_body() -> None:
     ([(b":path", b"/")], BadRequest),
     ([(b":method", b"GET")], BadRequest),
     ([(b":method", b"CONNECT"), (b":authority", b"a:443")], NotImplementedByProxy),
-    ([(b":method", b"CONNECT"), (b":protocol", b"websocket"), (b":path", b"/")],
+    ([(b":method", b"CONNECT"), (b":protocol", b"connect-udp"), (b":path", b"/")],
      NotImplementedByProxy),
     ([(b":method", b"GET"), (b":path", b"/"), (b"content-length", b"x")], BadRequest),
     ([(b":method", b"GET"), (b":path", b"/"), (b"host", b"a"), (b"host", b"b")], BadRequest),
@@ -44,6 +44,19 @@ def test_request_head_with_length_or_without_body() -> None:
 def test_request_heads_refused(headers, error) -> None:
     with pytest.raises(error):
         request_head(headers, ended=True)
+
+
+def test_extended_connect_websocket_becomes_an_http11_upgrade() -> None:
+    head = request_head([(b":method", b"CONNECT"), (b":protocol", b"websocket"),
+                         (b":scheme", b"https"), (b":path", b"/chat"),
+                         (b":authority", b"ws.test"), (b"sec-websocket-key", b"theirs"),
+                         (b"sec-websocket-protocol", b"chat")], ended=False)
+    assert (head.method, head.target, head.upgrade) == (b"GET", b"/chat", b"websocket")
+    assert not head.chunked and not head.has_body
+    fields = dict(head.headers)
+    assert fields[b"sec-websocket-key"] != b"theirs" and len(fields[b"sec-websocket-key"]) == 24
+    assert fields[b"sec-websocket-version"] == b"13"
+    assert fields[b"sec-websocket-protocol"] == b"chat" and fields[b"host"] == b"ws.test"
 
 
 def test_response_headers_drop_connection_specific_fields() -> None:

@@ -1,10 +1,12 @@
-"""A small HTTP/2 (h2c, prior knowledge) server on the h2 package, on a real socket: the
-upstream of the gRPC-style tests. Each request is answered with its body echoed and
-gRPC-like trailers, after `delay` seconds; behaviour is set per backend:
+"""A small HTTP/2 (h2c, prior knowledge; or over TLS with `tls=` a server context offering
+ALPN h2) server on the h2 package, on a real socket: the upstream of the gRPC-style
+tests. Each request is answered with its body echoed and gRPC-like trailers, after `delay`
+seconds; behaviour is set per backend:
 
 - `refuse`: every stream is reset with REFUSED_STREAM (RFC 9113 §8.7: not processed);
 - paths under /reset/ are reset with CANCEL once the request is complete (processed, or
   may have been);
+- paths with /hints/ in them get a 103 Early Hints (a Link field) before the answer;
 - `status`: the status of every answer (503 to play a failing server);
 - `healthy`: whether GET /healthz answers 200 (else 503).
 
@@ -16,6 +18,7 @@ answer on one stream does not hold the others back.
 from __future__ import annotations
 
 import socket
+import ssl
 import threading
 import time
 
@@ -26,8 +29,10 @@ import h2.events
 
 
 class H2cBackend:
-    def __init__(self, name: str = "backend", delay: float = 0.0) -> None:
+    def __init__(self, name: str = "backend", delay: float = 0.0,
+                 tls: ssl.SSLContext | None = None) -> None:
         self.name = name
+        self.tls = tls
         self.delay = delay
         self.refuse = False
         self.status = 200
@@ -35,7 +40,9 @@ class H2cBackend:
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.listener.settimeout(0.05)
         self.port = self.listener.getsockname()[1]
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
+        #: What each TLS connection's ALPN chose (None: none), in order.
+        self.alpn: list[str | None] = []
         self.connections = 0
         self.requests: list[dict[bytes, bytes]] = []
         self._stop = threading.Event()
@@ -60,6 +67,17 @@ class H2cBackend:
             thread.start()
 
     def _serve(self, sock: socket.socket) -> None:
+        if self.tls is not None:
+            sock.settimeout(5)
+            try:
+                sock = self.tls.wrap_socket(sock, server_side=True)
+            except (OSError, ssl.SSLError):
+                sock.close()
+                return
+            self.alpn.append(sock.selected_alpn_protocol())
+            if sock.selected_alpn_protocol() != "h2":
+                sock.close()
+                return
         conn = h2.connection.H2Connection(h2.config.H2Configuration(
             client_side=False, header_encoding=None))
         conn.initiate_connection()
@@ -113,14 +131,17 @@ class H2cBackend:
                 conn.send_headers(sid, [(b":status", b"%d" % status),
                                         (b"content-length", b"0")], end_stream=True)
                 return
+            if b"/hints/" in path:
+                conn.send_headers(sid, [(b":status", b"103"),
+                                        (b"link", b"</s.css>; rel=preload")])
             conn.send_headers(sid, [(b":status", b"%d" % self.status),
                                     (b"content-type", b"application/grpc"),
                                     (b"x-backend", self.name.encode())])
             conn.send_data(sid, b"echo:" + body)
             conn.send_headers(sid, [(b"grpc-status", b"0"), (b"grpc-message", b"ok")],
                               end_stream=True)
-        except h2.exceptions.StreamClosedError:
-            pass  # the proxy cancelled the stream meanwhile
+        except h2.exceptions.ProtocolError:
+            pass  # the proxy cancelled the stream, or closed the connection (a probe's), meanwhile
 
     def close(self) -> None:
         self._stop.set()

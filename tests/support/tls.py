@@ -129,7 +129,7 @@ class H2Client:
         self.flush()
         return sid
 
-    def _send_body(self, sid: int, body: bytes) -> None:
+    def _send_body(self, sid: int, body: bytes, end: bool = True) -> None:
         view = memoryview(body)
         while view:
             window = min(self.conn.local_flow_control_window(sid),
@@ -139,7 +139,7 @@ class H2Client:
                 self.read_once()
                 continue
             piece, view = view[:window], view[window:]
-            self.conn.send_data(sid, bytes(piece), end_stream=not view)
+            self.conn.send_data(sid, bytes(piece), end_stream=end and not view)
         self.flush()
 
     def read_once(self) -> list[h2.events.Event]:

@@ -82,7 +82,8 @@ def test_h2c_groups(pki) -> None:
     assert _problems(_config(pki, upstreams={"a": {
         "servers": ["https://127.0.0.1:9001"], "protocol": "h2c",
         "health_check": {"path": "/"}}})) == [
-        "upstreams.a.servers.0: h2c is HTTP/2 without TLS: use an http:// URL"]
+        "upstreams.a.servers.0: h2c is HTTP/2 without TLS: use an http:// URL (protocol: h2 "
+        "for TLS)"]
     # active health checks probe h2c servers over HTTP/2 (tests/http2/test_h2c_exchange.py)
     checked = parse_config(_config(pki, upstreams={"a": {
         "servers": ["http://127.0.0.1:9001"], "protocol": "h2c",
@@ -90,7 +91,20 @@ def test_h2c_groups(pki) -> None:
     assert checked.upstreams["a"].health_check is not None
     assert _problems(_config(pki, upstreams={"a": {
         "servers": ["http://127.0.0.1:9001"], "protocol": "grpc"}})) == [
-        'upstreams.a.protocol: expected "http1" or "h2c", got "grpc"']
+        'upstreams.a.protocol: expected "http1", "h2c" or "h2", got "grpc"']
+
+
+def test_h2_groups(pki) -> None:
+    config = parse_config(_config(pki, upstreams={"a": {
+        "servers": ["https://127.0.0.1:9001"], "protocol": "h2",
+        "tls": {"ca": str(pki.ca_file)}}}))
+    assert config.upstreams["a"].protocol == "h2"
+    assert parse_config(config_to_data(config)) == config
+    assert _problems(_config(pki, upstreams={"a": {
+        "servers": ["https://127.0.0.1:9001", "http://127.0.0.1:9002"],
+        "protocol": "h2"}})) == [
+        "upstreams.a.servers.1: h2 is HTTP/2 over TLS: use an https:// URL (protocol: h2c "
+        "for cleartext)"]
 
 
 def test_upstream_tls_only_with_https(pki) -> None:

@@ -358,6 +358,15 @@ class Http2Settings(_Model):
     connection_window: Annotated[int, BeforeValidator(_limit_size)] = 4194304
     """Flow-control window of a whole connection for request bodies; at least stream_window.
     Default 4 MiB, so that one stalled upload does not stop the others."""
+    send_timeout: PositiveDuration = 60.0
+    """Write-stall timeout: a response that has bytes waiting for the client's flow-control
+    window, and gets no window to send any of them for this long, has its stream reset
+    (RST_STREAM CANCEL) and its upstream connection let go; when it is the connection's
+    window that stays shut, the connection is closed (GOAWAY ENHANCE_YOUR_CALM), and so is a
+    connection whose client does not read the socket for this long. Counted in
+    veloxy_http2_send_timeouts_total. Default 60s, as nginx's send_timeout. Shorter frees
+    upstream connections held by clients that stopped reading sooner; too short cuts off
+    clients that pause a download on purpose."""
 
     @model_validator(mode="after")
     def _windows(self) -> Http2Settings:
@@ -857,9 +866,9 @@ def _no_duplicate_servers(servers: tuple[UpstreamServer, ...]) -> tuple[Upstream
 
 
 def _upstream_protocol(value: object) -> str:
-    if value in ("http1", "h2c"):
+    if value in ("http1", "h2c", "h2"):
         return value
-    raise ValueError(f'expected "http1" or "h2c", got {show(value)}')
+    raise ValueError(f'expected "http1", "h2c" or "h2", got {show(value)}')
 
 
 def _balance(value: object) -> str:
@@ -1033,12 +1042,15 @@ class UpstreamGroup(_Model):
     """TLS settings for the group's https:// servers (CA, server name, verification).
     Default null = verify against the system's trust store with each URL's host. Only with
     https:// servers."""
-    protocol: Annotated[Literal["http1", "h2c"], BeforeValidator(_upstream_protocol)] = "http1"
+    protocol: Annotated[Literal["http1", "h2c", "h2"],
+                        BeforeValidator(_upstream_protocol)] = "http1"
     """What the servers speak: "http1" (default: HTTP/1.1, keep-alive pools; every client
-    protocol maps onto it) or "h2c" (HTTP/2 without TLS, prior knowledge: gRPC backends).
-    With h2c, requests from HTTP/2 clients go upstream as HTTP/2 streams on one shared
+    protocol maps onto it), "h2c" (HTTP/2 without TLS, prior knowledge: gRPC backends) or
+    "h2" (HTTP/2 over TLS, agreed by ALPN: https:// servers, verified as `tls` says).
+    With h2c or h2, requests from HTTP/2 clients go upstream as HTTP/2 streams on one shared
     connection per server, trailers included (grpc-status); HTTP/1.1 clients get 503, since
-    gRPC needs HTTP/2 end to end. h2c servers are http:// URLs; balancing, retries and
+    gRPC needs HTTP/2 end to end. h2c servers are http:// URLs, h2 ones https:// URLs (a
+    server that does not choose h2 by ALPN is a failed connect); balancing, retries and
     passive and active health (probes as HTTP/2 streams) work as for HTTP/1.1 groups."""
     retries: Annotated[int, _int_in(0, 10)] = 1
     """How many times a failed attempt is tried again on another server, only when nothing
@@ -1070,11 +1082,15 @@ class UpstreamGroup(_Model):
         if self.tls is not None and not any(server.secure for server in self.servers):
             raise located("UpstreamGroup", [(("tls",), "tls applies to https:// servers, and "
                                             "this group has none", "tls")])
-        if self.protocol == "h2c":
+        if self.protocol in ("h2c", "h2"):
+            h2 = self.protocol == "h2"
             problems: list[tuple[tuple[str | int, ...], str, object]] = [
-                (("servers", index), "h2c is HTTP/2 without TLS: use an http:// URL",
+                (("servers", index),
+                 "h2 is HTTP/2 over TLS: use an https:// URL (protocol: h2c for cleartext)"
+                 if h2 else "h2c is HTTP/2 without TLS: use an http:// URL "
+                            "(protocol: h2 for TLS)",
                  server.url)
-                for index, server in enumerate(self.servers) if server.secure]
+                for index, server in enumerate(self.servers) if server.secure != h2]
             if problems:
                 raise located("UpstreamGroup", problems)
         return self

@@ -1,4 +1,5 @@
-"""HTTP/2 without TLS toward an upstream (h2c with prior knowledge): gRPC backends.
+"""HTTP/2 toward an upstream: without TLS (h2c with prior knowledge: gRPC backends) or
+over TLS, where the server must choose h2 by ALPN (else the connect fails, nothing sent).
 
 One `H2ClientConnection` carries many requests at once, each a stream with its own sink
 (proxy/h2c_exchange.py). The sink gets the response head, body bytes, trailers and the end,
@@ -15,6 +16,7 @@ like the HTTP/1.1 client connection.
 from __future__ import annotations
 
 import asyncio
+from ssl import SSLContext
 from typing import Any, Protocol
 
 from h2.config import H2Configuration
@@ -23,6 +25,7 @@ from h2.errors import ErrorCodes
 from h2.events import (
     ConnectionTerminated,
     DataReceived,
+    InformationalResponseReceived,
     ResponseReceived,
     StreamEnded,
     StreamReset,
@@ -32,6 +35,7 @@ from h2.events import (
 from h2.exceptions import ProtocolError, StreamClosedError
 
 from veloxy.errors import (
+    UpstreamConnectError,
     UpstreamError,
     UpstreamProtocolError,
     UpstreamRefusedError,
@@ -49,6 +53,7 @@ DRAINED = 64 * 1024
 
 
 class StreamSink(Protocol):
+    def on_h2_informational(self, headers: list[Header]) -> None: ...
     def on_h2_head(self, headers: list[Header]) -> None: ...
     def on_h2_data(self, data: bytes) -> None: ...
     def on_h2_trailers(self, headers: list[Header]) -> None: ...
@@ -98,9 +103,25 @@ class H2ClientConnection(asyncio.Protocol):
 
     @classmethod
     async def open(cls, host: str, port: int, sweeper: Any, timeouts: Any,
-                   on_closed: Any = None) -> H2ClientConnection:
-        return await connect_upstream(lambda: cls(sweeper, timeouts, on_closed), host, port,
-                                      timeouts.connect)
+                   on_closed: Any = None, ssl: SSLContext | None = None,
+                   server_hostname: str | None = None) -> H2ClientConnection:
+        """Connect (and, with `ssl`, the TLS handshake, which must agree on h2)."""
+        if ssl is None:
+            return await connect_upstream(lambda: cls(sweeper, timeouts, on_closed), host,
+                                          port, timeouts.connect)
+        conn = await connect_upstream(lambda: cls(sweeper, timeouts, on_closed), host, port,
+                                      timeouts.connect, ssl=ssl,
+                                      server_hostname=server_hostname)
+        transport = conn.transport
+        ssl_object = transport.get_extra_info("ssl_object") if transport is not None else None
+        chosen = ssl_object.selected_alpn_protocol() if ssl_object is not None else None
+        if chosen != "h2":
+            conn._on_closed = None  # never counted as open by the pool
+            if transport is not None:
+                transport.abort()
+            raise UpstreamConnectError(f"{host}:{port} did not choose HTTP/2 by ALPN "
+                                       f"(chose {chosen or 'nothing'})")
+        return conn
 
     # -- asyncio.Protocol ------------------------------------------------------------------
 
@@ -144,6 +165,10 @@ class H2ClientConnection(asyncio.Protocol):
                 stream.received = True
                 stream.deadline = self._sweeper.now + read_timeout
                 stream.sink.on_h2_head(event.headers)
+                touched.append(stream)
+            elif kind is InformationalResponseReceived and stream is not None:
+                stream.deadline = self._sweeper.now + self._timeouts.response_header
+                stream.sink.on_h2_informational(event.headers)  # 100, 103: a head follows
                 touched.append(stream)
             elif kind is TrailersReceived and stream is not None:
                 stream.sink.on_h2_trailers(event.headers)

@@ -16,8 +16,11 @@ Limits: SETTINGS_MAX_CONCURRENT_STREAMS (h2 refuses a stream beyond it), header 
 RST_STREAM), the flood guard (guard.py). Timeouts: the first request must come within
 limits.header_timeout; a connection without streams closes after limits.idle_timeout; one
 whose streams all wait for request bytes that do not come (a stalled upload) has those
-streams reset after idle_timeout. Graceful shutdown: GOAWAY with the last stream taken,
-streams in flight finish, then the connection closes.
+streams reset after idle_timeout; a response that waits for a client's flow-control window
+longer than http2.send_timeout has its stream reset (the connection closed when its own
+window is the one kept shut, or when the client does not read the socket at all).
+Graceful shutdown: GOAWAY with the last stream taken, streams in flight finish, then the
+connection closes.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ import logging
 from typing import Any
 
 from h2.config import H2Configuration
-from h2.connection import H2Connection
+from h2.connection import ConnectionState, H2Connection
 from h2.errors import ErrorCodes
 from h2.events import (
     ConnectionTerminated,
@@ -66,6 +69,11 @@ class H2ServerConnection(asyncio.Protocol):
         self._sweeper = sweeper
         self._registry = registry
         self._timeouts = (limits.header_timeout, limits.idle_timeout)
+        self._send_timeout: float = settings.send_timeout
+        #: Until when the client may stay silent (the header or idle timeout, or request
+        #: bodies that stopped coming), or NEVER; `deadline` is the earlier of it and the
+        #: end of a write stall (_set_deadline).
+        self._quiet_deadline = NEVER
         self.max_body_bytes: int | None = limits.max_body_bytes
         self._initial = initial
         # Outbound headers are ours (lowercased, connection-specific fields dropped) over
@@ -79,6 +87,9 @@ class H2ServerConnection(asyncio.Protocol):
             SettingCodes.INITIAL_WINDOW_SIZE: settings.stream_window,
             SettingCodes.MAX_HEADER_LIST_SIZE: limits.max_header_bytes,
             SettingCodes.ENABLE_PUSH: 0,
+            # WebSocket over HTTP/2 (RFC 8441): extended CONNECT, relayed as an HTTP/1.1
+            # Upgrade (http2/headers.py, proxy/h2exchange.py)
+            SettingCodes.ENABLE_CONNECT_PROTOCOL: 1,
         })
         h2.decoder.max_header_list_size = limits.max_header_bytes
         self._connection_window = settings.connection_window
@@ -88,6 +99,10 @@ class H2ServerConnection(asyncio.Protocol):
         self.peer: tuple[str, int] | None = None
         self.deadline = NEVER
         self.writing_paused = False
+        #: DATA bytes handed to h2 since the last flush (stream.py flushes past FLUSH_AT).
+        self.unflushed = 0
+        #: When the socket stopped taking our bytes (transport paused), or 0.
+        self._write_paused_since = 0.0
         self._closing = False
         self._guard = FloodGuard(sweeper.now)
         self._seen_request = False
@@ -101,7 +116,7 @@ class H2ServerConnection(asyncio.Protocol):
         if peer:
             self.peer = (peer[0], peer[1])
             self.client_ip = peer[0].encode("ascii")
-        self.deadline = self._sweeper.now + self._timeouts[0]
+        self.deadline = self._quiet_deadline = self._sweeper.now + self._timeouts[0]
         self._sweeper.add(self)
         registry = self._registry
         registry.connections.add(self)
@@ -127,7 +142,11 @@ class H2ServerConnection(asyncio.Protocol):
         except ProtocolError as exc:
             # h2 has queued GOAWAY with the right code (PROTOCOL_ERROR, FLOW_CONTROL_ERROR,
             # ENHANCE_YOUR_CALM for CONTINUATION or header-list abuse...).
+            # A bad preface is refused before h2 queues anything: GOAWAY by hand, so the
+            # client learns why (RFC 9113 §3.4) before the close.
             log.info("http2 client %s: %s", self.peer, exc)
+            if self.h2.state_machine.state is not ConnectionState.CLOSED:
+                self.h2.close_connection(ErrorCodes.PROTOCOL_ERROR)
             self._terminate()
             return
         touched: list[H2Stream] = []
@@ -205,15 +224,21 @@ class H2ServerConnection(asyncio.Protocol):
 
     def pause_writing(self) -> None:
         self.writing_paused = True
+        # a client that stops reading the socket is a write stall too (http2.send_timeout)
+        self._write_paused_since = self._sweeper.now or 1e-9
+        self.deadline = min(self.deadline, self._write_paused_since + self._send_timeout)
         for stream in list(self.streams.values()):
             if stream.exchange is not None:
                 stream.exchange.downstream_paused()
 
     def resume_writing(self) -> None:
         self.writing_paused = False
+        self._write_paused_since = 0.0
         for stream in list(self.streams.values()):
+            stream.push()  # what was held back while the socket was full
             if stream.exchange is not None and not stream.out_paused:
                 stream.exchange.downstream_resumed()
+        self.flush()
 
     # -- used by streams and the registry --------------------------------------------------
 
@@ -232,6 +257,7 @@ class H2ServerConnection(asyncio.Protocol):
     def flush(self) -> None:
         """Write what h2 has queued, in one call."""
         self._flush_scheduled = False
+        self.unflushed = 0
         data = self.h2.data_to_send()
         transport = self.transport
         if data and transport is not None and not transport.is_closing():
@@ -254,6 +280,10 @@ class H2ServerConnection(asyncio.Protocol):
         """Graceful shutdown: GOAWAY now; close once the streams in flight are done."""
         if self._closing or self.transport is None:
             return
+        # A WebSocket has no response to wait for: cut at once, as on HTTP/1.1, and before
+        # the GOAWAY (a client may stop reading its streams' frames once it has one).
+        for stream in [s for s in self.streams.values() if s.tunnel is not None]:
+            stream.cancel()
         self._closing = True
         # GOAWAY by hand: h2's close_connection() would also close its state machine, and
         # the streams in flight could no longer send their responses.
@@ -274,13 +304,25 @@ class H2ServerConnection(asyncio.Protocol):
 
     # -- timers ----------------------------------------------------------------------------
 
+    def stream_stalled(self, stream: H2Stream) -> None:
+        """The stream has response bytes the client's window does not let out: it is reset
+        if no window opens within http2.send_timeout."""
+        if not stream.stalled_since:
+            stream.stalled_since = self._sweeper.now or 1e-9
+            self.deadline = min(self.deadline, stream.stalled_since + self._send_timeout)
+
     def on_deadline(self, now: float) -> None:
         self.deadline = NEVER
         transport = self.transport
         if transport is None or transport.is_closing():
             return
+        if self._send_stalls(now):
+            return
+        if now < self._quiet_deadline:  # only a write stall was due
+            self._set_deadline(refresh=False)
+            return
         stalled = [s for s in self.streams.values()
-                   if not s.request_done and s.exchange is not None]
+                   if not s.request_done and s.exchange is not None and s.tunnel is None]
         if not self.streams:
             self._closing = True
             try:
@@ -343,14 +385,62 @@ class H2ServerConnection(asyncio.Protocol):
             for stream in list(self.streams.values()):
                 stream.push()
 
-    def _set_deadline(self) -> None:
-        if not self.streams:
-            self.deadline = self._sweeper.now + self._timeouts[
-                1 if self._seen_request else 0]
-        elif any(not s.request_done for s in self.streams.values()):
-            self.deadline = self._sweeper.now + self._timeouts[1]
-        else:
-            self.deadline = NEVER  # answers are bounded by the upstream timeouts
+    def _set_deadline(self, refresh: bool = True) -> None:
+        """The next time to look: the client's quiet time (no streams, or request bodies
+        that stopped coming; from now unless `refresh` is False), or the earliest write
+        stall's end. Answers themselves are bounded by the upstream timeouts."""
+        streams = self.streams
+        if refresh:
+            if not streams:
+                self._quiet_deadline = self._sweeper.now + self._timeouts[
+                    1 if self._seen_request else 0]
+            elif any(not s.request_done and s.tunnel is None for s in streams.values()):
+                # (a WebSocket's stream may stay quiet: tunnels have no timeout, as on
+                # HTTP/1.1)
+                self._quiet_deadline = self._sweeper.now + self._timeouts[1]
+            else:
+                self._quiet_deadline = NEVER
+        deadline = self._quiet_deadline
+        if self._write_paused_since:
+            deadline = min(deadline, self._write_paused_since + self._send_timeout)
+        for stream in streams.values():
+            if stream.stalled_since:
+                deadline = min(deadline, stream.stalled_since + self._send_timeout)
+        self.deadline = deadline
+
+    def _send_stalls(self, now: float) -> bool:
+        """Reset the streams whose response waited for the client's window past
+        send_timeout; close the connection when its own window is the one kept shut, or
+        when the client has not read the socket for that long. True when it is closed."""
+        limit = now - self._send_timeout
+        if 0 < self._write_paused_since <= limit:  # the socket itself takes nothing
+            log.info("http2 client %s has not read for %.0fs: closing", self.peer,
+                     self._send_timeout)
+            self._registry.send_timeouts = getattr(self._registry, "send_timeouts", 0) + max(
+                1, len(self.streams))
+            self.abort()  # (a GOAWAY would not be read either)
+            return True
+        expired = [s for s in self.streams.values() if 0 < s.stalled_since <= limit]
+        if not expired:
+            return False
+        self._registry.send_timeouts = getattr(self._registry, "send_timeouts", 0) + len(
+            expired)
+        if self.h2.outbound_flow_control_window <= 0:
+            log.info("http2 client %s kept its connection window shut for %.0fs: closing",
+                     self.peer, self._send_timeout)
+            try:
+                self.h2.close_connection(ErrorCodes.ENHANCE_YOUR_CALM,
+                                         last_stream_id=self.h2.highest_inbound_stream_id)
+            except ProtocolError:
+                pass
+            self._terminate()
+            return True
+        for stream in expired:
+            log.info("http2 client %s kept stream %d's window shut for %.0fs: resetting it",
+                     self.peer, stream.stream_id, self._send_timeout)
+            stream.cancel()
+        self.flush()
+        return False
 
     def _calm(self, what: str) -> None:
         log.warning("http2 client %s: %s, disconnecting", self.peer, what)

@@ -6,11 +6,21 @@ fields are joined with "; " (§8.2.3); the hop-by-hop and forwarding fields are 
 with the same table as HTTP/1.1 (h1/rules.py). A request without Content-Length that does
 not end with its head has a body of unknown length: it goes upstream chunked.
 
+WebSocket over HTTP/2 (RFC 8441): an extended CONNECT (`:method CONNECT`, `:protocol
+websocket`) becomes the HTTP/1.1 Upgrade request of RFC 6455 §4.1, a GET to :path with
+`Upgrade: websocket` (head.upgrade; an HTTP/2 request never has it set otherwise), a
+Sec-WebSocket-Key of our own (RFC 8441 §5 leaves the key out of HTTP/2) and
+Sec-WebSocket-Version 13 unless the client gave one. Any other :protocol, and plain
+CONNECT, are refused with 501.
+
 Responses: names lowercased (HTTP/2 requires it), connection-specific fields left out
 (§8.2.2), :status first.
 """
 
 from __future__ import annotations
+
+import base64
+import os
 
 from veloxy.errors import BadRequest, NotImplementedByProxy
 from veloxy.h1.head import CRLF, SEP, RequestHead
@@ -34,9 +44,10 @@ def request_head(headers: list[Header], ended: bool) -> RequestHead:
     cannot be forwarded. `ended`: the stream ended with the head (no body)."""
     head = RequestHead()
     fields = head.fields
-    method = path = authority = None
+    method = path = authority = protocol = None
     cookies: list[bytes] = []
     host_field = False
+    websocket_version = False
     for name, value in headers:
         if name[:1] == b":":
             if name == b":method":
@@ -46,13 +57,16 @@ def request_head(headers: list[Header], ended: bool) -> RequestHead:
             elif name == b":authority":
                 authority = value
             elif name == b":protocol":
-                raise NotImplementedByProxy("extended CONNECT is not supported")
+                protocol = value
             continue  # :scheme: we know which listener the request came on
         if name == b"cookie":
             cookies.append(value)
             continue
         role = REQUEST_ROLES.get(name)
         if role is None:
+            if name == b"sec-websocket-key":
+                continue  # (RFC 8441 §5) ours is sent upstream, made for the request
+            websocket_version = websocket_version or name == b"sec-websocket-version"
             fields += (name, SEP, value, CRLF)
         elif role == HOST:
             if host_field:
@@ -74,7 +88,15 @@ def request_head(headers: list[Header], ended: bool) -> RequestHead:
                 head.forwarded_for + b", " + value)
         # the rest (connection-specific, te, forwarding fields we set ourselves): left out
     if method == b"CONNECT":
-        raise NotImplementedByProxy("CONNECT is not supported")
+        if protocol is None:
+            raise NotImplementedByProxy("CONNECT is not supported")
+        if protocol.lower() != b"websocket":
+            raise NotImplementedByProxy("extended CONNECT is supported for the websocket "
+                                        "protocol only")
+        method, head.upgrade, ended = b"GET", b"websocket", True  # a GET without a body
+        fields += (b"sec-websocket-key", SEP, base64.b64encode(os.urandom(16)), CRLF)
+        if not websocket_version:
+            fields += (b"sec-websocket-version", SEP, b"13", CRLF)
     if method is None or path is None:
         raise BadRequest("missing :method or :path")
     if authority is not None:

@@ -5,7 +5,11 @@
   or to the usual HTTP/1.1 ServerConnection (transport.set_protocol) and steps aside.
 - Cleartext listeners with h2c: `PrefaceSniff` reads until the first bytes either are the
   HTTP/2 connection preface ("PRI * HTTP/2.0...", RFC 9113 §3.4, prior knowledge) or cannot
-  be, then hands over with those bytes.
+  be, then hands over with those bytes. Bytes that are neither the preface nor an HTTP/1.x
+  request line (no " HTTP/" version in the first line, or "PRI " gone wrong) were meant as
+  HTTP/2: the HTTP/2 connection answers them with GOAWAY(PROTOCOL_ERROR), which an HTTP/2
+  client understands (RFC 9113 §3.4), where an HTTP/1.1 400 would read as a broken frame.
+  A malformed HTTP/1.x request still gets its HTTP/1.1 400.
 
 Cleartext listeners without h2c never see these classes: their connections go straight to
 ServerConnection, so the HTTP/1.1 hot path pays nothing for HTTP/2.
@@ -21,6 +25,12 @@ from veloxy.http2.connection import H2ServerConnection
 from veloxy.net.timers import NEVER
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+
+#: Every HTTP/1.x request line ends with its version (RFC 9112 §3).
+HTTP1_VERSION = b" HTTP/"
+#: Bytes read without a line end before they go to HTTP/1.1 anyway (whose parser answers a
+#: request line that long with its own status).
+MAX_SNIFF = 16 * 1024
 
 
 class _Handover(asyncio.Protocol):
@@ -85,11 +95,20 @@ class PrefaceSniff(_Handover):
             self._buffer = buffer  # could still be the preface: wait for more
             self._sweeper.add(self)
             return
+        if not buffer.startswith(b"PRI "):
+            line = _first_line(buffer)
+            if line is None and len(buffer) < MAX_SNIFF:
+                self._buffer = buffer  # the request line is not whole yet
+                self._sweeper.add(self)
+                return
+            if line is None or HTTP1_VERSION in line:
+                self._buffer = b""
+                self._hand_over(self._make_h1(), buffer, feed_data=True)
+                return
         self._buffer = b""
-        if buffer.startswith(PREFACE):
-            self._hand_over(self._make_h2(buffer))  # the h2 connection feeds it itself
-        else:
-            self._hand_over(self._make_h1(), buffer, feed_data=True)
+        # The preface, or bytes meant as one: the h2 connection feeds them itself (and
+        # answers a bad preface with GOAWAY).
+        self._hand_over(self._make_h2(buffer))
 
     def eof_received(self) -> bool:
         return False  # closes the connection: nothing was asked
@@ -97,6 +116,16 @@ class PrefaceSniff(_Handover):
     def connection_lost(self, exc: Exception | None) -> None:
         self._sweeper.discard(self)
         super().connection_lost(exc)
+
+
+def _first_line(buffer: bytes) -> bytes | None:
+    """The first line that is not empty (empty lines before a request are allowed), or
+    None while it is not whole."""
+    start = 0
+    while buffer[start:start + 1] in (b"\r", b"\n"):  # (b"" at the end: not in the tuple)
+        start += 1
+    end = buffer.find(b"\n", start)
+    return None if end < 0 else buffer[start:end]
 
 
 def protocol_factory(app: Any, limits: Any, http2: Any, sweeper: Any, registry: Any,

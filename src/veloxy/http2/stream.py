@@ -9,6 +9,7 @@ bytes. Their HTTP/2 meaning:
 - reading paused: the request body already received is not acknowledged, so the client's
   stream window closes and it stops sending (per-stream backpressure toward the client);
   resuming sends the WINDOW_UPDATE held back;
+- a 1xx answer (`send_informational`) goes out at once in a HEADERS frame of its own;
 - the response is queued (`send_head`, `send_body`, `send_end`) and `push` sends what the
   stream's and the connection's send windows allow; beyond HIGH_WATER bytes left queued
   the exchange is told `downstream_paused` (the upstream connection stops reading) and,
@@ -31,6 +32,11 @@ if TYPE_CHECKING:
 
 HIGH_WATER = 256 * 1024
 LOW_WATER = 64 * 1024
+#: DATA handed to h2 in one go before the connection writes it out: the socket's
+#: backpressure (pause_writing) is then seen before more is taken from the stream's queue,
+#: where the watermarks pause the upstream. (libuv reads up to 32 times 64 KiB from a fast
+#: upstream per loop iteration: without it, one flush could be megabytes.)
+FLUSH_AT = 128 * 1024
 
 
 class H2Stream:
@@ -49,7 +55,9 @@ class H2Stream:
         "exchange",
         "reading_paused",
         "request_done",
+        "stalled_since",
         "stream_id",
+        "tunnel",
     )
 
     keep_alive = True
@@ -72,6 +80,10 @@ class H2Stream:
         self._trailers: list[tuple[bytes, bytes]] | None = None
         #: Response body bytes given to the stream (the access log's size).
         self.bytes_out = 0
+        #: When the response began to wait for the client's window (0: it is not waiting).
+        self.stalled_since = 0.0
+        #: The exchange, once the stream carries a WebSocket (RFC 8441) as raw DATA.
+        self.tunnel: Any = None
 
     # -- what the exchange reads -----------------------------------------------------------
 
@@ -155,13 +167,39 @@ class H2Stream:
         self._reset(ErrorCodes.INTERNAL_ERROR)
         self.conn.flush()
 
+    def cancel(self) -> None:
+        """Given up on our side (the client kept the window shut past http2.send_timeout,
+        or a tunnel at shutdown): RST_STREAM(CANCEL), and the exchange lets its upstream
+        connection go."""
+        exchange, self.exchange = self.exchange, None
+        self.tunnel = None
+        self._data.clear()
+        if exchange is not None:
+            exchange.downstream_lost()
+        self._reset(ErrorCodes.CANCEL)
+
     def refuse(self) -> None:
         """Not taken (the connection is shutting down): the client may send it again."""
         self.exchange = None
         self._reset(ErrorCodes.REFUSED_STREAM)
 
     def close(self) -> None:
-        self.abort()
+        """Outside a tunnel: abort. A tunnel whose upstream is gone: what it sent goes out,
+        then END_STREAM; a client still sending is then told to stop (RST_STREAM)."""
+        if self.tunnel is None:
+            self.abort()
+            return
+        self.tunnel = self.exchange = None
+        if self._out_done:  # END_STREAM already went (the upstream's EOF)
+            if self.request_done:
+                self.conn.forget(self)
+            else:
+                self._reset(ErrorCodes.CANCEL)
+                self.conn.flush()
+            return
+        self._end = True
+        self._reset_after = not self.request_done
+        self.push_soon()
 
     def answer(self, status: int, message: str, *, keep_alive: bool = True,
                fields: Sequence[tuple[bytes, bytes]] = ()) -> None:
@@ -171,18 +209,36 @@ class H2Stream:
         self.finish()
 
     def write_eof(self) -> None:
-        self.abort()
+        """A tunnel's upstream finished sending: END_STREAM after what is queued."""
+        self._end = True
+        self.push_soon()
 
-    def write(self, data: bytes) -> None:  # pragma: no cover - HTTP/2 exchanges never do
-        raise RuntimeError("an HTTP/2 stream takes responses by send_head/send_body")
+    def write(self, data: bytes) -> None:
+        """A tunnel's bytes from the upstream, as DATA frames (flow-controlled)."""
+        self.send_body(data)
+        self.push_soon()
 
-    def start_tunnel(self, exchange: object) -> None:  # pragma: no cover
-        raise RuntimeError("HTTP/2 streams do not tunnel")
+    def start_tunnel(self, exchange: object) -> None:
+        """The upstream switched to WebSocket: DATA both ways from now on (the exchange's
+        request_body/request_end relay the client's side)."""
+        self.tunnel = exchange
 
     # -- the response ------------------------------------------------------------------------
 
     def send_head(self, headers: list[tuple[bytes, bytes]]) -> None:
         self._headers = headers
+
+    def send_informational(self, headers: list[tuple[bytes, bytes]]) -> None:
+        """A 1xx (100 Continue, 103 Early Hints) before the final head: a HEADERS frame of
+        its own without END_STREAM (RFC 9113 §8.1), sent at the end of this iteration.
+        HEADERS are not flow-controlled, so it never waits for a window."""
+        if self._out_done or self._headers is not None:
+            return  # reset, or the final head is already queued: too late for a 1xx
+        try:
+            self.conn.h2.send_headers(self.stream_id, headers)
+        except (StreamClosedError, ProtocolError):
+            return
+        self.conn.flush_soon()
 
     def send_body(self, data: bytes) -> None:
         if data:
@@ -206,7 +262,8 @@ class H2Stream:
         """Send what the flow-control windows allow (the caller flushes the connection)."""
         if self._out_done:
             return
-        h2 = self.conn.h2
+        conn = self.conn
+        h2 = conn.h2
         sid = self.stream_id
         data = self._data
         trailers = self._trailers
@@ -219,9 +276,13 @@ class H2Stream:
                     self._sent_all()
                     return
             while data:
+                if conn.writing_paused:
+                    break  # the socket is full: the rest waits in the queue
                 window = h2.local_flow_control_window(sid)
                 if window <= 0:
+                    conn.stream_stalled(self)
                     break
+                self.stalled_since = 0.0
                 size = min(window, h2.max_outbound_frame_size)
                 if size >= len(data):
                     piece = bytes(data)
@@ -234,6 +295,9 @@ class H2Stream:
                 if last:
                     self._sent_all()
                     return
+                conn.unflushed += len(piece)
+                if conn.unflushed >= FLUSH_AT:
+                    conn.flush()
             if self._end and not data and self._headers is None:
                 if trailers is not None:
                     h2.send_headers(sid, trailers, end_stream=True)

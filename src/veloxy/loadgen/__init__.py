@@ -10,6 +10,7 @@ every benchmark also exercises the proxy's client path.
 Modules, in the order a run goes through them:
 
     settings   command-line values -> a frozen `BenchSettings`, request bytes built once
+    tls        https:// targets: the client context (verification, --ca, --sni, --insecure)
     script     --script FILE.py: request()/response()/setup() hooks
     driver     the hot path: one ResponseSink per connection (closed or open loop)
     worker     one process: connections, phases (warm-up, measure, drain), tallies

@@ -5,8 +5,9 @@ own error rules, and the top-level CLI only registers it (`add_bench_parser`). E
 
     0    the run completed (warnings about a suspect result do not change it)
     1    --fail-on-regression found a regression, or the generator itself failed
-    2    bad input: a bad option, URL, header, body file, script, baseline, or an unreachable
-         server; one line on stderr naming the problem, no traceback unless --debug
+    2    bad input: a bad option, URL, header, body file, script, baseline, an unreachable
+         server or a certificate that does not verify; one line on stderr naming the
+         problem, no traceback unless --debug
     130  interrupted by Ctrl-C (the partial results are printed first)
 """
 
@@ -22,7 +23,8 @@ EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 
 DESCRIPTION = """\
-Load-test an HTTP/1.1 server, as wrk and wrk2 do, with honest latency.
+Load-test an HTTP/1.1 server, as wrk and wrk2 do, with honest latency; over TLS for an
+https:// URL (the certificate verified, as a browser would: --ca, --sni, --insecure).
 
 Closed loop by default (each connection sends its next request when the answer arrives);
 -R RATE holds a constant total rate instead and measures latency from each request's intended
@@ -36,6 +38,7 @@ examples:
   veloxy bench http://127.0.0.1:8080/ -R 5000 -d 30s --json run.json --hdr-log run.hlog
   veloxy bench http://127.0.0.1:8080/ --baseline run.json --fail-on-regression 5
   veloxy bench http://127.0.0.1:8080/api --body req.json -H "Content-Type: application/json"
+  veloxy bench https://127.0.0.1:8443/ --ca ca.pem --sni www.example.test -c 32 -d 10s
   veloxy bench http://10.0.0.1:8080/ -d 30s --start-at 2026-12-07T08:00:00Z --json gen1.json
       (on each of several machines; then: veloxy merge gen*.json --html fleet.html)
 
@@ -51,7 +54,7 @@ def add_bench_parser(commands: Any) -> argparse.ArgumentParser:
         description=DESCRIPTION, epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    bench.add_argument("url", metavar="URL", help="http://host[:port]/path")
+    bench.add_argument("url", metavar="URL", help="http[s]://host[:port]/path")
     bench.add_argument("-c", "--connections", type=int, default=64, metavar="N",
                        help="connections kept open (default 64)")
     bench.add_argument("-d", "--duration", default="10s", metavar="DURATION",
@@ -88,6 +91,14 @@ def add_bench_parser(commands: Any) -> argparse.ArgumentParser:
                        help="compare with an earlier --json result")
     bench.add_argument("--fail-on-regression", type=float, metavar="PCT",
                        help="exit 1 if requests/s drop or p99 rises by more than PCT percent")
+    bench.add_argument("-k", "--insecure", action="store_true",
+                       help="https: do not verify the server's certificate (test servers)")
+    bench.add_argument("--ca", metavar="FILE",
+                       help="https: verify the server with the CA certificates in FILE (PEM) "
+                            "instead of the system's")
+    bench.add_argument("--sni", metavar="NAME",
+                       help="https: the name sent by SNI and checked against the certificate "
+                            "(default: the URL's host)")
 
     def error(message: str) -> NoReturn:
         _die(message)
@@ -150,6 +161,8 @@ def settings_from_args(args: argparse.Namespace) -> Any:
         processes = max(1, min(usable_cpus(), args.connections))
     if args.script and not os.path.isfile(args.script):
         raise BenchInputError(f"script {args.script}: no such file")
+    if args.ca and not os.path.isfile(args.ca):
+        raise BenchInputError(f"--ca {args.ca}: no such file")
     return BenchSettings(
         url=args.url, connections=args.connections, duration=duration("-d", args.duration),
         processes=processes, rate=args.rate, close=args.close, headers=headers, method=method,
@@ -158,6 +171,7 @@ def settings_from_args(args: argparse.Namespace) -> Any:
         latency=args.latency, json_out=args.json_out, hdr_log=args.hdr_log,
         baseline=args.baseline, fail_on_regression=args.fail_on_regression,
         start_at=parse_start_time(args.start_at) if args.start_at else None,
+        insecure=args.insecure, ca=args.ca, server_name=args.sni,
     )
 
 

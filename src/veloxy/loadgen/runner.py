@@ -35,6 +35,7 @@ from hdrh.histogram import HdrHistogram
 from veloxy.loadgen import histogram as hdr
 from veloxy.loadgen.script import Script
 from veloxy.loadgen.settings import BenchInputError, BenchSettings, format_start_time
+from veloxy.loadgen.tls import client_context, handshake
 from veloxy.loadgen.worker import WorkerPlan, WorkerResult, worker_main
 
 #: A worker using this share of a CPU or more is the bottleneck: its numbers are suspect.
@@ -142,8 +143,10 @@ class BenchOutcome:
 
 
 def preflight(settings: BenchSettings) -> str:
-    """Resolve the host and check it accepts a connection; returns the address to use."""
+    """Resolve the host and check it accepts a connection (and, for https://, a verified
+    TLS handshake); returns the address to use."""
     t = settings.target
+    context = client_context(settings)
     try:
         infos = socket.getaddrinfo(t.host, t.port, type=socket.SOCK_STREAM)
     except socket.gaierror as exc:
@@ -154,6 +157,8 @@ def preflight(settings: BenchSettings) -> str:
         sock.settimeout(settings.timeout)
         try:
             sock.connect(address)
+            if context is not None:
+                handshake(sock, settings, context)
         except OSError as exc:
             last = exc
             continue

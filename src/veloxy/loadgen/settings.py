@@ -46,16 +46,18 @@ class Target:
     path: str  # request target: path and query, at least "/"
     host_header: str  # Host header value: host[:port], brackets kept for IPv6
     url: str
+    secure: bool = False  # https://: TLS (loadgen/tls.py)
 
 
 def parse_url(url: str) -> Target:
-    """An http:// URL -> Target, or BenchInputError naming what is wrong with it."""
+    """An http:// or https:// URL -> Target, or BenchInputError naming what is wrong."""
     text = url.strip()
     if "://" not in text:
         raise BenchInputError(f"expected a URL like http://127.0.0.1:8080/, got {url!r}")
     scheme = text.partition("://")[0].lower()
-    if scheme != "http":
-        raise BenchInputError(f"only http:// URLs are supported, got {url!r}")
+    if scheme not in ("http", "https"):
+        raise BenchInputError(f"only http:// and https:// URLs are supported, got {url!r}")
+    default_port = 443 if scheme == "https" else 80
     try:
         parts = urlsplit(text)
         port = parts.port
@@ -65,7 +67,7 @@ def parse_url(url: str) -> Target:
     if not host:
         raise BenchInputError(f"no host in URL {url!r}")
     if port is None:
-        port = 80
+        port = default_port
     if port == 0:
         raise BenchInputError(f"bad port in URL {url!r}")
     path = parts.path or "/"
@@ -74,9 +76,9 @@ def parse_url(url: str) -> Target:
     if any(ord(ch) <= 32 or ord(ch) >= 127 for ch in path):
         raise BenchInputError(f"the URL path must be percent-encoded ASCII, got {path!r}")
     shown = f"[{host}]" if ":" in host else host
-    host_header = shown if port == 80 else f"{shown}:{port}"
+    host_header = shown if port == default_port else f"{shown}:{port}"
     return Target(host=host, port=port, path=path, host_header=host_header,
-                  url=f"http://{host_header}{path}")
+                  url=f"{scheme}://{host_header}{path}", secure=scheme == "https")
 
 
 def parse_header(text: str) -> tuple[str, str]:
@@ -191,6 +193,11 @@ class BenchSettings:
     #: Epoch seconds when the load begins (warm-up first, then the measured window), shared by
     #: several generators so that their windows line up; None: as soon as connected.
     start_at: float | None = None
+    #: https:// only: skip certificate verification; the CA file to verify with; the name
+    #: SNI sends and the certificate must carry (default: the URL's host).
+    insecure: bool = False
+    ca: str | None = None
+    server_name: str | None = None
     target: Target = field(init=False)
 
     def __post_init__(self) -> None:
@@ -216,6 +223,10 @@ class BenchSettings:
                 raise BenchInputError("--fail-on-regression must be a percentage >= 0")
         for name, value in self.headers:
             parse_header(f"{name}: {value}")
+        if not self.target.secure and (self.insecure or self.ca or self.server_name):
+            raise BenchInputError("--insecure, --ca and --sni are for https:// URLs")
+        if self.insecure and self.ca:
+            raise BenchInputError("--insecure skips the verification --ca is for: give one")
 
     @property
     def closes(self) -> bool:

@@ -48,6 +48,7 @@ from veloxy.loadgen.driver import (
 )
 from veloxy.loadgen.script import Script
 from veloxy.loadgen.settings import BenchInputError, BenchSettings
+from veloxy.loadgen.tls import client_context, server_hostname
 from veloxy.net.timers import sweeper_for
 
 TICK = 0.25  # seconds between flushes and progress messages
@@ -147,6 +148,8 @@ class Worker(WorkerHooks):
         self._connected = asyncio.Event()
         self.sweeper = sweeper_for(loop)
         self.timeouts = Timeouts(s.timeout, s.timeout, s.timeout)
+        self._tls = client_context(s)  # None for http://
+        self._server_hostname = server_hostname(s) if self._tls is not None else None
         loop.add_reader(self.channel.fileno(), self._on_control)
         script = None
         if s.script:
@@ -269,7 +272,8 @@ class Worker(WorkerHooks):
         try:
             conn = await self._conn_class.open(self.plan.connect_host, self.settings.target.port,
                                               self.sweeper, self.timeouts,
-                                              on_closed=d.connection_closed)
+                                              on_closed=d.connection_closed, ssl=self._tls,
+                                              server_hostname=self._server_hostname)
         except UpstreamConnectError:
             if self.phase != "connect":
                 self.tally.errors_connect += 1

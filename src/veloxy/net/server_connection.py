@@ -144,6 +144,8 @@ class ConnectionRegistry:
         self.accept_backoffs = 0
         self.on_vacancy: Callable[[], None] | None = None
         self.released = 0  # connections asked to leave to make room (make_room)
+        #: HTTP/2 streams cut because the client took no bytes for http2.send_timeout.
+        self.send_timeouts = 0
 
     def discard(self, conn: ServerConnection) -> None:
         self.connections.discard(conn)

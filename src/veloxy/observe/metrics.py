@@ -220,7 +220,7 @@ class MetricsRegistry:
                     out[family].append([labels, value])
         for group in self.groups.values():
             out["veloxy_upstream_retries_total"].append([[group.name], group.retries])
-        connections = accepted = bytes_in = bytes_out = 0
+        connections = accepted = bytes_in = bytes_out = send_timeouts = 0
         cap = pauses = backoffs = released = 0
         rejected: dict[int, int] = {}
         for registry in self.downstream:
@@ -230,6 +230,7 @@ class MetricsRegistry:
             pauses += getattr(registry, "limit_pauses", 0)
             backoffs += getattr(registry, "accept_backoffs", 0)
             released += getattr(registry, "released", 0)
+            send_timeouts += registry.send_timeouts
             bytes_in += registry.bytes_in
             bytes_out += registry.bytes_out
             for conn in registry.connections:
@@ -246,6 +247,7 @@ class MetricsRegistry:
         out["veloxy_downstream_connections_released_total"].append([[], released])
         out["veloxy_downstream_received_bytes_total"].append([[], bytes_in])
         out["veloxy_downstream_sent_bytes_total"].append([[], bytes_out])
+        out["veloxy_http2_send_timeouts_total"].append([[], send_timeouts])
         for status, n in sorted(rejected.items()):
             reason = BAD_REQUEST_REASONS.get(status, "other")
             out["veloxy_bad_requests_total"].append([[str(status), reason], n])
@@ -326,6 +328,9 @@ FAMILIES: dict[str, Family] = {
         "counter", (), "Bytes received from clients."),
     "veloxy_downstream_sent_bytes_total": Family(
         "counter", (), "Bytes sent to clients."),
+    "veloxy_http2_send_timeouts_total": Family(
+        "counter", (), "HTTP/2 streams cut because the client took no response bytes "
+                       "(flow-control window or socket) for http2.send_timeout."),
     "veloxy_bad_requests_total": Family(
         "counter", ("code", "reason"), "Requests refused before reaching a route, by status."),
     "process_cpu_seconds_total": Family(

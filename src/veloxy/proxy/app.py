@@ -162,13 +162,13 @@ class ProxyApp:
         requests are, the response turned into HTTP/2 (proxy/h2exchange.py)."""
         if self.h2c_groups:
             route = self.router.match(head)
-            if route is not None and route.group.config.protocol == "h2c":
+            if route is not None and route.group.config.protocol != "http1":
                 return H2cExchange(self, stream, head)
         return H2ProxyExchange(self, stream, head)
 
     @property
     def h2c_groups(self) -> bool:
-        return any(group.config.protocol == "h2c" for group in self.groups.values())
+        return any(group.config.protocol != "http1" for group in self.groups.values())
 
     def close(self) -> None:
         for group in self.groups.values():

@@ -78,12 +78,14 @@ NO_CACHE: dict[bytes, bytes] = {}
 
 
 def h2_request_headers(head: RequestHead, path: bytes, authority: bytes, client_ip: bytes,
-                       scheme: bytes, trace: Trace | None) -> list[Field]:
-    """The header list sent to an HTTP/2 upstream (h2c): pseudo-fields, the client's
+                       scheme: bytes, trace: Trace | None,
+                       upstream_scheme: bytes = b"http") -> list[Field]:
+    """The header list sent to an HTTP/2 upstream (h2c, or h2 with `upstream_scheme`
+    https): pseudo-fields, the client's
     end-to-end fields (names lowercased, as HTTP/2 requires; connection-specific ones
     dropped, RFC 9113 §8.2.2; the trace context's traceparent when tracing), `te: trailers`
     (gRPC servers require it), then the forwarding fields."""
-    headers = [(b":method", head.method), (b":scheme", b"http"),
+    headers = [(b":method", head.method), (b":scheme", upstream_scheme),
                (b":authority", authority), (b":path", path)]
     fields = head.fields if trace is None else trace.fields
     for i in range(0, len(fields), 4):

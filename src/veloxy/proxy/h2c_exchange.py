@@ -22,6 +22,7 @@ upstream stream (its DATA is no longer acknowledged) past its high-water mark.
 from __future__ import annotations
 
 import asyncio
+from time import monotonic
 from typing import TYPE_CHECKING
 
 from veloxy.errors import UpstreamError
@@ -60,13 +61,23 @@ class H2cExchange(BaseExchange):
             # for a POST (it never reached the application), which needs the body.
             self._replay = []
 
+    def start(self) -> None:
+        if self.head.upgrade is not None:  # extended CONNECT (http2/headers.py)
+            self.started = monotonic()
+            self._respond_error(501, "WebSocket over HTTP/2 is not supported toward an "
+                                     "HTTP/2 upstream group (protocol: h2c or h2)",
+                                keep_alive=True)
+            return
+        super().start()
+
     # -- the upstream side of the phases --------------------------------------------------
 
     def _prepare(self, route: CompiledRoute) -> None:
         head, down = self.head, self.down
         self._headers = h2_request_headers(
             head, route.rewrite(head.target) if route.strip_prefix else head.target,
-            head.host or route.group.name.encode(), down.client_ip, down.scheme, self.trace)
+            head.host or route.group.name.encode(), down.client_ip, down.scheme, self.trace,
+            b"https" if route.group.config.protocol == "h2" else b"http")
 
     def _attempt(self, server: Endpoint, fresh: bool) -> None:
         pool: H2cPool = server.pool  # type: ignore[assignment]  # an h2c group's servers
@@ -153,15 +164,12 @@ class H2cExchange(BaseExchange):
 
     # -- the upstream's side (http2.client.StreamSink) ------------------------------------
 
+    def on_h2_informational(self, headers: list[Header]) -> None:
+        # 100 Continue, 103 Early Hints: relayed as they came (RFC 9110 §15.2)
+        self.down.send_informational(_response_headers(headers)[1])
+
     def on_h2_head(self, headers: list[Header]) -> None:
-        out: list[Header] = []
-        status = 0
-        for name, value in headers:
-            if name == b":status":
-                status = int(value)
-                out.insert(0, (name, value))
-            elif name[:1] != b":" and name not in CONNECTION_SPECIFIC:
-                out.append((name, value))
+        status, out = _response_headers(headers)
         self._answered(status)
         self.down.send_head(out)
 
@@ -192,3 +200,17 @@ class H2cExchange(BaseExchange):
     def _complete(self) -> None:
         log_exchange(self, self.status)
         self.down.finish()
+
+
+def _response_headers(headers: list[Header]) -> tuple[int, list[Header]]:
+    """The status and the header list for the client: :status first, connection-specific
+    fields left out."""
+    out: list[Header] = []
+    status = 0
+    for name, value in headers:
+        if name == b":status":
+            status = int(value)
+            out.insert(0, (name, value))
+        elif name[:1] != b":" and name not in CONNECTION_SPECIFIC:
+            out.append((name, value))
+    return status, out

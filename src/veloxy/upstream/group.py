@@ -86,7 +86,8 @@ class Group:
         self.socket_options = None if is_default(socket_options) else socket_options
         self.config = config
         #: One client context for the group's https:// servers (tls/client.py), or None.
-        self.tls_context = (client_context(config.tls, f"upstreams.{config.name}.tls")
+        self.tls_context = (client_context(config.tls, f"upstreams.{config.name}.tls",
+                                           http2=config.protocol == "h2")
                             if any(entry.secure for entry in config.servers) else None)
         self.timeouts = config.timeouts
         self.retries = config.retries
@@ -120,7 +121,7 @@ class Group:
         pool = self.config.pool
         pool_class: type[ConnectionPool] = ConnectionPool
         extra: dict[str, Any] = {}
-        if self.config.protocol == "h2c":  # HTTP/2 upstream (gRPC): upstream/h2c_pool.py
+        if self.config.protocol != "http1":  # HTTP/2 (h2c, h2): upstream/h2c_pool.py
             from veloxy.upstream.h2c_pool import H2cPool
 
             pool_class, extra = H2cPool, {"group": self.name}

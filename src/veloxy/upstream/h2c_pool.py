@@ -1,5 +1,6 @@
-"""The connection to one server of an upstream group that speaks HTTP/2 without TLS
-(`protocol: h2c`, gRPC backends).
+"""The connection to one server of an upstream group that speaks HTTP/2: without TLS
+(`protocol: h2c`, gRPC backends) or over TLS with ALPN h2 (`protocol: h2`, https://
+servers; the pool's `ssl` context offers h2 and the connection checks the server chose it).
 
 HTTP/2 multiplexes: one connection per server carries every request in flight (up to the
 server's SETTINGS_MAX_CONCURRENT_STREAMS, beyond which a second connection replaces it
@@ -33,8 +34,8 @@ class H2cPool(ConnectionPool):
 
     async def acquire(self, fresh: bool = False) -> Any:
         raise NoUpstreamAvailable(
-            f"upstream group {self._group!r} speaks HTTP/2 (protocol: h2c): only HTTP/2 "
-            "clients can use it")
+            f"upstream group {self._group!r} speaks HTTP/2 (protocol: "
+            f"{'h2' if self.ssl is not None else 'h2c'}): only HTTP/2 clients can use it")
 
     # -- HTTP/2 --------------------------------------------------------------------------------
 
@@ -61,7 +62,8 @@ class H2cPool(ConnectionPool):
         self.open += 1
         try:
             conn = await H2ClientConnection.open(self.host, self.port, self._sweeper,
-                                                 self._timeouts, self._closed)
+                                                 self._timeouts, self._closed, ssl=self.ssl,
+                                                 server_hostname=self.server_hostname)
         except UpstreamError:
             self.open -= 1
             self.stats.connect_failures += 1

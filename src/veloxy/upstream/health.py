@@ -128,6 +128,9 @@ class _H2ProbeSink:
     def __init__(self, done: asyncio.Future[int]) -> None:
         self._done = done
 
+    def on_h2_informational(self, headers: list[tuple[bytes, bytes]]) -> None:
+        pass  # a 1xx is not the answer: the final head follows
+
     def on_h2_head(self, headers: list[tuple[bytes, bytes]]) -> None:
         if not self._done.done():
             self._done.set_result(int(dict(headers).get(b":status", b"0")))
@@ -159,11 +162,14 @@ async def probe_h2c(server: Endpoint, check: HealthCheck, sweeper: DeadlineSweep
     connections). None when healthy, else what went wrong."""
 
     async def ask() -> int:
+        pool = server.pool
         conn = await H2ClientConnection.open(server.host, server.port, sweeper,
-                                             _ProbeTimeouts(check.timeout))
+                                             _ProbeTimeouts(check.timeout), ssl=pool.ssl,
+                                             server_hostname=pool.server_hostname)
         try:
             done: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-            conn.start([(b":method", b"GET"), (b":scheme", b"http"),
+            scheme = b"http" if pool.ssl is None else b"https"
+            conn.start([(b":method", b"GET"), (b":scheme", scheme),
                         (b":authority", authority), (b":path", check.path.encode()),
                         (b"user-agent", b"veloxy-health-check")], _H2ProbeSink(done), True)
             conn.flush()
