@@ -125,7 +125,11 @@ class Acceptor:
         self._batch = batch
         self._listeners: list[tuple[socket.socket, Callable[[], asyncio.BaseProtocol],
                                     dict[str, Any]]] = []
-        self._pending: set[asyncio.Task[None]] = set()  # sockets being wrapped
+        #: Sockets being wrapped, by the task that wraps them (connect_accepted_socket).
+        self._pending: dict[asyncio.Task[Any], socket.socket] = {}
+        #: Each listener's (family, type, proto), read once: socket.accept() reads them as
+        #: enums, through Python calls, for every connection.
+        self._kinds: dict[socket.socket, tuple[int, int, int]] = {}
         #: Accepted sockets whose connection is not in the registry yet (see `_attach`).
         self._wrapping = 0
         self._reading = False
@@ -160,6 +164,7 @@ class Acceptor:
         """Accept on `listener` (listening, non-blocking), wrapping its connections with
         `protocol_factory` and `connect_options` (ssl=, ssl_handshake_timeout=, ...)."""
         self._listeners.append((listener, protocol_factory, connect_options))
+        self._kinds[listener] = (int(listener.family), int(listener.type), listener.proto)
 
     @property
     def open_connections(self) -> int:
@@ -353,9 +358,14 @@ class Acceptor:
             self._make_room()  # someone waits in the queue: this is why we were called
             return
         listener, factory, options = entry
+        # socket.accept() without its Python layer: every connection comes this way, and it
+        # costs more than libuv's accept (docs/BENCHMARKS.md, "nginx-class in the hard cases")
+        raw_accept = listener._accept  # type: ignore[attr-defined]  # the C accept socket.accept wraps
+        family, kind, proto = self._kinds[listener]
+        loop = self._loop
         for _ in range(min(room, self._batch)):
             try:
-                conn, _address = listener.accept()
+                fd, _address = raw_accept()
             except (BlockingIOError, InterruptedError):
                 if self._failures:
                     self._episode_over()  # accept() works again: the queue is just empty
@@ -369,31 +379,30 @@ class Acceptor:
                 return
             if self._failures:
                 self._episode_over()
+            conn = socket.socket(family, kind, proto, fileno=fd)
             conn.setblocking(False)
+            # Wrapped by a task of its own; it counts in `_wrapping` until the wrapping is
+            # done, by which time its connection_made (TLS: after the handshake) has put it
+            # in the registry: for a moment it counts twice, which errs on the safe side of
+            # the cap.
             self._wrapping += 1
-            task = self._loop.create_task(self._attach(conn, factory, options))
-            self._pending.add(task)
+            task = loop.create_task(loop.connect_accepted_socket(factory, sock=conn, **options))
+            self._pending[task] = conn
             task.add_done_callback(self._attached)
         if self.open_connections >= self.max_connections:
             self._limit_reached()
             self._make_room()  # the batch ended at the cap, not with an empty queue
 
-    async def _attach(self, conn: socket.socket, factory: Callable[[], asyncio.BaseProtocol],
-                      options: dict[str, Any]) -> None:
-        """Wrap `conn`; it counts in `_wrapping` until the wrapping is done, by which time
-        its connection_made (TLS: after the handshake) has put it in the registry: for a
-        moment it counts twice, which errs on the safe side of the cap."""
-        try:
-            await self._loop.connect_accepted_socket(factory, sock=conn, **options)
-        except (OSError, TimeoutError, asyncio.CancelledError):
+    def _attached(self, task: asyncio.Task[Any]) -> None:
+        conn = self._pending.pop(task)
+        self._wrapping -= 1
+        exc = None if task.cancelled() else task.exception()
+        if task.cancelled() or exc is not None:
             # Reset before we could wrap it, a TLS handshake that failed or timed out, or
             # the shutdown: the loop's servers drop such a connection the same way.
+            if exc is not None and not isinstance(exc, (OSError, TimeoutError)):
+                log.error("wrapping an accepted connection failed", exc_info=exc)
             conn.close()
-        finally:
-            self._wrapping -= 1
-
-    def _attached(self, task: asyncio.Task[None]) -> None:
-        self._pending.discard(task)
         if self._at_limit:
             self._vacancy()  # it no longer counts twice, or its handshake failed
 
