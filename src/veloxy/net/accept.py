@@ -148,6 +148,7 @@ class Acceptor:
                                                            default_max_connections(nofile))
         self._fast_below = safe * FAST_SHARE // 100 if fast and self._catch_up else 0
         self._switching = False
+        self._switch_task: asyncio.Task[None] | None = None  # the set-up while _switching
         self._backlog = backlog
         registry.busy_at = NEVER_BUSY
         self._at_limit = False
@@ -208,6 +209,8 @@ class Acceptor:
             listener.close()
         for task in list(self._pending):
             task.cancel()  # a TLS handshake still in progress: its socket is closed
+        if self._switch_task is not None:
+            self._switch_task.cancel()
 
     # -- pausing and resuming ----------------------------------------------------------------
 
@@ -340,12 +343,11 @@ class Acceptor:
                 and not self._switching and not self._stopped:
             self._switching = True
             self._registry.on_vacancy = None
-            task = self._loop.create_task(self._go_fast())
-            self._pending.add(task)
-            task.add_done_callback(self._switched)
+            self._switch_task = self._loop.create_task(self._go_fast())
+            self._switch_task.add_done_callback(self._switched)
 
-    def _switched(self, task: asyncio.Task[None]) -> None:
-        self._pending.discard(task)
+    def _switched(self, _task: asyncio.Task[None]) -> None:
+        self._switch_task = None
         self._switching = False
 
     # -- accepting -----------------------------------------------------------------------------
