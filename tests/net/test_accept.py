@@ -23,7 +23,11 @@ import pytest
 
 uvloop = pytest.importorskip("uvloop")
 
-from veloxy.net.accept import Acceptor, default_max_connections  # noqa: E402
+from veloxy.net.accept import (  # noqa: E402
+    Acceptor,
+    accept_queue_length,
+    default_max_connections,
+)
 from veloxy.net.server_connection import ConnectionRegistry  # noqa: E402
 
 BURST = 150
@@ -126,6 +130,62 @@ def _run(with_acceptor: bool) -> list[float]:
 def test_burst_on_busy_loop_is_answered_within_a_second() -> None:
     answered = _run(with_acceptor=True)
     assert len(answered) == BURST, f"{len(answered)} of {BURST} answered within {WINDOW}s"
+
+
+def test_the_catch_up_leaves_new_arrivals_to_libuv() -> None:
+    """In the fast mode the catch-up takes only connections that waited a whole visit: one
+    that libuv would accept an iteration later stays on libuv's path, which costs far less
+    than a connection accepted in Python (docs/BENCHMARKS.md, "nginx-class in the hard
+    cases"). The loop does not run between the visits made here, so libuv takes nothing."""
+    probe = socket.socket()
+    known = accept_queue_length(probe) is not None
+    probe.close()
+    if not known:
+        pytest.skip("the OS does not report a listening socket's accept queue")
+    loop = uvloop.new_event_loop()
+
+    async def main() -> None:
+        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(16)
+        listener.setblocking(False)
+        acceptor = Acceptor(loop, ConnectionRegistry(), max_connections=10_000)
+        acceptor.watch(listener, Answer)
+        await acceptor.start()
+        assert acceptor.fast
+
+        def visit() -> int:
+            """One catch-up visit by hand; how many it took through the Python path."""
+            before = len(acceptor._pending)
+            acceptor._tick()
+            assert acceptor._fast_tick is not None
+            acceptor._fast_tick.cancel()
+            return len(acceptor._pending) - before
+
+        assert acceptor._fast_tick is not None
+        acceptor._fast_tick.cancel()
+        clients = [socket.create_connection(listener.getsockname(), timeout=5)
+                   for _ in range(3)]
+        try:
+            assert accept_queue_length(listener) == 3
+            assert visit() == 0  # just arrived: left for libuv
+            clients.append(socket.create_connection(listener.getsockname(), timeout=5))
+            assert visit() == 3  # the three waited a whole visit; the fourth has not
+            assert accept_queue_length(listener) == 1
+            assert visit() == 1
+            for client in clients:  # each is wrapped and answered
+                client.sendall(REQUEST)
+            for client in clients:
+                assert await loop.run_in_executor(None, client.recv, 100) == RESPONSE
+        finally:
+            acceptor.stop()
+            for client in clients:
+                client.close()
+
+    try:
+        loop.run_until_complete(main())
+    finally:
+        loop.close()
 
 
 def test_connections_it_accepts_on_a_tls_listener_get_the_listener_context() -> None:
