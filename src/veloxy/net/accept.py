@@ -280,9 +280,9 @@ class Acceptor:
             left = self._left_queued
             for index, entry in enumerate(self._listeners):
                 # Only the connections that have waited a whole visit: libuv takes the rest
-                # an iteration later, on its far cheaper path (a connection taken here costs
-                # about 88k instructions more: docs/BENCHMARKS.md, "nginx-class in the hard
-                # cases"). Those still queued from the previous visit are the first
+                # an iteration later, on its far cheaper path (docs/BENCHMARKS.md,
+                # "Short connections after the merges: the loop's server accepts again").
+                # Those still queued from the previous visit are the first
                 # min(left, queued) of the FIFO queue. Where the OS does not say how many
                 # wait, every visit takes what is queued.
                 queued = accept_queue_length(entry[0])
