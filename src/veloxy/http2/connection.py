@@ -423,17 +423,11 @@ class H2ServerConnection(asyncio.Protocol):
         expired = [s for s in self.streams.values() if 0 < s.stalled_since <= limit]
         if not expired:
             return False
-        self._registry.send_timeouts = getattr(self._registry, "send_timeouts", 0) + len(
-            expired)
+        self._registry.send_timeouts += len(expired)
         if self.h2.outbound_flow_control_window <= 0:
             log.info("http2 client %s kept its connection window shut for %.0fs: closing",
                      self.peer, self._send_timeout)
-            try:
-                self.h2.close_connection(ErrorCodes.ENHANCE_YOUR_CALM,
-                                         last_stream_id=self.h2.highest_inbound_stream_id)
-            except ProtocolError:
-                pass
-            self._terminate()
+            self._goaway_calm()
             return True
         for stream in expired:
             log.info("http2 client %s kept stream %d's window shut for %.0fs: resetting it",
@@ -444,6 +438,10 @@ class H2ServerConnection(asyncio.Protocol):
 
     def _calm(self, what: str) -> None:
         log.warning("http2 client %s: %s, disconnecting", self.peer, what)
+        self._goaway_calm()
+
+    def _goaway_calm(self) -> None:
+        """GOAWAY(ENHANCE_YOUR_CALM) naming the last stream seen, then close."""
         try:
             self.h2.close_connection(ErrorCodes.ENHANCE_YOUR_CALM,
                                      last_stream_id=self.h2.highest_inbound_stream_id)
