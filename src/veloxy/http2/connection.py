@@ -120,8 +120,7 @@ class H2ServerConnection(asyncio.Protocol):
         self._sweeper.add(self)
         registry = self._registry
         registry.connections.add(self)
-        if hasattr(registry, "accepted"):  # counted for the metrics as HTTP/1.1 ones are
-            registry.accepted += 1
+        registry.accepted += 1  # counted for the metrics as HTTP/1.1 ones are
         h2 = self.h2
         h2.initiate_connection()
         extra = self._connection_window - 65535
@@ -416,8 +415,7 @@ class H2ServerConnection(asyncio.Protocol):
         if 0 < self._write_paused_since <= limit:  # the socket itself takes nothing
             log.info("http2 client %s has not read for %.0fs: closing", self.peer,
                      self._send_timeout)
-            self._registry.send_timeouts = getattr(self._registry, "send_timeouts", 0) + max(
-                1, len(self.streams))
+            self._registry.send_timeouts += max(1, len(self.streams))
             self.abort()  # (a GOAWAY would not be read either)
             return True
         expired = [s for s in self.streams.values() if 0 < s.stalled_since <= limit]

@@ -226,10 +226,10 @@ class MetricsRegistry:
         for registry in self.downstream:
             connections += len(registry.connections)
             accepted += registry.accepted
-            cap += getattr(registry, "max_connections", 0)
-            pauses += getattr(registry, "limit_pauses", 0)
-            backoffs += getattr(registry, "accept_backoffs", 0)
-            released += getattr(registry, "released", 0)
+            cap += registry.max_connections
+            pauses += registry.limit_pauses
+            backoffs += registry.accept_backoffs
+            released += registry.released
             send_timeouts += registry.send_timeouts
             bytes_in += registry.bytes_in
             bytes_out += registry.bytes_out
@@ -240,7 +240,7 @@ class MetricsRegistry:
                 rejected[status] = rejected.get(status, 0) + n
         out["veloxy_downstream_connections_open"].append([[], connections])
         out["veloxy_downstream_connections_accepted_total"].append([[], accepted])
-        if cap:  # (registries without an Acceptor, the admin listener's, have none)
+        if cap:  # (0 where no Acceptor watches the listeners)
             out["veloxy_downstream_connections_max"].append([[], cap])
         out["veloxy_downstream_connection_limit_reached_total"].append([[], pauses])
         out["veloxy_downstream_accept_backoffs_total"].append([[], backoffs])
