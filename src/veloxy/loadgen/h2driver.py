@@ -39,7 +39,7 @@ import socket
 import ssl
 from collections.abc import Callable
 from time import perf_counter_ns
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 import h2.config
 import h2.connection
@@ -47,6 +47,7 @@ import h2.errors
 import h2.events
 import h2.exceptions
 import h2.settings
+import hpack
 
 from veloxy.errors import UpstreamConnectError, UpstreamResetError, UpstreamTimeout
 from veloxy.net.client import connect_upstream
@@ -84,8 +85,44 @@ def h2_config() -> h2.config.H2Configuration:
         normalize_inbound_headers=False)
 
 
+class StaticBlockDecoder(hpack.Decoder):
+    """hpack's Decoder, remembering the header blocks that leave its dynamic table empty.
+
+    Why: HPACK decoding (a Python loop per byte for Huffman-coded strings) is the largest single
+    cost of an HTTP/2 response in the generator (docs/BENCHMARKS.md, "veloxy bench --h2 against
+    h2load"), and servers such as nginx send the same block for every response to a benchmark
+    (nothing indexed; only Date changes, once a second). A block decoded with an empty dynamic
+    table that left it empty used only the static table and changed nothing, so its result
+    depends on its bytes alone (and the size limits, part of the key): replaying it is exact.
+    Blocks that index (h2's encoder does) are decoded every time, as before."""
+
+    #: Shared by the process's connections; emptied when full (a new Date a second, and a few
+    #: statuses: a handful of entries in practice).
+    memo: ClassVar[dict[tuple[bytes, int, int], list[Any]]] = {}
+    MEMO_LIMIT = 256
+
+    def decode(self, data: bytes, raw: bool = False) -> Any:
+        table = self.header_table
+        if table.dynamic_entries or not raw:
+            return super().decode(data, raw)
+        key = (bytes(data), table.maxsize, self.max_header_list_size)
+        hit = self.memo.get(key)
+        if hit is not None:
+            return hit
+        headers = cast(list[Any], super().decode(data, raw))  # hpack builds a list
+        if not table.dynamic_entries and table.maxsize == key[1]:
+            if len(self.memo) >= self.MEMO_LIMIT:
+                self.memo.clear()
+            self.memo[key] = headers
+        return headers
+
+
 def new_h2_connection() -> h2.connection.H2Connection:
     conn = h2.connection.H2Connection(h2_config())
+    decoder = StaticBlockDecoder()
+    decoder.max_header_list_size = conn.decoder.max_header_list_size
+    decoder.max_allowed_table_size = conn.decoder.max_allowed_table_size
+    conn.decoder = decoder
     conn.local_settings = h2.settings.Settings(
         client=True, initial_values={h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: STREAM_WINDOW,
                                      h2.settings.SettingCodes.ENABLE_PUSH: 0})
