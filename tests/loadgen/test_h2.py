@@ -247,3 +247,44 @@ def test_veloxys_h2_listeners(veloxy_h2: tuple[int, int], pki: Pki, tmp_path: Pa
     assert doc["settings"]["http2"] is True and doc["settings"]["streams"] == 4
     over = "TLS" if scheme == "https" else "h2c"
     assert f"HTTP/2 over {over}, 4 streams each" in out
+
+
+# -- the HPACK shortcuts are exact --------------------------------------------------------------
+
+
+def test_the_repeated_block_encoder_writes_what_hpack_writes() -> None:
+    """Same bytes as hpack's own Encoder, block by block, through repeats, a new list, a table
+    size change and evictions (a small table)."""
+    import hpack
+
+    from veloxy.loadgen.h2driver import RepeatedBlockEncoder
+
+    a = [(b":method", b"GET"), (b":path", b"/a"), (b"x-k", b"1" * 40)]
+    b = [(b":method", b"GET"), (b":path", b"/b"), (b"x-k", b"2" * 40)]
+    ours, theirs = RepeatedBlockEncoder(), hpack.Encoder()
+    decoder = hpack.Decoder()
+    for step, headers in enumerate([a, a, a, b, a, a, b, b, a]):
+        if step == 5:
+            ours.header_table_size = theirs.header_table_size = 100  # evicts as it goes
+        block = ours.encode(list(headers))
+        assert block == theirs.encode(list(headers)), step
+        assert decoder.decode(block, raw=True) == headers, step
+
+
+def test_the_static_block_decoder_reads_what_hpack_reads() -> None:
+    """Blocks without indexing (nginx's kind) are remembered; blocks that index are decoded
+    every time; both give hpack's own result."""
+    import hpack
+
+    from veloxy.loadgen.h2driver import StaticBlockDecoder
+
+    fields = [(b":status", b"200"), (b"server", b"nginx"), (b"date", b"Mon, 07 Dec 2026")]
+    plain = hpack.Encoder()
+    never = [hpack.NeverIndexedHeaderTuple(n, v) for n, v in fields]
+    ours, theirs = StaticBlockDecoder(), hpack.Decoder()
+    blocks = [plain.encode(never), plain.encode(never), plain.encode(fields),
+              plain.encode(fields), plain.encode(never)]
+    StaticBlockDecoder.memo.clear()
+    for i, block in enumerate(blocks):
+        assert ours.decode(block, raw=True) == theirs.decode(block, raw=True) == fields, i
+    assert len(StaticBlockDecoder.memo) == 1  # the never-indexed block, once its table was empty

@@ -117,12 +117,41 @@ class StaticBlockDecoder(hpack.Decoder):
         return headers
 
 
+class RepeatedBlockEncoder(hpack.Encoder):
+    """hpack's Encoder, reusing the last block when the same header list comes again and the
+    dynamic table is as that block left it.
+
+    Why: a benchmark sends one header list over and over; once its fields are in the table,
+    every encoding is the same indexed references, yet hpack searches the table field by field
+    each time. Exact: a block is kept only when encoding it inserted nothing (the table's first
+    entry and size unchanged, no size update pending), so the table it refers to is unchanged
+    until the next block that misses, which replaces or drops it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._last: tuple[list[Any], bool, int, bytes] | None = None
+
+    def encode(self, headers: Any, huffman: bool = True) -> bytes:
+        table = self.header_table
+        last = self._last
+        if (last is not None and not table.resized and last[2] == table.maxsize
+                and last[1] is huffman and last[0] == headers):
+            return last[3]
+        entries = table.dynamic_entries
+        before = (len(entries), id(entries[0]) if entries else 0, table.maxsize, table.resized)
+        block = super().encode(headers, huffman)
+        after = (len(entries), id(entries[0]) if entries else 0, table.maxsize, False)
+        self._last = (list(headers), huffman, table.maxsize, block) if before == after else None
+        return block
+
+
 def new_h2_connection() -> h2.connection.H2Connection:
     conn = h2.connection.H2Connection(h2_config())
     decoder = StaticBlockDecoder()
     decoder.max_header_list_size = conn.decoder.max_header_list_size
     decoder.max_allowed_table_size = conn.decoder.max_allowed_table_size
     conn.decoder = decoder
+    conn.encoder = RepeatedBlockEncoder()
     conn.local_settings = h2.settings.Settings(
         client=True, initial_values={h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: STREAM_WINDOW,
                                      h2.settings.SettingCodes.ENABLE_PUSH: 0})
