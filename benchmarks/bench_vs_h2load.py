@@ -13,6 +13,10 @@ the whole process tree, interpreter start-up and veloxy's coordinating parent in
 
     python benchmarks/bench_vs_h2load.py                        # 5 s runs, 3 repetitions
     python benchmarks/bench_vs_h2load.py --duration 3s --reps 1  # a quick look
+    python benchmarks/bench_vs_h2load.py --profile [--listeners tls] # where the CPU goes
+
+--profile runs one veloxy bench worker (5 connections x 10 streams, 3 s) under cProfile
+against the first listener instead, and prints the shares of its time by part.
 
 Needs h2load (Debian: nghttp2-client) and nginx with http_v2_module. Prints a Markdown section
 for docs/BENCHMARKS.md; raw figures go to benchmarks/results/bench_vs_h2load-<time>.json.
@@ -157,10 +161,59 @@ def run_veloxy(url: str, c: int, m: int, p: int, duration: float,
     finally:
         os.unlink(out_path)
     rps = doc["requests_per_s"]
+    workers_cpu = sum(p["cpu_percent"] for p in doc["generator"]["processes"])
     return {"requests_per_s": rps, "errors": doc["errors"]["total"],
-            "cpu_percent": sum(p["cpu_percent"] for p in doc["generator"]["processes"]),
+            "cpu_percent": workers_cpu,
             "cpu_us_per_request": 1e6 * cpu / (rps * duration),
+            # The load-generating processes alone, over their measured window.
+            "worker_cpu_us_per_request": 1e4 * workers_cpu / rps if rps else 0.0,
             "warnings": doc["generator"]["warnings"]}
+
+
+def profile(url: str, ca: Path) -> str:
+    """One worker under cProfile (forked by run_bench: the wrapper is inherited)."""
+    import cProfile
+    import pstats
+
+    from veloxy.loadgen import runner, worker
+    from veloxy.loadgen.settings import BenchSettings
+
+    out = Path(tempfile.mkdtemp(prefix="veloxy-h2-profile-")) / "worker.prof"
+    plain = worker.worker_main
+
+    def profiled(plan: Any, channel: Any, debug: bool = False) -> None:
+        prof = cProfile.Profile()
+        prof.enable()
+        try:
+            plain(plan, channel, debug)
+        finally:
+            prof.disable()
+            prof.dump_stats(str(out))
+
+    runner.worker_main = profiled  # type: ignore[assignment]  # same signature
+    outcome = runner.run_bench(BenchSettings(
+        url=url, connections=5, streams=10, duration=3.0, processes=1, http2=True,
+        ca=str(ca) if url.startswith("https:") else None))
+    stats = pstats.Stats(str(out)).stats  # type: ignore[attr-defined]  # pstats' table
+    total = sum(v[2] for v in stats.values())
+
+    def cum(file: str, func: str) -> float:
+        return sum(v[3] for k, v in stats.items() if k[0].endswith(file) and k[2] == func)
+
+    receive, send = cum("h2/connection.py", "receive_data"), cum("h2/connection.py",
+                                                                  "send_headers")
+    on_read = cum("loadgen/h2driver.py", "data_received")
+    events = cum("loadgen/h2driver.py", "on_events")
+    rows = [("h2 receive_data", receive),
+            ("of which repr(frame) for h2's trace log", cum("hyperframe/frame.py", "__repr__")),
+            ("h2 send_headers", send),
+            ("data_received's own time (the socket write: C, not profiled)",
+             on_read - receive - events),
+            ("veloxy's driver (events, records, scheduling)", events - send)]
+    lines = [f"{outcome.completed} requests, {outcome.requests_per_s:,.0f} req/s under the "
+             "profiler", "", "| part | share |", "|---|---:|"]
+    lines += [f"| {name} | {100 * t / total:.0f}% |" for name, t in rows]
+    return "\n".join(lines)
 
 
 def median(rows: list[dict[str, Any]], key: str) -> float:
@@ -192,6 +245,7 @@ def main() -> int:
     parser.add_argument("--streams", type=int, default=10)
     parser.add_argument("--threads", type=int, default=2, help="h2load -t and veloxy -p")
     parser.add_argument("--listeners", default="h2c,tls")
+    parser.add_argument("--profile", action="store_true")
     args = parser.parse_args()
     for tool in ("h2load", "nginx"):
         if shutil.which(tool) is None:
@@ -199,6 +253,12 @@ def main() -> int:
     c, m, t, d = args.connections, args.streams, args.threads, args.duration
     listeners = args.listeners.split(",")
     nginx = Nginx()
+    if args.profile:
+        try:
+            print(profile(nginx.url(listeners[0]), nginx.ca_file))
+        finally:
+            nginx.stop()
+        return 0
     results: dict[str, Any] = {"started": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
                                "machine": machine(), "tools": tool_versions(),
                                "settings": vars(args),
@@ -237,6 +297,7 @@ def markdown(r: dict[str, Any], args: argparse.Namespace) -> str:
              "| listener | tool | requests/s | generator CPU | CPU µs/req | errors |",
              "|---|---|---:|---:|---:|---:|"]
     verdicts = []
+    worker_cpu = []
     for name, runs in r["runs"].items():
         for tool, label in (("h2load", f"h2load -c {c} -m {m} -t {t}"),
                             ("veloxy", f"veloxy bench --h2 -p {t} -c {c} -m {m}")):
@@ -250,10 +311,13 @@ def markdown(r: dict[str, Any], args: argparse.Namespace) -> str:
                  / median(runs["h2load"], "requests_per_s"))
         cpu = (median(runs["veloxy"], "cpu_us_per_request")
                / median(runs["h2load"], "cpu_us_per_request"))
+        worker_cpu.append(f"{name} {median(runs['veloxy'], 'worker_cpu_us_per_request'):.1f}")
         verdicts.append(f"{name}: veloxy bench / h2load requests/s **{ratio:.2f}x** (target "
                         f">= 0.6x: {'met' if ratio >= 0.6 else 'not met'}); CPU per request "
                         f"**{cpu:.1f}x** h2load's")
-    lines += ["", *[f"- {v}" for v in verdicts]]
+    lines += ["", *[f"- {v}" for v in verdicts],
+              "- veloxy bench's load-generating processes alone (start-up and the coordinator "
+              "left out), CPU µs/req: " + ", ".join(worker_cpu)]
     warnings = sorted({w for runs in r["runs"].values() for row in runs["veloxy"]
                        for w in row["warnings"]})
     if warnings:
