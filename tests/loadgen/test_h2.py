@@ -134,6 +134,21 @@ def test_other_statuses_are_counted_apart(backend: H2cBackend) -> None:
     assert doc["requests"]["failed"] == 0
 
 
+@pytest.mark.parametrize("size", [10, 15_000], ids=["small", "beyond the window"])
+def test_request_bodies(backend: H2cBackend, size: int) -> None:
+    """6 streams of 15,000 bytes pass the server's 64 KiB connection window: the later
+    bodies wait for its WINDOW_UPDATEs. (The backend echoes a body in one DATA frame, so
+    at most 16 KiB.)"""
+    doc = _bench(url=backend.url + "/up", connections=1, streams=6, duration=0.4,
+                 processes=1, body=b"b" * size, method="POST")
+    got = len(backend.requests)
+    assert doc["requests"]["completed"] == got > 0 and doc["errors"]["total"] == 0, doc
+    assert all(h[b":method"] == b"POST" and h[b"content-length"] == str(size).encode()
+               for h in backend.requests)
+    # The backend echoes the body ("echo:" + body) in DATA: every byte of it came back.
+    assert doc["bytes_read"] > got * size
+
+
 def test_tls_alpn_h2_to_the_backend(pki: Pki) -> None:
     server = H2cBackend(tls=_server_context(pki, ["h2"]))
     try:
