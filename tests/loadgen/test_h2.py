@@ -126,6 +126,19 @@ def test_rst_stream_is_a_read_error(backend: H2cBackend) -> None:
     assert req["sent"] == req["failed"]
 
 
+def test_streams_a_server_never_answers_time_out() -> None:
+    silent = H2cBackend(delay=30.0)  # speaks HTTP/2, answers nothing within the run
+    try:
+        doc = _bench(url=silent.url + "/", connections=1, streams=3, duration=0.5,
+                     processes=1, timeout=0.2)
+    finally:
+        silent.close()
+    req, err = doc["requests"], doc["errors"]
+    assert req["completed"] == 0 and err["timeout"] == req["failed"] >= 3, (req, err)
+    assert req["sent"] == req["failed"] and req["abandoned"] == 0
+    assert silent.connections >= 1 + 2  # the pre-flight's, then one per timed-out round
+
+
 def test_other_statuses_are_counted_apart(backend: H2cBackend) -> None:
     backend.status = 503
     doc = _bench(url=backend.url + "/", connections=1, streams=2, duration=0.4, processes=1)

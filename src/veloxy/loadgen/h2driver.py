@@ -28,8 +28,10 @@ Semantics, as h2load:
 
 Errors: a RST_STREAM from the server, a GOAWAY that leaves a stream unprocessed, and a
 connection lost with streams open count each stream as a read error; no bytes for --timeout
-while streams are open counts each as a timeout (a connection-level timer: per-stream timers
-would cost a timer per request). A status outside 200 is a completed request, counted apart.
+while streams are open counts each as a timeout (a connection-level deadline, checked by the
+sweeper: a timer per stream would cost a timer per request; so a server that holds one stream
+forever while answering the others is not caught, that stream's slot just stays taken).
+A status outside 200 is a completed request, counted apart.
 """
 
 from __future__ import annotations
@@ -309,10 +311,14 @@ class H2BenchConnection(asyncio.Protocol):
                 self.transport.abort()
 
     def flush(self) -> None:
-        """Write what h2 has buffered (outside data_received: the first requests, timers)."""
+        """Write what h2 has buffered (outside data_received: the first requests, timers),
+        and start the --timeout clock if it was stopped (an idle connection's): a server
+        that never answers must not hold its streams for the whole run."""
         out = self.h2.data_to_send()
         if out and not self.closed:
             self.transport.write(out)  # type: ignore[union-attr]  # connected before any request
+            if self.deadline == NEVER:
+                self.deadline = self._sweeper.refresh() + self._timeout
 
 
 class H2Driver:
