@@ -37,6 +37,13 @@ Scenarios (``--scenarios``):
 ``close-c64``        ``Connection: close`` on every request, 64 connections (a TCP connect per
                      request on the client side; the proxy should still reuse upstream connections)
 ``browser-c64``      keep-alive, 64 connections, 10 browser-like request headers (~600 bytes)
+``body16k-c64``      keep-alive, 64 connections, 16 KiB responses (GET /?size=16384: the nginx
+                     origin serves a file of that size, ``veloxy origin`` makes the body)
+``body1m-c64``       the same with 1 MiB responses
+``post4k-c64``       keep-alive, 64 connections, POST with a 4 KiB body (a wrk Lua script)
+``rate10k-c1000``    the study's fixed rate: 1000 connections, 10,000 req/s in total, driven by
+                     ``veloxy bench -p 1 -R`` instead of wrk (latency from each request's
+                     intended send time, coordinated omission corrected)
 
 Measurements per cell
 ---------------------
@@ -196,6 +203,17 @@ class Scenario:
     connections: int
     headers: tuple[str, ...]
     description: str
+    #: Response body size: GET /?size=N (the nginx origin serves a file of N bytes for the
+    #: sizes of SIZED_BODIES, `veloxy origin` makes them).
+    body_size: int = BODY_SIZE
+    #: A POST with a body of this many bytes instead of a GET (a wrk Lua script sends it).
+    post_size: int = 0
+    #: Open loop: `veloxy bench -R rate` instead of wrk, latency from the intended send time.
+    rate: int | None = None
+
+    @property
+    def path(self) -> str:
+        return f"/?size={self.body_size}"
 
 
 SCENARIOS: dict[str, Scenario] = {
@@ -215,8 +233,21 @@ SCENARIOS: dict[str, Scenario] = {
             BROWSER_HEADERS,
             f"keep-alive, 64 connections, {len(BROWSER_HEADERS)} browser-like request headers",
         ),
+        Scenario("body16k-c64", 64, (), "keep-alive, 64 connections, 16 KiB responses",
+                 body_size=16 * 1024),
+        Scenario("body1m-c64", 64, (), "keep-alive, 64 connections, 1 MiB responses",
+                 body_size=1024 * 1024),
+        Scenario("post4k-c64", 64, ("Content-Type: application/octet-stream",),
+                 "keep-alive, 64 connections, POST with a 4 KiB body (100-byte responses)",
+                 post_size=4096),
+        Scenario("rate10k-c1000", 1000, (),
+                 "the study's fixed rate: 1000 connections, 10,000 req/s in total "
+                 "(`veloxy bench -R`, latency from each request's intended send time)",
+                 rate=10_000),
     )
 }
+#: Response sizes other than BODY_SIZE that the scenarios ask the origin for.
+SIZED_BODIES = tuple(sorted({s.body_size for s in SCENARIOS.values()} - {BODY_SIZE}))
 
 
 # --------------------------------------------------------------------------------------------
@@ -447,6 +478,35 @@ def parse_wrk(out: str) -> dict[str, Any]:
     return res
 
 
+def post_script(workdir: Path, size: int) -> Path:
+    """A wrk Lua script that makes every request a POST with a `size`-byte body."""
+    path = workdir / f"post-{size}.lua"
+    if not path.exists():
+        path.write_text(f'wrk.method = "POST"\nwrk.body = string.rep("x", {size})\n')
+    return path
+
+
+def parse_bench_json(path: Path) -> dict[str, Any]:
+    """The fields parse_wrk gives, from `veloxy bench --json` (an open-loop run)."""
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    lat = doc["latency"]
+    pct = {float(k): v / 1e3 for k, v in lat["percentiles"].items()}  # "50": µs
+    errors = doc["errors"]
+    res: dict[str, Any] = {
+        "requests": doc["requests"]["completed"],
+        "rps": doc["requests_per_s"],
+        "p50_ms": pct.get(50.0), "p99_ms": pct.get(99.0), "lat_max_ms": lat["max_us"] / 1e3,
+        "lat_avg_ms": lat["mean_us"] / 1e3, "wrk_seconds": doc["duration_s"],
+        "err_connect": errors["connect"], "err_read": errors["read"],
+        "err_write": errors["write"], "err_timeout": errors["timeout"],
+        "non2xx": errors["status"], "rate_held": doc["rate"]["held"],
+    }
+    return res
+
+
 def run_wrk(
     url: str,
     scenario: Scenario,
@@ -455,13 +515,24 @@ def run_wrk(
     log_path: Path,
     timeout_s: float,
 ) -> tuple[str, int, float]:
-    """Run wrk; returns (stdout, exit code, wrk's own CPU seconds)."""
-    argv = ["wrk", "-t1", f"-c{scenario.connections}", f"-d{round(seconds)}s", "--latency",
-            "--timeout", f"{round(timeout_s)}s"]
+    """Run wrk (or, for a fixed-rate scenario, `veloxy bench -R`); returns (stdout, exit code,
+    the generator's own CPU seconds)."""
+    if scenario.rate is not None:
+        # One generator process on the client core, as wrk -t1; its JSON goes next to the log.
+        argv = [sys.executable, "-m", "veloxy", "bench", "-p", "1",
+                "-c", str(scenario.connections), "-R", str(scenario.rate),
+                "-d", f"{round(seconds)}s", "--timeout", f"{round(timeout_s)}s",
+                "--json", str(log_path.with_suffix(".json"))]
+    else:
+        argv = ["wrk", "-t1", f"-c{scenario.connections}", f"-d{round(seconds)}s", "--latency",
+                "--timeout", f"{round(timeout_s)}s"]
+        if scenario.post_size:
+            argv += ["-s", str(post_script(log_path.parent, scenario.post_size))]
     for h in scenario.headers:
         argv += ["-H", h]
     argv.append(url)
-    p = Proc("wrk", argv, log_path, cpu=cpu, registry=REGISTRY)
+    p = Proc("wrk", argv, log_path, cpu=cpu, registry=REGISTRY,
+             env=python_env() if scenario.rate is not None else None)
     log_path.write_text("")
     p.start()
     deadline = time.monotonic() + seconds + 30.0  # bounded, whatever wrk does
@@ -519,7 +590,8 @@ def start_origin(ctx: Ctx) -> Proc:
     port = ctx.origin_port
     if ctx.args.origin == "nginx":
         conf = ctx.workdir / "origin.conf"
-        conf.write_text(nginx_origin_conf(ctx.workdir, port, NGINX_BODY, STUB_PATH))
+        conf.write_text(nginx_origin_conf(ctx.workdir, port, NGINX_BODY, STUB_PATH,
+                                          sized=SIZED_BODIES))
         argv = ["nginx", "-p", str(ctx.workdir), "-e", str(ctx.workdir / "origin-error.log"),
                 "-c", str(conf)]
         proc = Proc("origin", argv, ctx.workdir / "origin.log", cpu=ctx.client_cpu,
@@ -698,7 +770,7 @@ def run_cell(ctx: Ctx, rep: int, scen: Scenario, tgt: Running, origin: Proc) -> 
                 f"({', '.join(f'cpu{c} {v:.0f} %' for c, v in sample.items())}); running anyway")
         elif waited > 1:
             log(f"waited {waited:.0f}s for the machine to be idle")
-    url = f"http://{HOST}:{tgt.port}{REQUEST_PATH}"
+    url = f"http://{HOST}:{tgt.port}{scen.path}"
     if tgt.proc is not None and not tgt.proc.alive():
         cell.ok, cell.error = False, "target process is not running"
         return cell
@@ -727,7 +799,7 @@ def run_cell(ctx: Ctx, rep: int, scen: Scenario, tgt: Running, origin: Proc) -> 
     stub1 = stub_accepts(ctx.origin_port) if use_stub else None
 
     cell.wrk_exit, cell.wrk_cpu_s = code, wrk_cpu
-    parsed = parse_wrk(out)
+    parsed = parse_bench_json(wrk_log.with_suffix(".json")) if scen.rate else parse_wrk(out)
     if code != 0 or "requests" not in parsed:
         cell.ok = False
         cell.error = f"wrk exit {code}: " + " | ".join(out.strip().splitlines()[-3:])
@@ -738,6 +810,8 @@ def run_cell(ctx: Ctx, rep: int, scen: Scenario, tgt: Running, origin: Proc) -> 
     for k in ("err_connect", "err_read", "err_write", "err_timeout", "non2xx"):
         setattr(cell, k, parsed.get(k, 0))
     cell.extra["wrk_seconds"] = parsed.get("wrk_seconds")
+    if scen.rate is not None:
+        cell.extra["rate_held"] = parsed.get("rate_held")
     cell.proxy_cpu_s = cpu1 - cpu0
     wall = t1 - t0
     cell.proxy_cpu_pct = 100.0 * cell.proxy_cpu_s / wall if wall > 0 else None
@@ -894,7 +968,9 @@ def render_markdown(meta: dict[str, Any], results: dict[str, dict[str, dict[str,
         f"- Origin: {a['origin_desc']}; pinning: {a['pin_desc']}",
         f"- Each cell: wrk -t1, {a['warmup']:g}s warm-up + {a['duration']:g}s measured, "
         f"{a['reps']} rep(s), targets interleaved and rotated per rep; "
-        f"{BODY_SIZE}-byte response body; medians over reps, [min-max] where shown",
+        f"{BODY_SIZE}-byte response body unless the scenario says otherwise; fixed-rate "
+        "scenarios are driven by `veloxy bench -p 1 -R` instead of wrk (latency from each "
+        "request's intended send time); medians over reps, [min-max] where shown",
         "- CPU µs/req: user+sys CPU of the proxy's whole process tree / requests completed "
         "(for `direct`: the origin's); ÷ columns: that ratio against the reference target "
         "(lower is better; 1.00 = same cost)",

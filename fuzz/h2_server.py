@@ -34,6 +34,7 @@ with atheris.instrument_imports(include=["veloxy", "h2", "hpack", "hyperframe"])
     from hyperframe.exceptions import HyperframeError
     from hyperframe.frame import Frame
 
+    from veloxy.config.model import Http2Settings
     from veloxy.http2.connection import H2ServerConnection
     from veloxy.net.server_connection import ConnectionRegistry
     from veloxy.net.timers import sweeper_for
@@ -47,10 +48,12 @@ DEFAULT_LIMITS = SimpleNamespace(header_timeout=10.0, idle_timeout=60.0,
                                  max_body_bytes=None, max_header_bytes=65536)
 SMALL_LIMITS = SimpleNamespace(header_timeout=10.0, idle_timeout=60.0,
                                max_body_bytes=100, max_header_bytes=512)
-DEFAULT_HTTP2 = SimpleNamespace(max_concurrent_streams=100, stream_window=262144,
-                                connection_window=1 << 20)
-SMALL_HTTP2 = SimpleNamespace(max_concurrent_streams=2, stream_window=1024,
-                              connection_window=1024)
+# The config model itself, so that a setting added to the server connection is here too
+# (a hand-made namespace once lacked http2.send_timeout and every input "crashed").
+# model_construct: the small windows are below what a config may set, on purpose.
+DEFAULT_HTTP2 = Http2Settings.model_construct(connection_window=1 << 20)
+SMALL_HTTP2 = Http2Settings.model_construct(max_concurrent_streams=2, stream_window=1024,
+                                            connection_window=1024)
 
 
 class MemoryTransport(asyncio.Transport):

@@ -233,8 +233,7 @@ def run_servers(addresses: list[tuple[str, int]], workers: int,
         mode = "spawn"
     if workers > 1 and workers_mod.is_spawned_worker():
         return workers_mod.run_spawned_worker(
-            lambda sockets, ready: worker_main(sockets, ready),
-            adopt=ops.adopt if ops is not None else None)
+            worker_main, adopt=ops.adopt if ops is not None else None)
     if workers == 1:
         sockets = [listen_socket(host, port, **listen_options) for host, port in addresses]
         loop.run(serve(sockets[:served], make_app, limits,  # type: ignore[arg-type]  # make_app returns a ProxyApp, an Application in all but name

@@ -76,7 +76,8 @@ async def serve(
         return conn_class(app, limits, sweeper, registry)
 
     # veloxy accepts itself, capped at limits.max_connections: see net/accept.py.
-    acceptor = Acceptor(loop, registry, max_connections=max_connections(limits))
+    acceptor = Acceptor(loop, registry, max_connections=max_connections(limits),
+                        backlog=backlog)
     for index, sock in enumerate(sockets):
         sock.listen(backlog)  # (again: the backlog is tuning's, also for given sockets)
         sock.setblocking(False)
@@ -86,7 +87,7 @@ async def serve(
             continue
         _watch_secure(acceptor, app, limits, http2, sweeper, registry, conn_class, sock,
                       listener_tls, bool(h2c and h2c[index]))
-    acceptor.start()
+    await acceptor.start()
     if tls and any(tls):
         _reload_certificates_on(loop, app, list(tls), own_signal=attach is None)
     detach = await attach(app, registry) if attach is not None else None

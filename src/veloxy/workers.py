@@ -320,6 +320,7 @@ def run_spawned_worker(worker_main: WorkerMain, adopt: Callable[[Any], None] | N
     if hasattr(signal, "SIGHUP"):
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
     handoff = read_handoff(stdin)
+    os.environ.pop(SPAWNED_ENV, None)  # not for whatever this process starts
     current = WorkerInfo(handoff.index, handoff.count, handoff.supervisor)
     if adopt is not None:
         adopt(handoff.extra)

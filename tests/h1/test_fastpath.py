@@ -725,6 +725,25 @@ def test_field_values_agree(data: bytes) -> None:
         responses_agree(response, cuts)
 
 
+# Bytes a field value may not hold in the fast lane (or at all), and HTAB, which it may: the
+# value scan takes 8 bytes at a time (_fastpath.c has_ctl_del_or_high) and each of these
+# must be seen wherever it falls in a word, and at the value's end, where the last bytes are
+# not a whole word.
+WORD_SCAN_BYTES = [b"\t", b"\x00", b"\x01", b"\x1f", b"\x7f", b"\x80", b"\xff", b"\r", b" "]
+
+
+@pytest.mark.parametrize("byte", WORD_SCAN_BYTES, ids=lambda b: f"0x{b[0]:02x}")
+def test_the_word_at_a_time_value_scan_agrees(byte: bytes) -> None:
+    for length in (7, 8, 9, 16, 23, 24, 25):
+        for at in range(length):
+            value = b"abcdefghijklmnopqrstuvwxy"[:length]
+            value = value[:at] + byte + value[at + 1:]
+            data = b"GET / HTTP/1.1\r\nHost: h\r\nX-Long: " + value + b"\r\n\r\n"
+            requests_agree(data)
+            responses_agree(b"HTTP/1.1 200 OK\r\nX-Long: " + value
+                            + b"\r\nContent-Length: 0\r\n\r\n")
+
+
 CONNECTION_CASES = {
     "close": b"GET / HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n",
     "close-mixed-case-commas": b"GET / HTTP/1.1\r\nHost: h\r\nConnection: ,, cLoSe ,\r\n\r\n",

@@ -41,8 +41,11 @@ class Answer(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport
-        if self.registry is not None:
-            self.registry.connections.add(self)  # type: ignore[arg-type]  # a stand-in
+        registry = self.registry
+        if registry is not None:  # as ServerConnection.connection_made
+            registry.connections.add(self)  # type: ignore[arg-type]  # a stand-in
+            if len(registry.connections) >= registry.busy_at:
+                registry.on_busy()
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self.registry is not None:
@@ -88,7 +91,7 @@ def _run(with_acceptor: bool) -> list[float]:
             if with_acceptor:
                 acceptor = Acceptor(loop, registry, max_connections=10_000)
                 acceptor.watch(listener, Answer)
-                acceptor.start()
+                await acceptor.start()
             else:
                 server = await loop.create_server(Answer, sock=listener, backlog=4096)
             start = threading.Event()
@@ -153,7 +156,7 @@ def test_connections_it_accepts_on_a_tls_listener_get_the_listener_context() -> 
             registry = ConnectionRegistry()
             acceptor = Acceptor(loop, registry, max_connections=100)
             acceptor.watch(listener, Answer, ssl=server_tls, ssl_handshake_timeout=5.0)
-            acceptor.start()
+            await acceptor.start()
             client = threading.Thread(target=clients, args=(listener.getsockname()[1],))
             client.start()
             while client.is_alive():
@@ -199,7 +202,7 @@ def _cap_scenario(loop: asyncio.AbstractEventLoop) -> None:
         port = listener.getsockname()[1]
         acceptor = Acceptor(loop, registry, max_connections=3)
         acceptor.watch(listener, Watched)
-        acceptor.start()
+        await acceptor.start()
         first = [await ask(port) for _ in range(3)]
         for reader, _writer in first:
             assert await asyncio.wait_for(reader.readexactly(len(RESPONSE)), 2) == RESPONSE
@@ -217,6 +220,8 @@ def _cap_scenario(loop: asyncio.AbstractEventLoop) -> None:
         waiting_writer.close()
         await asyncio.sleep(0.05)
         assert acceptor.accepting  # below the cap again
+        # uvloop: back to the loop's own server once well below the cap (FAST_SHARE)
+        assert acceptor.fast == (type(loop).__module__ == "uvloop")
         acceptor.stop()
         assert most[0] == 3
 
@@ -259,7 +264,7 @@ def test_a_loop_without_add_reader_gets_its_own_server_accepting() -> None:
         listener.setblocking(False)
         acceptor = Acceptor(loop, registry, max_connections=1)
         acceptor.watch(listener, Answer)
-        acceptor.start()
+        await acceptor.start()
         await asyncio.sleep(0.05)
         port = listener.getsockname()[1]
         for _ in range(2):  # beyond the cap: it does not apply here

@@ -51,16 +51,39 @@ http {{
 """
 
 
-def nginx_origin_conf(workdir: Path, port: int, body: str, stub_path: str) -> str:
+def nginx_origin_conf(workdir: Path, port: int, body: str, stub_path: str,
+                      sized: tuple[int, ...] = ()) -> str:
     """nginx as an origin answering every request with `body` (no characters special to
-    nginx's config syntax), plus stub_status at `stub_path`."""
+    nginx's config syntax), plus stub_status at `stub_path`. For each size in `sized`,
+    `/?size=N` answers a file of N bytes instead (written to `workdir`), the URL
+    `veloxy origin` answers with N bytes too."""
+    files = workdir / "origin-bodies"
+    routes = ""
+    if sized:
+        # nginx's workers run as nobody when started as root: they must reach the files
+        os.chmod(workdir, os.stat(workdir).st_mode | 0o111)
+        files.mkdir(exist_ok=True)
+        files.chmod(0o755)
+    for size in sized:
+        (files / str(size)).write_bytes(b"x" * size)
+        (files / str(size)).chmod(0o644)
+        routes += f"""            if ($arg_size = "{size}") {{
+                rewrite ^ /__sized/{size} last;
+            }}
+"""
+    sized_location = f"""        location /__sized/ {{
+            internal;
+            alias {files}/;
+            default_type text/plain;
+        }}
+""" if sized else ""
     return nginx_common(workdir, "origin") + f"""    server {{
         listen {HOST}:{port} backlog=4096;
         location = {stub_path} {{
             stub_status;
         }}
-        location / {{
-            default_type text/plain;
+{sized_location}        location / {{
+{routes}            default_type text/plain;
             return 200 "{body[:-1]}\\n";
         }}
     }}

@@ -31,6 +31,15 @@ server (`loop.create_server`), for three reasons, each measured here:
   waited 1-4 s, strace showed one accept4 per epoll_pwait). The acceptor takes up to
   `batch` per readiness event, as the stdlib loop does.
 
+Accepting in Python costs more per new connection than the loop's server, which does it in
+C (docs/BENCHMARKS.md, "Overload: connection cap"). So with uvloop the loop's own servers
+accept while the connections are well below the cap (FAST_SHARE), each on a duplicate of
+its listener (closing it leaves the listener and its queue alone), with a timer catching
+up on what libuv leaves queued; ServerConnection tells the registry when the count reaches
+the threshold (`busy_at`), and the acceptor takes over until the count is well below
+again. The stdlib loop's server accepts in Python anyway, a whole burst before any
+connection_made: there the acceptor accepts all the time.
+
 Each accepted socket becomes a transport through `loop.connect_accepted_socket` (TLS
 listeners: the same `ssl=` context and handshake timeouts their server had). Connections
 are counted in the listener group's ConnectionRegistry (net/server_connection.py) plus the
@@ -67,6 +76,17 @@ LEAVE_BATCH = 32
 IDLE_GRACE = 0.05
 ROOM_CHECK_INTERVAL = 0.02
 
+#: Below this share of the cap (per cent) the loop's own servers accept: no Python call per
+#: connection (the acceptor's own accept costs more per new connection: docs/BENCHMARKS.md,
+#: "Overload: connection cap"). From there on, and until the count is
+#: back under two thirds of it, the acceptor accepts itself. The share is of the cap or of
+#: its default from `ulimit -n`, whichever is less: below the point where descriptors can
+#: run out, so that EMFILE meets the acceptor, not libuv (whose EMFILE trick closes every
+#: queued connection).
+FAST_SHARE = 75
+NEVER_BUSY = 1 << 62
+CATCH_UP_INTERVAL = 0.05
+
 FIRST_BACKOFF = 0.1
 LONGEST_BACKOFF = 1.0
 
@@ -96,7 +116,8 @@ class Acceptor:
     """
 
     def __init__(self, loop: asyncio.AbstractEventLoop, registry: Any, *,
-                 max_connections: int, batch: int = 128) -> None:
+                 max_connections: int, batch: int = 128, backlog: int = 4096,
+                 fast: bool = True) -> None:
         self._loop = loop
         self._registry = registry
         self.max_connections = max_connections
@@ -104,13 +125,32 @@ class Acceptor:
         self._batch = batch
         self._listeners: list[tuple[socket.socket, Callable[[], asyncio.BaseProtocol],
                                     dict[str, Any]]] = []
-        self._pending: set[asyncio.Task[None]] = set()  # sockets being wrapped
+        #: Sockets being wrapped, by the task that wraps them (connect_accepted_socket).
+        self._pending: dict[asyncio.Task[Any], socket.socket] = {}
+        #: Each listener's (family, type, proto), read once: socket.accept() reads them as
+        #: enums, through Python calls, for every connection.
+        self._kinds: dict[socket.socket, tuple[int, int, int]] = {}
         #: Accepted sockets whose connection is not in the registry yet (see `_attach`).
         self._wrapping = 0
         self._reading = False
         self._stopped = False
         self._native = False  # the loop's own servers accept (see _serve_natively)
         self._servers: list[asyncio.Server] = []
+        # The fast mode (_go_fast): its servers, timer, threshold and whether libuv needs
+        # catching up; `_switching` while it is being set up again.
+        self._fast: list[asyncio.Server] = []
+        self._fast_tick: asyncio.TimerHandle | None = None
+        # (uvloop only: the stdlib loop's server accepts in Python too, a burst at a time
+        # before any connection_made, so it would overshoot the cap and buys nothing)
+        self._catch_up = type(loop).__module__.startswith("uvloop")
+        nofile = descriptor_limit()
+        safe = max_connections if nofile is None else min(max_connections,
+                                                           default_max_connections(nofile))
+        self._fast_below = safe * FAST_SHARE // 100 if fast and self._catch_up else 0
+        self._switching = False
+        self._switch_task: asyncio.Task[None] | None = None  # the set-up while _switching
+        self._backlog = backlog
+        registry.busy_at = NEVER_BUSY
         self._at_limit = False
         self._counted = False  # this stay at the cap is in limit_pauses
         self._room_check: asyncio.TimerHandle | None = None
@@ -125,6 +165,7 @@ class Acceptor:
         """Accept on `listener` (listening, non-blocking), wrapping its connections with
         `protocol_factory` and `connect_options` (ssl=, ssl_handshake_timeout=, ...)."""
         self._listeners.append((listener, protocol_factory, connect_options))
+        self._kinds[listener] = (int(listener.family), int(listener.type), listener.proto)
 
     @property
     def open_connections(self) -> int:
@@ -132,11 +173,22 @@ class Acceptor:
 
     @property
     def accepting(self) -> bool:
-        return self._reading
+        """Connections are being accepted, by this acceptor or by the loop's servers."""
+        return self._reading or bool(self._fast)
 
-    def start(self) -> None:
+    @property
+    def fast(self) -> bool:
+        """The loop's own servers accept (well below the cap)."""
+        return bool(self._fast)
+
+    async def start(self) -> None:
+        """Accept from now on: with the loop's own servers while well below the cap (see
+        FAST_SHARE), else by this acceptor."""
         self._stopped = False
-        self._resume()
+        if len(self._registry.connections) < self._fast_below:
+            await self._go_fast()
+        else:
+            self._resume()
 
     def stop(self) -> None:
         """Stop accepting for good (shutdown) and close the listeners: what is still in
@@ -150,12 +202,15 @@ class Acceptor:
         if self._backoff is not None:
             self._backoff.cancel()
             self._backoff = None
+        self._leave_fast()
         for server in self._servers:
             server.close()
         for listener, _factory, _options in self._listeners:
             listener.close()
         for task in list(self._pending):
             task.cancel()  # a TLS handshake still in progress: its socket is closed
+        if self._switch_task is not None:
+            self._switch_task.cancel()
 
     # -- pausing and resuming ----------------------------------------------------------------
 
@@ -185,6 +240,59 @@ class Acceptor:
             task = self._loop.create_task(self._loop.create_server(
                 factory, sock=listener, **options))
             task.add_done_callback(lambda done: self._servers.append(done.result()))
+
+    # -- the fast mode: the loop's own servers -------------------------------------------------
+
+    async def _go_fast(self) -> None:
+        """The loop's own servers accept (in C: no Python call per connection), each on a
+        duplicate of its listener, so that closing it leaves the listener and its queue
+        as they are. A timer catches up on what libuv leaves queued (one accept per loop
+        iteration) and looks at the count for HTTP/2 connections, which do not call
+        `busy`; ServerConnection calls it when its registration reaches `busy_at`."""
+        self._pause()
+        servers = []
+        for listener, factory, options in self._listeners:
+            servers.append(await self._loop.create_server(factory, sock=listener.dup(),
+                                                          backlog=self._backlog, **options))
+        if self._stopped:
+            for server in servers:
+                server.close()
+            return
+        self._fast = servers
+        self._registry.busy_at = self._fast_below
+        self._registry.on_busy = self._busy
+        self._registry.on_vacancy = None
+        self._fast_tick = self._loop.call_later(CATCH_UP_INTERVAL, self._tick)
+
+    def _tick(self) -> None:
+        self._fast_tick = None
+        if not self._fast:
+            return
+        if len(self._registry.connections) >= self._fast_below:
+            self._busy()
+            return
+        if self._catch_up:
+            for entry in self._listeners:
+                self._accept(entry)
+                if not self._fast:
+                    return
+        self._fast_tick = self._loop.call_later(CATCH_UP_INTERVAL, self._tick)
+
+    def _busy(self) -> None:
+        """Connections reached FAST_SHARE of the cap: this acceptor takes over, to stop at
+        the cap and to back off should descriptors run out."""
+        self._leave_fast()
+        self._registry.on_vacancy = self._vacancy
+        self._resume()
+
+    def _leave_fast(self) -> None:
+        self._registry.busy_at = NEVER_BUSY
+        if self._fast_tick is not None:
+            self._fast_tick.cancel()
+            self._fast_tick = None
+        for server in self._fast:
+            server.close()  # (its duplicate of the listener: the queue stays)
+        self._fast = []
 
     def _limit_reached(self) -> None:
         self._pause()
@@ -220,16 +328,27 @@ class Acceptor:
             self._registry.limit_pauses += 1
 
     def _vacancy(self) -> None:
-        """A connection closed or got wrapped (called only while we are at the limit)."""
-        if self.open_connections < self.max_connections:
+        """A connection closed or got wrapped (called while this acceptor accepts)."""
+        open_now = self.open_connections
+        if self._at_limit:
+            if open_now >= self.max_connections:
+                self._count_pause()
+                return
             self._at_limit = self._counted = False
-            self._registry.on_vacancy = None
             if self._room_check is not None:
                 self._room_check.cancel()
                 self._room_check = None
             self._resume()
-        else:
-            self._count_pause()
+        if open_now < self._fast_below * 2 // 3 and self._backoff is None \
+                and not self._switching and not self._stopped:
+            self._switching = True
+            self._registry.on_vacancy = None
+            self._switch_task = self._loop.create_task(self._go_fast())
+            self._switch_task.add_done_callback(self._switched)
+
+    def _switched(self, _task: asyncio.Task[None]) -> None:
+        self._switch_task = None
+        self._switching = False
 
     # -- accepting -----------------------------------------------------------------------------
 
@@ -241,9 +360,14 @@ class Acceptor:
             self._make_room()  # someone waits in the queue: this is why we were called
             return
         listener, factory, options = entry
+        # socket.accept() without its Python layer: every connection comes this way, and it
+        # costs more than libuv's accept (docs/BENCHMARKS.md, "nginx-class in the hard cases")
+        raw_accept = listener._accept  # type: ignore[attr-defined]  # the C accept socket.accept wraps
+        family, kind, proto = self._kinds[listener]
+        loop = self._loop
         for _ in range(min(room, self._batch)):
             try:
-                conn, _address = listener.accept()
+                fd, _address = raw_accept()
             except (BlockingIOError, InterruptedError):
                 if self._failures:
                     self._episode_over()  # accept() works again: the queue is just empty
@@ -257,31 +381,30 @@ class Acceptor:
                 return
             if self._failures:
                 self._episode_over()
+            conn = socket.socket(family, kind, proto, fileno=fd)
             conn.setblocking(False)
+            # Wrapped by a task of its own; it counts in `_wrapping` until the wrapping is
+            # done, by which time its connection_made (TLS: after the handshake) has put it
+            # in the registry: for a moment it counts twice, which errs on the safe side of
+            # the cap.
             self._wrapping += 1
-            task = self._loop.create_task(self._attach(conn, factory, options))
-            self._pending.add(task)
+            task = loop.create_task(loop.connect_accepted_socket(factory, sock=conn, **options))
+            self._pending[task] = conn
             task.add_done_callback(self._attached)
         if self.open_connections >= self.max_connections:
             self._limit_reached()
             self._make_room()  # the batch ended at the cap, not with an empty queue
 
-    async def _attach(self, conn: socket.socket, factory: Callable[[], asyncio.BaseProtocol],
-                      options: dict[str, Any]) -> None:
-        """Wrap `conn`; it counts in `_wrapping` until the wrapping is done, by which time
-        its connection_made (TLS: after the handshake) has put it in the registry: for a
-        moment it counts twice, which errs on the safe side of the cap."""
-        try:
-            await self._loop.connect_accepted_socket(factory, sock=conn, **options)
-        except (OSError, TimeoutError, asyncio.CancelledError):
+    def _attached(self, task: asyncio.Task[Any]) -> None:
+        conn = self._pending.pop(task)
+        self._wrapping -= 1
+        exc = None if task.cancelled() else task.exception()
+        if task.cancelled() or exc is not None:
             # Reset before we could wrap it, a TLS handshake that failed or timed out, or
             # the shutdown: the loop's servers drop such a connection the same way.
+            if exc is not None and not isinstance(exc, (OSError, TimeoutError)):
+                log.error("wrapping an accepted connection failed", exc_info=exc)
             conn.close()
-        finally:
-            self._wrapping -= 1
-
-    def _attached(self, task: asyncio.Task[None]) -> None:
-        self._pending.discard(task)
         if self._at_limit:
             self._vacancy()  # it no longer counts twice, or its handshake failed
 

@@ -122,6 +122,10 @@ class _Queued:
         self.ended = False
 
 
+def _nothing() -> None:
+    pass
+
+
 class ConnectionRegistry:
     """The live connections of one listener group, for the sweeper and graceful shutdown."""
 
@@ -143,6 +147,10 @@ class ConnectionRegistry:
         self.limit_pauses = 0
         self.accept_backoffs = 0
         self.on_vacancy: Callable[[], None] | None = None
+        # While the loop's own servers accept (the Acceptor's fast mode): the count at which
+        # a new connection calls `on_busy`, for the Acceptor to take over.
+        self.busy_at = 1 << 62
+        self.on_busy: Callable[[], None] = _nothing
         self.released = 0  # connections asked to leave to make room (make_room)
         #: HTTP/2 streams cut because the client took no bytes for http2.send_timeout.
         self.send_timeouts = 0
@@ -260,9 +268,13 @@ class ServerConnection(asyncio.Protocol):
             self.client_ip = peer[0].encode("ascii")
         self.deadline = self._sweeper.now + self._timeouts[0]
         self._sweeper.add(self)
-        self._registry.connections.add(self)
-        self._registry.accepted += 1
-        if self._registry.closing:
+        registry = self._registry
+        connections = registry.connections
+        connections.add(self)
+        registry.accepted += 1
+        if len(connections) >= registry.busy_at:
+            registry.on_busy()  # (net/accept.py: its own accepting from here on)
+        if registry.closing:
             self.keep_alive = False
 
     def data_received(self, data: bytes) -> None:
