@@ -139,6 +139,12 @@ def _with_setting(doc: dict[str, Any], **settings: Any) -> dict[str, Any]:
     return changed
 
 
+def _without_setting(doc: dict[str, Any], name: str) -> dict[str, Any]:
+    changed = copy.deepcopy(doc)
+    del changed["settings"][name]
+    return changed
+
+
 REFUSALS: list[tuple[str, Callable[[list[dict[str, Any]]], list[dict[str, Any]]], str]] = [
     ("open vs closed", lambda d: [d[0], _with_setting(d[1], mode="open", rate=100.0)],
      r"b: settings\.mode is 'open' but a has 'closed'"),
@@ -147,6 +153,11 @@ REFUSALS: list[tuple[str, Callable[[list[dict[str, Any]]], list[dict[str, Any]]]
     ("another method", lambda d: [d[0], _with_setting(d[1], method="POST")], r"settings\.method"),
     ("another timeout", lambda d: [d[0], _with_setting(d[1], timeout_s=9.0)],
      r"settings\.timeout_s"),
+    ("HTTP/2 vs HTTP/1.1", lambda d: [d[0], _with_setting(d[1], http2=True, streams=4)],
+     r"b: settings\.http2 is True but a has False"),
+    ("an older document", lambda d: [_without_setting(d[0], "streams"),
+                                     _with_setting(d[1], streams=4)],
+     r"b: settings\.streams is 4 but a has 1"),
     ("one result", lambda d: [d[0]], "at least two results"),
     ("the same run twice", lambda d: [d[0], copy.deepcopy(d[0])], "b and a are the same run"),
     ("windows apart", lambda d: [d[0], _shifted(d[1], 0.3)], r"windows overlap over \d+%"),

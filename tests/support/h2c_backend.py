@@ -8,9 +8,11 @@ seconds; behaviour is set per backend:
   may have been);
 - paths with /hints/ in them get a 103 Early Hints (a Link field) before the answer;
 - `status`: the status of every answer (503 to play a failing server);
-- `healthy`: whether GET /healthz answers 200 (else 503).
+- `healthy`: whether GET /healthz answers 200 (else 503);
+- `stream_limit`: the SETTINGS_MAX_CONCURRENT_STREAMS it advertises (None: h2's default).
 
-It records the request heads (`requests`), counts connections, and serves each
+It records the request heads (`requests`), counts connections, the most streams it had
+open at once on one connection (`max_streams`: received, not yet answered), and serves each
 connection on a thread of its own; answers due later are kept in a schedule, so a slow
 answer on one stream does not hold the others back.
 """
@@ -26,6 +28,7 @@ import h2.config
 import h2.connection
 import h2.errors
 import h2.events
+import h2.settings
 
 
 class H2cBackend:
@@ -37,6 +40,7 @@ class H2cBackend:
         self.refuse = False
         self.status = 200
         self.healthy = True
+        self.stream_limit: int | None = None
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.listener.settimeout(0.05)
         self.port = self.listener.getsockname()[1]
@@ -44,6 +48,7 @@ class H2cBackend:
         #: What each TLS connection's ALPN chose (None: none), in order.
         self.alpn: list[str | None] = []
         self.connections = 0
+        self.max_streams = 0
         self.requests: list[dict[bytes, bytes]] = []
         self._stop = threading.Event()
         self._threads = [threading.Thread(target=self._accept, daemon=True)]
@@ -80,6 +85,9 @@ class H2cBackend:
                 return
         conn = h2.connection.H2Connection(h2.config.H2Configuration(
             client_side=False, header_encoding=None))
+        if self.stream_limit is not None:
+            conn.local_settings = h2.settings.Settings(client=False, initial_values={
+                h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: self.stream_limit})
         conn.initiate_connection()
         sock.sendall(conn.data_to_send())
         sock.settimeout(0.005)
@@ -111,6 +119,8 @@ class H2cBackend:
                                                        event.stream_id)
                     elif isinstance(event, h2.events.StreamEnded) and not self.refuse:
                         due.append((time.monotonic() + self.delay, event.stream_id))
+                if len(heads) > self.max_streams and not self.refuse:
+                    self.max_streams = len(heads)
                 now = time.monotonic()
                 for item in [d for d in due if d[0] <= now]:
                     due.remove(item)

@@ -25,6 +25,8 @@ EXIT_INTERRUPTED = 130
 DESCRIPTION = """\
 Load-test an HTTP/1.1 server, as wrk and wrk2 do, with honest latency; over TLS for an
 https:// URL (the certificate verified, as a browser would: --ca, --sni, --insecure).
+--h2 speaks HTTP/2 instead, as h2load does: h2c with prior knowledge for http://, ALPN h2
+for https://, with -m N streams in flight on each connection.
 
 Closed loop by default (each connection sends its next request when the answer arrives);
 -R RATE holds a constant total rate instead and measures latency from each request's intended
@@ -39,6 +41,8 @@ examples:
   veloxy bench http://127.0.0.1:8080/ --baseline run.json --fail-on-regression 5
   veloxy bench http://127.0.0.1:8080/api --body req.json -H "Content-Type: application/json"
   veloxy bench https://127.0.0.1:8443/ --ca ca.pem --sni www.example.test -c 32 -d 10s
+  veloxy bench --h2 http://127.0.0.1:8080/ -c 10 -m 10 -p 2 -d 10s     (h2c, as h2load -m 10)
+  veloxy bench --h2 https://127.0.0.1:8443/ --ca ca.pem -c 10 -m 10 -R 20000 --latency
   veloxy bench http://10.0.0.1:8080/ -d 30s --start-at 2026-12-07T08:00:00Z --json gen1.json
       (on each of several machines; then: veloxy merge gen*.json --html fleet.html)
 
@@ -68,8 +72,14 @@ def add_bench_parser(commands: Any) -> argparse.ArgumentParser:
                        help="send Connection: close: one connection per request")
     bench.add_argument("-H", "--header", action="append", default=[], metavar='"NAME: VALUE"',
                        help="add a request header (repeatable)")
-    bench.add_argument("-m", "--method", default=None, metavar="METHOD",
-                       help="request method (default GET, or POST with --body)")
+    bench.add_argument("-m", "--method", default=None, metavar="METHOD|N",
+                       help="request method (default GET, or POST with --body); a number N "
+                       "is h2load's -m: --streams N")
+    bench.add_argument("--h2", action="store_true", dest="http2",
+                       help="HTTP/2: h2c (prior knowledge) for http://, ALPN h2 for https://")
+    bench.add_argument("--streams", type=int, default=None, metavar="N",
+                       help="--h2: requests in flight on each connection (default 1; "
+                       "h2load's -m)")
     bench.add_argument("--body", metavar="FILE", help="send FILE's bytes as the request body")
     bench.add_argument("--script", metavar="FILE.py",
                        help="Python hooks request()/response()/setup() (see loadgen/script.py)")
@@ -148,7 +158,13 @@ def settings_from_args(args: argparse.Namespace) -> Any:
                 body = f.read()
         except OSError as exc:
             raise BenchInputError(f"--body {args.body}: {exc.strerror or exc}") from None
-    method = (args.method or ("POST" if body is not None else "GET")).upper()
+    streams = args.streams
+    given_method = args.method
+    if given_method is not None and given_method.isdigit():  # h2load's -m N
+        if streams is not None:
+            raise BenchInputError(f"-m {given_method} and --streams {streams}: give one")
+        streams, given_method = int(given_method), None
+    method = (given_method or ("POST" if body is not None else "GET")).upper()
     for flag, path in (("--json", args.json_out), ("--hdr-log", args.hdr_log)):
         if path:
             folder = os.path.dirname(os.path.abspath(path))
@@ -172,6 +188,7 @@ def settings_from_args(args: argparse.Namespace) -> Any:
         baseline=args.baseline, fail_on_regression=args.fail_on_regression,
         start_at=parse_start_time(args.start_at) if args.start_at else None,
         insecure=args.insecure, ca=args.ca, server_name=args.sni,
+        http2=args.http2, streams=streams if streams is not None else 1,
     )
 
 

@@ -38,6 +38,8 @@ MIN_OVERLAP = 0.95
 #: Settings that must be equal for a sum of results to describe one load.
 MUST_MATCH = ("mode", "url", "method", "keep_alive", "headers", "body_bytes", "script",
               "timeout_s")
+#: Settings added after version 1's first documents, with the value older documents mean.
+ADDED_MUST_MATCH: dict[str, object] = {"http2": False, "streams": 1}
 
 
 class MergeError(ValueError):
@@ -84,8 +86,10 @@ def check_compatible(named: list[tuple[str, dict[str, Any]]]) -> None:
         if key in seen:
             raise MergeError(f"{name} and {seen[key]} are the same run")
         seen[key] = name
-        for setting in MUST_MATCH:
-            mine, theirs = doc["settings"][setting], first["settings"][setting]
+        for setting in MUST_MATCH + tuple(ADDED_MUST_MATCH):
+            default = ADDED_MUST_MATCH.get(setting)
+            mine = doc["settings"].get(setting, default)
+            theirs = first["settings"].get(setting, default)
             if mine != theirs:
                 raise MergeError(f"{name}: settings.{setting} is {mine!r} but {first_name} has "
                                  f"{theirs!r}; results of different loads cannot be merged")

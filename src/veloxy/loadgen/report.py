@@ -217,6 +217,9 @@ def text(doc: dict[str, Any], latency: bool = False) -> str:
     mode = ("open loop at {:,.0f} req/s".format(s["rate"]) if s["mode"] == "open"
             else "closed loop")
     conn = "keep-alive" if s["keep_alive"] else "Connection: close"
+    if s.get("http2"):
+        over = "TLS" if s["url"].startswith("https:") else "h2c"
+        conn = f"HTTP/2 over {over}, {s['streams']} stream{'s' if s['streams'] != 1 else ''} each"
     lines.append(f"  {procs} process{'es' if procs != 1 else ''} and {s['connections']} "
                  f"connections, {conn}, {mode} ({doc['tool']['loop']})")
     if s["warmup_s"]:

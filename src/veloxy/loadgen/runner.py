@@ -33,6 +33,7 @@ from typing import Any, cast
 from hdrh.histogram import HdrHistogram
 
 from veloxy.loadgen import histogram as hdr
+from veloxy.loadgen.h2driver import NotHttp2Error, probe
 from veloxy.loadgen.script import Script
 from veloxy.loadgen.settings import BenchInputError, BenchSettings, format_start_time
 from veloxy.loadgen.tls import client_context, handshake
@@ -159,6 +160,10 @@ def preflight(settings: BenchSettings) -> str:
             sock.connect(address)
             if context is not None:
                 handshake(sock, settings, context)
+            elif settings.http2:
+                probe(sock, settings)
+        except NotHttp2Error as exc:
+            raise BenchInputError(str(exc)) from None
         except OSError as exc:
             last = exc
             continue

@@ -31,6 +31,8 @@ _BAD_VALUE = re.compile(r"[\x00\r\n]")
 # Framing is the generator's business: these would make it send something it cannot parse
 # the answer to, or lie about the body it sends.
 _FRAMING_HEADERS = frozenset({"content-length", "transfer-encoding"})
+# Connection-specific fields, which HTTP/2 forbids (RFC 9113 §8.2.2).
+_NOT_IN_HTTP2 = frozenset({"connection", "keep-alive", "proxy-connection", "upgrade", "te"})
 
 
 class BenchInputError(ValueError):
@@ -198,6 +200,10 @@ class BenchSettings:
     insecure: bool = False
     ca: str | None = None
     server_name: str | None = None
+    #: --h2: HTTP/2 (h2c with prior knowledge for http://, ALPN h2 for https://) with
+    #: `streams` requests in flight on each connection (h2load's -m).
+    http2: bool = False
+    streams: int = 1
     target: Target = field(init=False)
 
     def __post_init__(self) -> None:
@@ -227,6 +233,27 @@ class BenchSettings:
             raise BenchInputError("--insecure, --ca and --sni are for https:// URLs")
         if self.insecure and self.ca:
             raise BenchInputError("--insecure skips the verification --ca is for: give one")
+        self._check_http2()
+
+    def _check_http2(self) -> None:
+        if self.streams < 1:
+            raise BenchInputError(f"-m (streams per connection) must be at least 1, got "
+                                  f"{self.streams}")
+        if not self.http2:
+            if self.streams > 1:
+                raise BenchInputError(f"-m {self.streams} streams per connection is HTTP/2: "
+                                      "add --h2 (HTTP/1.1 has one request in flight)")
+            return
+        if self.closes:
+            raise BenchInputError("--h2 keeps its connections open (many streams each): drop "
+                                  "--close / Connection: close")
+        if self.script:
+            raise BenchInputError("--script drives HTTP/1.1 requests only: drop --h2 or "
+                                  "--script")
+        for name, _ in self.headers:
+            if name.lower() in _NOT_IN_HTTP2:
+                raise BenchInputError(f"header {name} is connection-specific, not allowed in "
+                                      "HTTP/2 (RFC 9113 §8.2.2): drop it with --h2")
 
     @property
     def closes(self) -> bool:
@@ -242,6 +269,20 @@ class BenchSettings:
         t = self.target
         return build_request(self.method, t.path, t.host_header, self.headers, self.body,
                              self.closes)
+
+    def h2_headers(self) -> list[tuple[bytes, bytes]]:
+        """The HTTP/2 request's header list, built once (a Host header becomes :authority)."""
+        t = self.target
+        authority = next((v for n, v in self.headers if n.lower() == "host"), t.host_header)
+        fields = [(b":method", self.method.encode()),
+                  (b":scheme", b"https" if t.secure else b"http"),
+                  (b":authority", authority.encode("latin-1")),
+                  (b":path", t.path.encode("latin-1"))]
+        fields += [(n.lower().encode("latin-1"), v.encode("latin-1"))
+                   for n, v in self.headers if n.lower() != "host"]
+        if self.body is not None or self.method in ("POST", "PUT", "PATCH"):
+            fields.append((b"content-length", str(len(self.body or b"")).encode()))
+        return fields
 
     def share(self, index: int) -> tuple[int, int]:
         """(first global connection index, connection count) of process `index`."""
@@ -269,4 +310,6 @@ class BenchSettings:
             "timeout_s": self.timeout,
             "warmup_s": self.warmup,
             "start_at": format_start_time(self.start_at) if self.start_at is not None else None,
+            "http2": self.http2,
+            "streams": self.streams,
         }

@@ -46,6 +46,7 @@ from veloxy.loadgen.driver import (
     Tally,
     WorkerHooks,
 )
+from veloxy.loadgen.h2driver import H2BenchConnection, H2Driver
 from veloxy.loadgen.script import Script
 from veloxy.loadgen.settings import BenchInputError, BenchSettings
 from veloxy.loadgen.tls import client_context, server_hostname
@@ -121,7 +122,7 @@ class Worker(WorkerHooks):
         self.interval_hist = hdr.new_histogram() if plan.hdr_intervals else None
         self.completed = 0
         self.phase = "connect"
-        self.drivers: list[BaseDriver] = []
+        self.drivers: list[Any] = []  # BaseDriver, or H2Driver with --h2
         self.failure: str | None = None
         self.interrupted = False
         self.orphaned = False
@@ -159,7 +160,9 @@ class Worker(WorkerHooks):
         request = s.request_bytes()
         head = s.method == "HEAD"
         interval_ns = s.connections * 1e9 / s.rate if s.rate else 0.0
-        for i in range(plan.conns):
+        if s.http2:
+            self._add_h2_drivers(interval_ns)
+        for i in range(plan.conns if not s.http2 else 0):
             ctx: dict[str, object] = {"id": plan.first_conn + i, "process": plan.index}
             if self.open_loop:
                 driver: BaseDriver = OpenLoopDriver(
@@ -186,7 +189,7 @@ class Worker(WorkerHooks):
             t0 = perf_counter_ns()
             if s.rate is not None:
                 for i, d in enumerate(self.drivers):
-                    if isinstance(d, OpenLoopDriver):
+                    if isinstance(d, OpenLoopDriver | H2Driver):
                         d.set_schedule(t0 + int((plan.first_conn + i) * 1e9 / s.rate))
             self._started.set()
             ticker = loop.create_task(self._ticker())
@@ -213,11 +216,30 @@ class Worker(WorkerHooks):
         if self.phase == "measure" and not self.orphaned:
             self._send(("done", plan.index, self._result().to_dict()))
 
+    def _add_h2_drivers(self, interval_ns: float) -> None:
+        s = self.settings
+        headers = s.h2_headers()
+        for _ in range(self.plan.conns):
+            if self.open_loop:
+                self.drivers.append(H2Driver(
+                    headers, s.body, s.streams, self.lat.append, self.tally,
+                    record_raw=self.lat_raw.append, record_lag=self.lag.append,
+                    interval_ns=interval_ns, loop=self.loop))
+            else:
+                self.drivers.append(H2Driver(headers, s.body, s.streams, self.lat.append,
+                                             self.tally))
+
+    def _in_flight(self) -> int:
+        """Requests sent and not answered (an HTTP/2 connection carries several)."""
+        if self.settings.http2:
+            return sum(len(d.streams) for d in self.drivers)
+        return sum(1 for d in self.drivers if d.busy)
+
     def _start_measure(self) -> None:
         self._flush()
         self.phase = "measure"
         self.tally.reset()
-        self.tally.sent = sum(1 for d in self.drivers if d.busy)
+        self.tally.sent = self._in_flight()
         self.completed = 0
         self.hist = hdr.new_histogram()
         self.hist_raw = hdr.new_histogram()
@@ -258,7 +280,7 @@ class Worker(WorkerHooks):
             errors_write=t.errors_write,
             errors_timeout=t.errors_timeout,
             rejected=t.rejected,
-            abandoned=sum(1 for d in self.drivers if d.busy),
+            abandoned=self._in_flight(),
             statuses=dict(t.statuses),
             histogram=hdr.encode(self.hist),
             histogram_uncorrected=hdr.encode(self.hist_raw) if open_loop else "",
@@ -268,7 +290,17 @@ class Worker(WorkerHooks):
 
     # -- connections -------------------------------------------------------------------------------
 
-    async def _connect(self, d: BaseDriver) -> BenchConnection | None:
+    async def _connect(self, d: Any) -> BenchConnection | H2BenchConnection | None:
+        if self.settings.http2:
+            try:
+                return await H2BenchConnection.open(
+                    self.plan.connect_host, self.settings.target.port, self.sweeper,
+                    self.settings.timeout, self.tally, ssl=self._tls,
+                    server_hostname=self._server_hostname)
+            except UpstreamConnectError:
+                if self.phase != "connect":
+                    self.tally.errors_connect += 1
+                return None
         try:
             conn = await self._conn_class.open(self.plan.connect_host, self.settings.target.port,
                                               self.sweeper, self.timeouts,
@@ -282,7 +314,7 @@ class Worker(WorkerHooks):
         bench_conn.tally = self.tally
         return bench_conn
 
-    async def _slot(self, d: BaseDriver) -> None:
+    async def _slot(self, d: Any) -> None:
         """Open connections for one driver for the whole run (see driver.py for the timing)."""
         conn = await self._connect(d)
         if conn is None:
@@ -299,7 +331,7 @@ class Worker(WorkerHooks):
             while d.running:
                 if conn is None:
                     slept = False
-                    if isinstance(d, OpenLoopDriver):
+                    if isinstance(d, OpenLoopDriver) or (isinstance(d, H2Driver) and d.open_loop):
                         wait = d.due - perf_counter_ns()
                         if wait > 0:
                             await asyncio.sleep(wait * 1e-9)
