@@ -27,13 +27,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import re
-import resource
 import shutil
-import signal
-import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -47,7 +42,19 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
 from veloxy.config.values import parse_duration  # noqa: E402
-from veloxy.lab.procs import cpu_model, free_port  # noqa: E402
+from veloxy.lab.procs import free_port  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+# The load generator comparison's helpers: nginx in the foreground, the children's CPU,
+# medians, the machine line.
+from bench_vs_wrk import (  # noqa: E402
+    _children_cpu,
+    log,
+    machine,
+    median,
+    start_nginx,
+    stop_nginx,
+)
 
 NGINX_CONF = """\
 worker_processes 1;
@@ -67,10 +74,6 @@ http {{
 """
 
 
-def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
 class Nginx:
     def __init__(self) -> None:
         self.prefix = Path(tempfile.mkdtemp(prefix="veloxy-h2load-nginx-"))
@@ -86,41 +89,15 @@ class Nginx:
         self.ca_file = self.prefix / "ca.pem"
         self.ca.cert_pem.write_to_path(str(self.ca_file))
         self.h2c, self.tls = free_port(), free_port()
-        conf = self.prefix / "nginx.conf"
-        conf.write_text(NGINX_CONF.format(prefix=self.prefix, h2c=self.h2c, tls=self.tls))
-        self.proc = subprocess.Popen(["nginx", "-p", str(self.prefix), "-c", str(conf), "-g",
-                                      "daemon off;"], stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.PIPE)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                with socket.create_connection(("127.0.0.1", self.tls), timeout=0.5):
-                    return
-            except OSError:
-                if self.proc.poll() is not None:
-                    detail = self.proc.stderr.read().decode()  # type: ignore[union-attr]  # PIPE
-                    raise SystemExit(f"nginx failed: {detail}") from None
-                time.sleep(0.05)
-        raise SystemExit("nginx did not start")
+        self.proc = start_nginx(self.prefix, NGINX_CONF.format(
+            prefix=self.prefix, h2c=self.h2c, tls=self.tls), self.tls)
 
     def url(self, listener: str) -> str:
         return (f"https://127.0.0.1:{self.tls}/" if listener == "tls"
                 else f"http://127.0.0.1:{self.h2c}/")
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGQUIT)
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        shutil.rmtree(self.prefix, ignore_errors=True)
-
-
-def _children_cpu() -> float:
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
+        stop_nginx(self.proc, self.prefix)
 
 
 def _run(argv: list[str], timeout: float) -> tuple[str, float]:
@@ -216,19 +193,9 @@ def profile(url: str, ca: Path) -> str:
     return "\n".join(lines)
 
 
-def median(rows: list[dict[str, Any]], key: str) -> float:
-    return statistics.median(r[key] for r in rows)
-
-
 def spread(rows: list[dict[str, Any]], key: str) -> str:
     values = [r[key] for r in rows]
     return f" [{min(values):,.0f}-{max(values):,.0f}]" if len(values) > 1 else ""
-
-
-def machine() -> str:
-    cpu = cpu_model() or platform.processor() or "?"
-    return (f"{os.cpu_count()} CPUs ({cpu}), Linux {platform.release()}, Python "
-            f"{platform.python_version()}")
 
 
 def tool_versions() -> str:

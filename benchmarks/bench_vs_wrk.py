@@ -88,36 +88,46 @@ class Nginx:
         (html / "index.html").write_bytes(BODY)
         os.chmod(html / "index.html", 0o644)
         self.port = free_port()
-        conf = self.prefix / "nginx.conf"
-        conf.write_text(NGINX_CONF.format(workers=workers, prefix=self.prefix, port=self.port))
-        self.proc = subprocess.Popen(["nginx", "-p", str(self.prefix), "-c", str(conf), "-g",
-                                      "daemon off;"], stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.PIPE)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
-                    return
-            except OSError:
-                if self.proc.poll() is not None:
-                    detail = self.proc.stderr.read().decode()  # type: ignore[union-attr]
-                    raise SystemExit(f"nginx failed: {detail}") from None
-                time.sleep(0.05)
-        raise SystemExit("nginx did not start")
+        self.proc = start_nginx(self.prefix, NGINX_CONF.format(
+            workers=workers, prefix=self.prefix, port=self.port), self.port)
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}/"
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGQUIT)
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        shutil.rmtree(self.prefix, ignore_errors=True)
+        stop_nginx(self.proc, self.prefix)
+
+
+def start_nginx(prefix: Path, conf_text: str, port: int) -> subprocess.Popen[bytes]:
+    """nginx with `conf_text` in `prefix`, in the foreground, once it accepts on `port`
+    (also used by bench_vs_h2load.py)."""
+    conf = prefix / "nginx.conf"
+    conf.write_text(conf_text)
+    proc = subprocess.Popen(["nginx", "-p", str(prefix), "-c", str(conf), "-g", "daemon off;"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return proc
+        except OSError:
+            if proc.poll() is not None:
+                detail = proc.stderr.read().decode()  # type: ignore[union-attr]  # PIPE
+                raise SystemExit(f"nginx failed: {detail}") from None
+            time.sleep(0.05)
+    raise SystemExit("nginx did not start")
+
+
+def stop_nginx(proc: subprocess.Popen[bytes], prefix: Path) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGQUIT)
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    shutil.rmtree(prefix, ignore_errors=True)
 
 
 def _children_cpu() -> float:
