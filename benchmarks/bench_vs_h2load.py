@@ -52,6 +52,7 @@ from bench_vs_wrk import (  # noqa: E402
     log,
     machine,
     median,
+    save_raw,
     start_nginx,
     stop_nginx,
 )
@@ -248,12 +249,8 @@ def main() -> int:
                         f"{rows[-1]['cpu_us_per_request']:.1f} CPU µs/req")
     finally:
         nginx.stop()
-    out_dir = REPO / "benchmarks" / "results"
-    out_dir.mkdir(parents=True, exist_ok=True)
-    raw_path = out_dir / f"bench_vs_h2load-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    raw_path.write_text(json.dumps(results, indent=2) + "\n")
     print(markdown(results, args))
-    log(f"raw figures: {raw_path}")
+    log(f"raw figures: {save_raw('bench_vs_h2load', results)}")
     return 0
 
 

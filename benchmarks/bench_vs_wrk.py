@@ -281,13 +281,18 @@ def main() -> int:
     finally:
         nginx.stop()
 
+    print(markdown(results, args))
+    log(f"raw figures: {save_raw('bench_vs_wrk', results)}")
+    return 0
+
+
+def save_raw(name: str, results: dict[str, Any]) -> Path:
+    """Write a run's raw figures to benchmarks/results/NAME-TIME.json (git-ignored)."""
     out_dir = REPO / "benchmarks" / "results"
     out_dir.mkdir(parents=True, exist_ok=True)
-    raw_path = out_dir / f"bench_vs_wrk-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    raw_path = out_dir / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}.json"
     raw_path.write_text(json.dumps(results, indent=2) + "\n")
-    print(markdown(results, args))
-    log(f"raw figures: {raw_path}")
-    return 0
+    return raw_path
 
 
 def markdown(r: dict[str, Any], args: argparse.Namespace) -> str:
