@@ -130,7 +130,10 @@ class ConnectionRegistry:
     """The live connections of one listener group, for the sweeper and graceful shutdown."""
 
     def __init__(self) -> None:
+        #: Also the sweeper's list of these connections (DeadlineSweeper.watch), from the
+        #: first connection on: `swept_by`.
         self.connections: set[ServerConnection] = set()
+        self.swept_by: DeadlineSweeper | None = None
         self.closing = False
         self.drained: asyncio.Event | None = None
         # For metrics (observe/metrics.py reads them when scraped): connections accepted,
@@ -266,11 +269,14 @@ class ServerConnection(asyncio.Protocol):
         if peer:
             self.peer = (peer[0], peer[1])
             self.client_ip = peer[0].encode("ascii")
-        self.deadline = self._sweeper.now + self._timeouts[0]
-        self._sweeper.add(self)
         registry = self._registry
         connections = registry.connections
         connections.add(self)
+        sweeper = self._sweeper
+        if not sweeper.ticking or registry.swept_by is not sweeper:
+            sweeper.watch(connections)  # (the sweeper visits the registry's set)
+            registry.swept_by = sweeper
+        self.deadline = sweeper.now + self._timeouts[0]
         registry.accepted += 1
         if len(connections) >= registry.busy_at:
             registry.on_busy()  # (net/accept.py: its own accepting from here on)
@@ -313,8 +319,7 @@ class ServerConnection(asyncio.Protocol):
         return False
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._sweeper.discard(self)
-        self._registry.discard(self)
+        self._registry.discard(self)  # (and so from the sweeper's visits)
         self.deadline = NEVER
         exchange = self._exchange or self._tunnel
         self._exchange = self._tunnel = None
