@@ -1,4 +1,5 @@
-"""The C HPACK lane (http2/_hpack.c through hpack_lane.LaneDecoder) against hpack itself.
+"""The C HPACK lane (http2/_hpack.c through hpack_lane.LaneDecoder and LaneEncoder) against
+hpack itself.
 
 Whatever the block, LaneDecoder must give what hpack's Decoder gives from the same state:
 the same header list (values, and HeaderTuple or NeverIndexedHeaderTuple for each), or the
@@ -7,6 +8,10 @@ limits). Blocks come from hpack's Encoder (plain and Huffman literals, never-ind
 fields, dynamic tables small enough to evict, table size updates), from mutations of such
 blocks (cut, bytes changed), and from random bytes; both decoders see the same sequence of
 blocks, so a difference in table state shows in the blocks that follow.
+
+LaneEncoder must write the bytes hpack's Encoder writes for the same header lists, and
+leave the same table (entries, size, pending size changes), table size changes between
+blocks included.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from veloxy.http2 import hpack_lane
-from veloxy.http2.hpack_lane import LaneDecoder, use_lane
+from veloxy.http2.hpack_lane import LaneDecoder, LaneEncoder, use_lane
 
 pytestmark = pytest.mark.skipif(hpack_lane._hpack is None, reason="the C lane is not built")
 
@@ -37,6 +42,13 @@ values = st.one_of(st.sampled_from(STATIC_VALUES), st.binary(max_size=120),
                    st.sampled_from([b"", b"GET", b"/", b"h2load nghttp2/1.52.0", b"x" * 3000]))
 fields = st.tuples(names, values, st.booleans()).map(
     lambda f: NeverIndexedHeaderTuple(f[0], f[1]) if f[2] else HeaderTuple(f[0], f[1]))
+#: What h2 hands its encoder: plain tuples, HeaderTuples, NeverIndexedHeaderTuples; and,
+#: for the declined cases, str fields and 3-tuples (sensitive as the third).
+encoder_fields = st.one_of(
+    fields, st.tuples(names, values),
+    st.tuples(names, values).map(lambda f: HeaderTuple(f[0], f[1])),
+    st.tuples(st.text(max_size=10), st.text(max_size=10)),
+    st.tuples(names, values, st.booleans()))
 
 
 def outcome(decoder: Decoder, block: bytes) -> tuple[Any, ...]:
@@ -179,6 +191,58 @@ def test_common_block_is_decoded_in_c() -> None:
     assert called == []
 
 
+def encoder_state(encoder: Encoder) -> tuple[Any, ...]:
+    table = encoder.header_table
+    return (list(table.dynamic_entries), table._current_size, table.maxsize, table.resized,
+            list(encoder.table_size_changes))
+
+
+@settings(max_examples=400, deadline=None)
+@given(blocks=st.lists(st.tuples(st.lists(encoder_fields, max_size=12),
+                                 st.one_of(st.none(), st.sampled_from([0, 40, 100, 256,
+                                                                       4096])),
+                                 st.booleans()),
+                       min_size=1, max_size=8),
+       as_tuple=st.booleans())
+def test_encoder_writes_what_hpack_writes(blocks, as_tuple) -> None:
+    """Eviction (small tables), table size changes between blocks, never-indexed fields,
+    Huffman always (h2's default) and sometimes off; the result decodes to the fields."""
+    plain, lane = Encoder(), LaneEncoder()
+    decoder = Decoder()
+    decoder.max_allowed_table_size = 1 << 20
+    for headers, resize, huffman in blocks:
+        if resize is not None:
+            plain.header_table_size = lane.header_table_size = resize
+        given_headers = tuple(headers) if as_tuple else headers
+        expected = plain.encode(given_headers, huffman=huffman)
+        assert lane.encode(given_headers, huffman=huffman) == expected
+        assert encoder_state(lane) == encoder_state(plain)
+        decoded = decoder.decode(expected, raw=True)
+        assert [tuple(h) for h in decoded] == [
+            (h[0] if isinstance(h[0], bytes) else h[0].encode(),
+             h[1] if isinstance(h[1], bytes) else h[1].encode()) for h in headers]
+
+
+def test_common_response_is_encoded_in_c() -> None:
+    fields = [(b":status", b"200"), (b"server", b"origin"), (b"content-length", b"100")]
+    plain, lane = Encoder(), LaneEncoder()
+    called = []
+    original = Encoder.encode
+
+    def spy(self: Encoder, headers: Any, huffman: bool = True) -> bytes:
+        called.append(headers)
+        return original(self, headers, huffman)
+
+    Encoder.encode = spy  # type: ignore[method-assign]  # counts calls of hpack's encoder
+    try:
+        blocks = [lane.encode(fields) for _ in range(2)]
+    finally:
+        Encoder.encode = original  # type: ignore[method-assign]  # restored
+    assert called == []
+    assert blocks == [plain.encode(fields) for _ in range(2)]
+    assert blocks[1] == b"\x88\xbf\xbe"  # :status 200 static, the others indexed
+
+
 def test_h2_connection_gets_the_lane_with_its_limits() -> None:
     h2 = H2Connection(H2Configuration(client_side=False))
     h2.decoder.max_header_list_size = 1234
@@ -186,7 +250,9 @@ def test_h2_connection_gets_the_lane_with_its_limits() -> None:
     use_lane(h2)
     if os.environ.get("VELOXY_PURE_PYTHON"):
         assert type(h2.decoder) is Decoder
+        assert type(h2.encoder) is Encoder
         return
     assert type(h2.decoder) is LaneDecoder
+    assert type(h2.encoder) is LaneEncoder
     assert (h2.decoder.max_header_list_size, h2.decoder.max_allowed_table_size,
             h2.decoder.header_table_size) == (1234, 2048, 4096)

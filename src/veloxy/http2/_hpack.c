@@ -43,6 +43,8 @@ static int CONFIGURED = 0;
 /* The Huffman code as a binary tree: node 0 is the root; child[n][bit] is > 0 for an inner
  * node, -(symbol + 1) for a leaf, 0 where no code goes (cannot happen for a complete code). */
 #define MAX_NODES 512
+static uint32_t HUFF_CODE[257];
+static uint8_t HUFF_LEN[257];
 static int16_t HUFF[MAX_NODES][2];
 static int HUFF_NODES = 1;
 
@@ -108,10 +110,13 @@ configure(PyObject *self, PyObject *args)
         Py_XDECREF(l);
         if (PyErr_Occurred())
             return NULL;
-        if (length < 5 || length > 30 || huff_add((unsigned int)code, (int)length, s) < 0) {
+        if (length < 5 || length > 30 || code < 0 || code >= (1L << length)
+                || huff_add((unsigned int)code, (int)length, s) < 0) {
             PyErr_SetString(PyExc_ValueError, "not a prefix code");
             return NULL;
         }
+        HUFF_CODE[s] = (uint32_t)code;
+        HUFF_LEN[s] = (uint8_t)length;
     }
     if (!PyType_Check(header) || !PyType_Check(never)) {
         PyErr_SetString(PyExc_TypeError, "HeaderTuple and NeverIndexedHeaderTuple expected");
@@ -474,6 +479,262 @@ error:
     return NULL;
 }
 
+
+/* -- encoding ----------------------------------------------------------------------------- */
+
+typedef struct {
+    unsigned char *buf;
+    Py_ssize_t len, cap;
+} Out;
+
+static int
+out_reserve(Out *o, Py_ssize_t more)
+{
+    if (o->len + more <= o->cap)
+        return 0;
+    Py_ssize_t cap = o->cap * 2 > o->len + more ? o->cap * 2 : o->len + more + 256;
+    unsigned char *buf = PyMem_Realloc(o->buf, cap);
+    if (buf == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    o->buf = buf;
+    o->cap = cap;
+    return 0;
+}
+
+/* hpack's encode_integer, its first byte or-ed with `flags`. */
+static int
+write_int(Out *o, Py_ssize_t value, int prefix, unsigned char flags)
+{
+    if (out_reserve(o, 12) < 0)
+        return -1;
+    Py_ssize_t max = (1 << prefix) - 1;
+    if (value < max) {
+        o->buf[o->len++] = (unsigned char)value | flags;
+        return 0;
+    }
+    o->buf[o->len++] = (unsigned char)max | flags;
+    value -= max;
+    while (value >= 128) {
+        o->buf[o->len++] = (unsigned char)((value & 127) + 128);
+        value >>= 7;
+    }
+    o->buf[o->len++] = (unsigned char)value;
+    return 0;
+}
+
+/* A string as hpack writes it with huffman=True: its Huffman code (padded with ones),
+ * always, after its length with the H bit. */
+static int
+write_huffman(Out *o, PyObject *bytes)
+{
+    const unsigned char *s = (const unsigned char *)PyBytes_AS_STRING(bytes);
+    Py_ssize_t n = PyBytes_GET_SIZE(bytes), bits = 0;
+    for (Py_ssize_t i = 0; i < n; i++)
+        bits += HUFF_LEN[s[i]];
+    Py_ssize_t size = (bits + 7) / 8;
+    if (write_int(o, size, 7, 0x80) < 0 || out_reserve(o, size) < 0)
+        return -1;
+    uint64_t acc = 0;
+    int have = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        acc = (acc << HUFF_LEN[s[i]]) | HUFF_CODE[s[i]];
+        have += HUFF_LEN[s[i]];
+        while (have >= 8) {
+            have -= 8;
+            o->buf[o->len++] = (unsigned char)(acc >> have);
+        }
+        acc &= (((uint64_t)1) << have) - 1;
+    }
+    if (have > 0)
+        o->buf[o->len++] = (unsigned char)((acc << (8 - have)) | ((1u << (8 - have)) - 1));
+    return 0;
+}
+
+static inline int
+same_bytes(PyObject *a, PyObject *b)
+{
+    return a == b || (PyBytes_GET_SIZE(a) == PyBytes_GET_SIZE(b)
+                      && memcmp(PyBytes_AS_STRING(a), PyBytes_AS_STRING(b),
+                                PyBytes_GET_SIZE(a)) == 0);
+}
+
+/* HeaderTable.search: (index, perfect) or index 0 for no match; -1 on an error. */
+static Py_ssize_t
+search(PyObject *entries, PyObject *name, PyObject *value, int *perfect)
+{
+    Py_ssize_t partial = 0;
+    *perfect = 0;
+    for (int i = 0; i < 61; i++) {
+        if (same_bytes(STATIC[i][0], name)) {
+            if (!partial)
+                partial = i + 1;
+            if (same_bytes(STATIC[i][1], value)) {
+                *perfect = 1;
+                return i + 1;
+            }
+        }
+    }
+    PyObject *it = PyObject_GetIter(entries);
+    if (it == NULL)
+        return -1;
+    PyObject *entry;
+    Py_ssize_t i = 62;
+    while ((entry = PyIter_Next(it)) != NULL) {
+        if (!PyTuple_Check(entry) || PyTuple_GET_SIZE(entry) != 2
+                || !PyBytes_Check(PyTuple_GET_ITEM(entry, 0))
+                || !PyBytes_Check(PyTuple_GET_ITEM(entry, 1))) {
+            Py_DECREF(entry);
+            Py_DECREF(it);
+            PyErr_SetString(PyExc_RuntimeError, "an hpack table entry is not (bytes, bytes)");
+            return -1;
+        }
+        if (same_bytes(PyTuple_GET_ITEM(entry, 0), name)) {
+            if (same_bytes(PyTuple_GET_ITEM(entry, 1), value)) {
+                Py_DECREF(entry);
+                Py_DECREF(it);
+                *perfect = 1;
+                return i;
+            }
+            if (!partial)
+                partial = i;
+        }
+        Py_DECREF(entry);
+        i++;
+    }
+    Py_DECREF(it);
+    if (PyErr_Occurred())
+        return -1;
+    return partial;
+}
+
+/* HeaderTable.add on hpack's deque; the table's new size, or -1 on an error. */
+static Py_ssize_t
+add_entry(PyObject *entries, Py_ssize_t size, Py_ssize_t maxsize, PyObject *name,
+          PyObject *value)
+{
+    Py_ssize_t entry_size = 32 + PyBytes_GET_SIZE(name) + PyBytes_GET_SIZE(value);
+    PyObject *r;
+    if (entry_size > maxsize) {
+        r = PyObject_CallMethod(entries, "clear", NULL);
+        if (r == NULL)
+            return -1;
+        Py_DECREF(r);
+        return 0;
+    }
+    PyObject *entry = PyTuple_Pack(2, name, value);
+    if (entry == NULL)
+        return -1;
+    PyObject *appendleft = PyUnicode_FromString("appendleft");
+    r = appendleft ? PyObject_CallMethodOneArg(entries, appendleft, entry) : NULL;
+    Py_XDECREF(appendleft);
+    Py_DECREF(entry);
+    if (r == NULL)
+        return -1;
+    Py_DECREF(r);
+    size += entry_size;
+    while (size > maxsize) {
+        PyObject *old = PyObject_CallMethod(entries, "pop", NULL);
+        if (old == NULL)
+            return -1;
+        if (!PyTuple_Check(old) || PyTuple_GET_SIZE(old) != 2
+                || !PyBytes_Check(PyTuple_GET_ITEM(old, 0))
+                || !PyBytes_Check(PyTuple_GET_ITEM(old, 1))) {
+            Py_DECREF(old);
+            PyErr_SetString(PyExc_RuntimeError, "an hpack table entry is not (bytes, bytes)");
+            return -1;
+        }
+        size -= 32 + PyBytes_GET_SIZE(PyTuple_GET_ITEM(old, 0))
+                + PyBytes_GET_SIZE(PyTuple_GET_ITEM(old, 1));
+        Py_DECREF(old);
+    }
+    return size;
+}
+
+/* encode(headers, entries, size, maxsize): (block, the table's new size) as hpack's
+ * Encoder.encode(headers, huffman=True) with no size change pending, or None (declined
+ * before anything changed: hpack's encoder encodes them). Taken: a list or tuple of
+ * (bytes, bytes) tuples, HeaderTuples and NeverIndexedHeaderTuples. */
+static PyObject *
+encode(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 4) {
+        PyErr_SetString(PyExc_TypeError, "encode() takes 4 arguments");
+        return NULL;
+    }
+    if (!CONFIGURED) {
+        PyErr_SetString(PyExc_RuntimeError, "configure() first");
+        return NULL;
+    }
+    PyObject *headers = args[0], *entries = args[1];
+    if (!PyList_CheckExact(headers) && !PyTuple_CheckExact(headers))
+        Py_RETURN_NONE;
+    Py_ssize_t size = PyLong_AsSsize_t(args[2]), maxsize = PyLong_AsSsize_t(args[3]);
+    if (PyErr_Occurred()) {
+        PyErr_Clear();
+        Py_RETURN_NONE;
+    }
+    if (size < 0 || maxsize < 0)
+        Py_RETURN_NONE;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(headers);
+    PyObject **items = PySequence_Fast_ITEMS(headers);
+    for (Py_ssize_t i = 0; i < n; i++) {  /* all of them first: nothing changes on a decline */
+        PyObject *h = items[i];
+        PyTypeObject *type = Py_TYPE(h);
+        if ((type != &PyTuple_Type && type != HEADER_TUPLE && type != NEVER_INDEXED)
+                || PyTuple_GET_SIZE(h) != 2 || !PyBytes_CheckExact(PyTuple_GET_ITEM(h, 0))
+                || !PyBytes_CheckExact(PyTuple_GET_ITEM(h, 1)))
+            Py_RETURN_NONE;
+    }
+    Out o = {NULL, 0, 0};
+    if (out_reserve(&o, 64 * (n + 1)) < 0)
+        return NULL;
+    /* the list may not change under us: hold it (and with it, its items) */
+    Py_INCREF(headers);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *h = items[i];
+        PyObject *name = PyTuple_GET_ITEM(h, 0), *value = PyTuple_GET_ITEM(h, 1);
+        int sensitive = Py_TYPE(h) == NEVER_INDEXED, perfect;
+        unsigned char indexbit = sensitive ? 0x10 : 0x40;
+        Py_ssize_t index = search(entries, name, value, &perfect);
+        if (index < 0)
+            goto error;
+        if (index && perfect) {
+            if (write_int(&o, index, 7, 0x80) < 0)
+                goto error;
+            continue;
+        }
+        if (index) {
+            if (write_int(&o, index, sensitive ? 4 : 6, indexbit) < 0)
+                goto error;
+        } else {
+            if (out_reserve(&o, 1) < 0)
+                goto error;
+            o.buf[o.len++] = indexbit;
+            if (write_huffman(&o, name) < 0)
+                goto error;
+        }
+        if (write_huffman(&o, value) < 0)
+            goto error;
+        if (!sensitive) {
+            size = add_entry(entries, size, maxsize, name, value);
+            if (size < 0)
+                goto error;
+        }
+    }
+    Py_DECREF(headers);
+    PyObject *block = PyBytes_FromStringAndSize((const char *)o.buf, o.len);
+    PyMem_Free(o.buf);
+    if (block == NULL)
+        return NULL;
+    return Py_BuildValue("(Nn)", block, size);
+error:
+    Py_DECREF(headers);
+    PyMem_Free(o.buf);
+    return NULL;
+}
+
 static PyMethodDef methods[] = {
     {"configure", configure, METH_VARARGS,
      "configure(static_table, huffman_codes, huffman_lengths, HeaderTuple, "
@@ -481,6 +742,9 @@ static PyMethodDef methods[] = {
     {"decode", (PyCFunction)(void (*)(void))decode, METH_FASTCALL,
      "decode(data, entries, size, maxsize, max_header_list_size, max_allowed_table_size)"
      " -> (headers, new size) or None (declined: hpack's decoder decodes the block)."},
+    {"encode", (PyCFunction)(void (*)(void))encode, METH_FASTCALL,
+     "encode(headers, entries, size, maxsize) -> (block, new size) or None (declined: "
+     "hpack's encoder encodes them)."},
     {NULL, NULL, 0, NULL},
 };
 
