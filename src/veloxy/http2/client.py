@@ -42,6 +42,7 @@ from veloxy.errors import (
     UpstreamResetError,
     UpstreamTimeout,
 )
+from veloxy.http2.hpack_lane import use_lane
 from veloxy.net.client import connect_upstream
 from veloxy.net.timers import NEVER
 
@@ -96,6 +97,7 @@ class H2ClientConnection(asyncio.Protocol):
         self.h2 = H2Connection(H2Configuration(client_side=True, header_encoding=None,
                                                validate_outbound_headers=False,
                                                normalize_outbound_headers=False))
+        use_lane(self.h2)  # HPACK in C where built (hpack_lane.py)
         self.streams: dict[int, UpstreamStream] = {}
         self.transport: asyncio.Transport | None = None
         self.going_away = False
