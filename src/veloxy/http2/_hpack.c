@@ -1,10 +1,11 @@
 /*
- * veloxy.http2._hpack: the common HPACK header blocks, decoded in C for hpack's Decoder.
+ * veloxy.http2._hpack: the common HPACK header blocks, decoded and encoded in C for hpack's
+ * Decoder and Encoder.
  *
- * Why this is hand-written: hpack decodes a header block in Python, with a few Python calls
- * and a logging call per field; with h2's state machine around it, it was most of veloxy's
- * CPU per HTTP/2 request (docs/BENCHMARKS.md, "HTTP/2: where the CPU goes"). Here a whole
- * block is decoded in one call.
+ * Why this is hand-written: hpack decodes and encodes a header block in Python, with a few
+ * Python calls and a logging call per field; after h2's state machine it was the largest
+ * cost per HTTP/2 request (docs/BENCHMARKS.md, "HTTP/2: where the CPU goes"). Here a whole
+ * block is done in one call.
  *
  * A strict *subset* of hpack, never a second opinion on it. The state stays hpack's: the
  * dynamic table is the Decoder's own HeaderTable (its deque of (name, value) tuples and
@@ -17,9 +18,16 @@
  * a truncated block, an index outside the tables, Huffman code that is not plainly valid
  * (EOS, padding over 7 bits or not all ones), a header list over max_header_list_size,
  * a table larger than max_allowed_table_size, sizes beyond what C holds. So every error,
- * and its exception class and message, is hpack's own. tests/http2/test_hpack_lane.py
- * (hypothesis) holds the results and the table state to hpack's; fuzz/hpack_differential.py
- * does so under coverage-guided fuzzing.
+ * and its exception class and message, is hpack's own.
+ *
+ * encode() is hpack's Encoder.encode(headers, huffman=True) for a list or tuple of
+ * (bytes, bytes) fields (plain tuples, HeaderTuple, NeverIndexedHeaderTuple) with no table
+ * size change pending: the same table search (static first, then dynamic, newest first),
+ * Huffman always, the same additions and evictions, on the Encoder's own deque. Anything
+ * else is checked before a byte is written or the table changed, and declined.
+ *
+ * tests/http2/test_hpack_lane.py (hypothesis) holds both to hpack's bytes, results and table
+ * state; fuzz/hpack_differential.py fuzzes the decoder's difference.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -750,7 +758,8 @@ static PyMethodDef methods[] = {
 
 static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT, "_hpack",
-    "The common HPACK header blocks decoded in C for hpack's Decoder (http2/hpack_lane.py).",
+    "The common HPACK header blocks decoded and encoded in C for hpack's Decoder and Encoder "
+    "(http2/hpack_lane.py).",
     -1, methods,
 };
 
