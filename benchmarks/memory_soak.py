@@ -201,10 +201,10 @@ def _wait_listening(proc: subprocess.Popen[str], prefix: str, timeout: float = 3
     raise SystemExit(f"{prefix!r} did not start: {''.join(seen)[-2000:]}")
 
 
-def _env(loop: str | None, extra: list[str]) -> dict[str, str]:
+def _env(loop: str | None, extra: list[str], src: str | None = None) -> dict[str, str]:
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO / "src"), env.get("PYTHONPATH"))
-                                        if p)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (src or str(REPO / "src"),
+                                                    env.get("PYTHONPATH")) if p)
     if loop:
         env["VELOXY_LOOP"] = loop
     for item in extra:
@@ -246,7 +246,7 @@ def run(opts: argparse.Namespace) -> dict[str, Any]:
     leaf = ca.issue_cert("localhost", "127.0.0.1")
     leaf.cert_chain_pems[0].write_to_path(str(tmp / "cert.pem"))
     leaf.private_key_pem.write_to_path(str(tmp / "key.pem"))
-    env = _env(opts.loop, opts.env)
+    env = _env(opts.loop, opts.env, opts.src)
     procs: list[subprocess.Popen[str]] = []
     samples_path = tmp / "samples.jsonl"
     try:
@@ -385,20 +385,26 @@ def report(result: dict[str, Any]) -> str:
              f"env {' '.join(o['env']) or '-'}",
              "",
              "| t (s) | RSS MiB | anon MiB | malloc in use MiB | malloc free MiB | mmap MiB "
-             "| py blocks | GC objects | SSL sessions cached |",
-             "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "| other anon MiB | py blocks | GC objects | SSL sessions cached |",
+             "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for s in result["samples"]:
         m = s.get("malloc", {})
-        cached = sum(x["number"] for x in s.get("ssl_sessions", []))
+        contexts = s.get("ssl_sessions", [])
+        cached = f"{sum(x['number'] for x in contexts)} ({len(contexts)} contexts)"
         lines.append(f"| {s['t'] - t0:.0f} | {s['rss_kib'] / 1024:.1f} | "
                      f"{s['anon_kib'] / 1024:.1f} | {m.get('in_use_kib', 0) / 1024:.1f} | "
                      f"{m.get('free_kib', 0) / 1024:.1f} | {m.get('mmap_kib', 0) / 1024:.1f} | "
+                     f"{(s['anon_kib'] - m.get('arena_kib', 0) - m.get('mmap_kib', 0)) / 1024:.1f}"
+                     " | "
                      f"{s['py_blocks']:,} | {s['objects']:,} | {cached} |"
                      + (f" tracemalloc {s['tracemalloc_kib'] / 1024:.1f} MiB |"
                         if "tracemalloc_kib" in s else ""))
     v = verdict(result)
     trim = result.get("trim")
     lines += ["",
+              "(malloc: glibc's books, mallinfo2; other anon: anonymous memory malloc does "
+              "not count: CPython's object arenas (256 KiB mmaps), thread stacks)",
+              "",
               f"requests: {result['bench']}; churn: {result['churn']} {result['churn_note']}",
               f"RSS {v['rss_start_mib']} MiB at start, {v['rss_after_warmup_mib']} MiB after "
               f"the {result['warmup_s']:.0f} s warm-up, {v['rss_end_mib']} MiB at the end of the "
@@ -443,6 +449,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="for the veloxy process (MALLOC_ARENA_MAX=1, ...); repeatable")
     p.add_argument("--extra-config", default="",
                    help="YAML appended to the veloxy config (e.g. a tuning: block)")
+    p.add_argument("--src", default=None,
+                   help="run the proxy from this source tree (e.g. an older commit's src/, "
+                        "for before/after); default: this repository's")
     p.add_argument("--tracemalloc", action="store_true",
                    help="trace Python allocations in veloxy (slower)")
     p.add_argument("--json", default=None, help="write every sample here")
