@@ -25,6 +25,7 @@ the handshakes gives µs of server CPU per handshake. Ratios are veloxy / nginx 
 round, and the table gives their medians over rounds.
 
     python benchmarks/tls_handshakes.py [--rounds 3] [--seconds 3] [--loops uvloop,asyncio]
+        [--jemalloc]
 
 Needs openssl, h2load (nghttp2-client), nginx and taskset. Prints a Markdown table for
 docs/BENCHMARKS.md; raw figures go to stderr as JSON lines.
@@ -57,6 +58,7 @@ from tests.support.proc import VeloxyProcess  # noqa: E402
 from veloxy.lab.procs import free_port, tree_cpu_seconds, tree_pids  # noqa: E402
 
 CLIENT_CORE = "0"
+JEMALLOC = "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2"
 SUITE = "TLS_AES_128_GCM_SHA256"
 
 NGINX_CONF = """worker_processes 1; pid {tmp}/nginx.pid;
@@ -175,7 +177,8 @@ def measure(server: Server, seconds: int, tmp: Path) -> dict[str, dict[str, floa
     return rows
 
 
-def start_servers(tmp: Path, loops: list[str], server_core: str) -> tuple[list[Server], Any]:
+def start_servers(tmp: Path, loops: list[str], server_core: str, jemalloc: bool
+                  ) -> tuple[list[Server], Any]:
     ca = trustme.CA()
     leaf = ca.issue_cert("localhost", "127.0.0.1")
     leaf.cert_chain_pems[0].write_to_path(str(tmp / "cert.pem"))
@@ -185,12 +188,15 @@ def start_servers(tmp: Path, loops: list[str], server_core: str) -> tuple[list[S
     pin(origin.pid, CLIENT_CORE)
     (tmp / "veloxy.yaml").write_text(VELOXY_CONF.format(tmp=tmp, origin=origin.port))
     servers = []
-    for loop in loops:
+    variants = [(loop, f"veloxy ({loop})", {}) for loop in loops]
+    if jemalloc:
+        variants.append((loops[0], f"veloxy ({loops[0]}, jemalloc)",
+                         {"LD_PRELOAD": JEMALLOC}))
+    for loop, name, env in variants:
         proc = VeloxyProcess(["serve", "--config", str(tmp / "veloxy.yaml"), "--log-level",
-                              "warning"], loop).wait_ready()
+                              "warning"], loop, env=env).wait_ready()
         pin(proc.pid, server_core)
-        servers.append(Server(f"veloxy ({loop})", proc.port, proc.pid,
-                              lambda p=proc: p.stop(strict=False)))
+        servers.append(Server(name, proc.port, proc.pid, lambda p=proc: p.stop(strict=False)))
     nginx_dir = tmp / "nginx"
     nginx_dir.mkdir()
     port = free_port()
@@ -207,6 +213,9 @@ def main() -> int:
     parser.add_argument("--seconds", type=int, default=3, help="length of each timed run")
     parser.add_argument("--loops", default="uvloop,asyncio",
                         help="event loops to run veloxy on (comma-separated)")
+    parser.add_argument("--jemalloc", action="store_true",
+                        help="also veloxy on the first loop with jemalloc preloaded (how much "
+                             "of the gap is the allocator)")
     opts = parser.parse_args()
     for tool in ("openssl", "h2load", "nginx", "taskset"):
         if shutil.which(tool) is None:
@@ -214,7 +223,9 @@ def main() -> int:
     server_core = str((os.cpu_count() or 2) - 1)
     tmp = Path(tempfile.mkdtemp(prefix="veloxy-tls-hs-"))
     os.chmod(tmp, 0o755)  # nginx workers run as "nobody" when started as root
-    servers, origin = start_servers(tmp, opts.loops.split(","), server_core)
+    if opts.jemalloc and not Path(JEMALLOC).exists():
+        raise SystemExit(f"--jemalloc: {JEMALLOC} is missing (Debian: libjemalloc2)")
+    servers, origin = start_servers(tmp, opts.loops.split(","), server_core, opts.jemalloc)
     results: dict[str, list[dict[str, dict[str, float]]]] = {s.name: [] for s in servers}
     try:
         protocols = {s.name: negotiated(s.port) for s in servers}
