@@ -321,7 +321,13 @@ class ListenTLS(_Model):
     """TLS termination on one listener. Defaults follow Mozilla's "intermediate" profile:
     TLS 1.2 and 1.3 only, ECDHE key exchange with AES-GCM or ChaCha20-Poly1305, session
     tickets on. Certificates are read again on SIGHUP; handshakes after the reload get them,
-    established connections are untouched."""
+    established connections are untouched. Session tickets (valid 2 hours, OpenSSL's
+    default) are sealed with a key made at start-up and never rotated while the process runs:
+    a SIGHUP reload keeps it, so tickets issued before a certificate change still resume
+    (those sessions were authenticated by the previous certificate); a restart makes a new
+    key and every client does a full handshake once. With `workers` > 1 in fork mode the
+    workers share the key (a ticket resumes on any worker); in spawn mode each worker has
+    its own (see `workers_mode`)."""
 
     cert: FilePath
     """PEM file with the default certificate chain, leaf first: presented when the client
@@ -1390,7 +1396,10 @@ class Config(_Model):
     POSIX, socket.share() on Windows): with SO_REUSEPORT one set per worker, kept across its
     restarts; on Windows one set all workers accept from. Default "auto": fork where the
     platform can fork, spawn on Windows. Spawn starts slower (a fresh interpreter per
-    worker); throughput: docs/BENCHMARKS.md, "Worker modes"."""
+    worker); throughput: docs/BENCHMARKS.md, "Worker modes". TLS: in spawn mode each
+    worker makes its own session-ticket key (Python's ssl cannot set one), so a client
+    resumes a session only when it reaches the worker that issued its ticket, and does a
+    full handshake elsewhere; fork shares the key between workers."""
     admin: ListenAddress | None = None
     """Address of the admin listener (/metrics, /healthz, /status, /reload). Default null =
     off. Keep it on a private interface: /reload changes what the proxy does."""

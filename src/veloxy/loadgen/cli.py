@@ -112,6 +112,10 @@ def add_bench_parser(commands: Any) -> argparse.ArgumentParser:
     bench.add_argument("--sni", metavar="NAME",
                        help="https: the name sent by SNI and checked against the certificate "
                             "(default: the URL's host)")
+    bench.add_argument("--tls-resume", action=argparse.BooleanOptionalAction, default=None,
+                       help="https: offer each new connection the TLS session of the last "
+                            "one of its process (tickets), to measure resumed handshakes; "
+                            "--no-tls-resume (the default): a full handshake each time")
 
     def error(message: str) -> NoReturn:
         _die(message)
@@ -194,7 +198,7 @@ def settings_from_args(args: argparse.Namespace) -> Any:
         latency=args.latency, json_out=args.json_out, hdr_log=args.hdr_log,
         baseline=args.baseline, fail_on_regression=args.fail_on_regression,
         start_at=parse_start_time(args.start_at) if args.start_at else None,
-        insecure=args.insecure, ca=args.ca, server_name=args.sni,
+        insecure=args.insecure, ca=args.ca, server_name=args.sni, tls_resume=args.tls_resume,
         http2=args.http2, streams=streams if streams is not None else 1,
     )
 

@@ -11,11 +11,15 @@ Defaults (Mozilla's "intermediate" profile): TLS 1.2 minimum, ECDHE with AES-GCM
 ChaCha20-Poly1305 for TLS 1.2 (TLS 1.3's suites are all modern), no compression, no
 renegotiation, session tickets on (OpenSSL's default: the ticket key lives in the listener's
 first context, which stays the session context whatever SNI picks, and it is made before
-the workers fork, so a ticket from one worker resumes on another).
+the workers fork, so a ticket from one worker resumes on another; tests/tls/
+test_tls_resumption.py). In `workers_mode: spawn` each worker makes its contexts itself,
+with its own random key (Python's ssl cannot set one: no SSL_CTX_set_tlsext_ticket_keys),
+so a ticket resumes only on the worker that issued it.
 
 `reload()` reads every certificate and key again into the existing contexts
 (`SSLContext.load_cert_chain`): handshakes after it present the new certificates, and
-established connections keep theirs. A file that fails to load leaves that context as it
+established connections keep theirs, and the ticket key stays (tickets issued before
+still resume). A file that fails to load leaves that context as it
 was (the error is returned, not raised), so a bad deploy never takes the listener down.
 """
 
