@@ -10,6 +10,7 @@ workers.py) and by `veloxy origin`.
 from __future__ import annotations
 
 import asyncio
+import functools
 import gc
 import logging
 import signal
@@ -72,8 +73,10 @@ async def serve(
     backlog = tuning.backlog if tuning is not None else DEFAULT_BACKLOG
     conn_class = server_connection_class(tuning.downstream if tuning is not None else None)
 
-    def factory() -> ServerConnection:
-        return conn_class(app, limits, sweeper, registry)
+    # A partial, not a closure: the loop calls it for every new connection, and a partial
+    # makes the protocol without a Python frame of its own.
+    factory: Callable[[], ServerConnection] = functools.partial(
+        conn_class, app, limits, sweeper, registry)
 
     # veloxy accepts itself, capped at limits.max_connections: see net/accept.py.
     acceptor = Acceptor(loop, registry, max_connections=max_connections(limits),

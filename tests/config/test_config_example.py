@@ -135,7 +135,7 @@ tuning:
     send_buffer: null
   gc:
     freeze_after_start: false
-    gen0_threshold: null
+    gen0_threshold: 50000
 """
 
 MINIMAL = """\

@@ -54,8 +54,11 @@ def test_apply_gc_sets_threshold_and_freezes_in_process() -> None:
     before = gc.get_threshold()
     frozen_before = gc.get_freeze_count()
     try:
-        apply_gc(GcSettings())  # defaults: nothing changes
+        apply_gc(GcSettings(gen0_threshold=None))  # null: CPython's threshold stays
         assert gc.get_threshold() == before
+        assert gc.get_freeze_count() == frozen_before
+        apply_gc(GcSettings())  # the default: a young generation of 50000, nothing frozen
+        assert gc.get_threshold() == (50000, before[1], before[2])
         assert gc.get_freeze_count() == frozen_before
         apply_gc(GcSettings(gen0_threshold=12345))
         assert gc.get_threshold() == (12345, before[1], before[2])
@@ -88,14 +91,16 @@ def test_workers_get_gc_backlog_and_buffer(tmp_path: Path) -> None:
 
 @pytest.mark.process
 @pytest.mark.skipif(not LINUX or shutil.which("ss") is None, reason="needs Linux ss")
-def test_defaults_touch_neither_gc_nor_listener(tmp_path: Path) -> None:
+def test_defaults_leave_the_listener_and_only_raise_gen0(tmp_path: Path) -> None:
     proc = _serve(tmp_path)
     try:
         port = proc.port
         (backlog, rcvbuf), = _listeners(port)
         assert backlog == 4096
         assert rcvbuf != 2 * 48 * 1024
-        assert "gc:" not in proc.stderr
+        lines = [m for m in map(GC_LINE.search, proc.stderr.splitlines()) if m]
+        assert lines, proc.stderr
+        assert {(m.group(2), m.group(5)) for m in lines} == {("50000", "0")}  # nothing frozen
     finally:
         proc.stop()
 

@@ -1209,12 +1209,17 @@ class GcSettings(_Model):
     writing to (and so copying) the parent's pages in every worker. Default false. Measured
     on this project's 2-core box it made no difference to CPU per request (docs/BENCHMARKS.md,
     "Tuning: GC"): the collector's time goes to young objects."""
-    gen0_threshold: Annotated[int | None, BeforeValidator(_optional_threshold)] = None
+    # The default is 50000, not CPython's 700: every client connection allocates a few dozen
+    # tracked objects (protocol, transport, parser, exchange), so with 700 the young
+    # collections ran every few short connections. What it saves and the memory it costs:
+    # docs/BENCHMARKS.md,
+    # "Short connections and 1000 connections (issue 12, the close path)".
+    gen0_threshold: Annotated[int | None, BeforeValidator(_optional_threshold)] = 50_000
     """Allocations (minus deallocations) that trigger a young-generation collection
     (gc.set_threshold's first value; the older generations' thresholds are kept). Default
-    null = CPython's own (700). Larger means fewer collections, each scanning more objects:
-    less CPU per request when the proxy is CPU-bound, a few MiB more memory, and the rare
-    pause a little longer. 1..10000000."""
+    50000: fewer collections than CPython's own 700, so less CPU per connection and per
+    request, for a few MiB more memory and a rarer, slightly longer pause. null = leave
+    CPython's threshold as it is. 1..10000000."""
 
 
 #: listen()'s backlog unless `tuning.backlog` says otherwise: the one default, read by the
