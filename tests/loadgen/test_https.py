@@ -108,7 +108,7 @@ def test_close_with_tls_resume_counts_resumed_handshakes(
         assert tls["resumed"] == 0, tls
 
 
-def test_http_results_carry_no_tls_counts(tls_port: int, capsys: pytest.CaptureFixture[str],
+def test_http_results_carry_no_tls_counts(capsys: pytest.CaptureFixture[str],
                                           tmp_path: Path) -> None:
     """tls is null and tls_resume null for http:// (the schema allows both)."""
     with running_origin(None) as origin:

@@ -325,9 +325,8 @@ class ListenTLS(_Model):
     default) are sealed with a key made at start-up and never rotated while the process runs:
     a SIGHUP reload keeps it, so tickets issued before a certificate change still resume
     (those sessions were authenticated by the previous certificate); a restart makes a new
-    key and every client does a full handshake once. With `workers` > 1 in fork mode the
-    workers share the key (a ticket resumes on any worker); in spawn mode each worker has
-    its own (see `workers_mode`)."""
+    key and every client does a full handshake once. With `workers` > 1 the workers share
+    the key, so a ticket resumes on any worker (see `workers_mode` for spawn)."""
 
     cert: FilePath
     """PEM file with the default certificate chain, leaf first: presented when the client
@@ -1401,10 +1400,12 @@ class Config(_Model):
     POSIX, socket.share() on Windows): with SO_REUSEPORT one set per worker, kept across its
     restarts; on Windows one set all workers accept from. Default "auto": fork where the
     platform can fork, spawn on Windows. Spawn starts slower (a fresh interpreter per
-    worker); throughput: docs/BENCHMARKS.md, "Worker modes". TLS: in spawn mode each
-    worker makes its own session-ticket key (Python's ssl cannot set one), so a client
-    resumes a session only when it reaches the worker that issued its ticket, and does a
-    full handshake elsewhere; fork shares the key between workers."""
+    worker); throughput: docs/BENCHMARKS.md, "Worker modes". TLS session tickets: forked
+    workers inherit the supervisor's ticket key; spawned ones are handed it and set it
+    through libssl (Python's ssl has no call for it). Where that cannot be done (a Python
+    other than CPython, or libssl out of ctypes' reach, e.g. Windows) a spawned worker
+    logs a warning and keeps its own key: a client then resumes only on the worker that
+    issued its ticket, and does a full handshake elsewhere."""
     admin: ListenAddress | None = None
     """Address of the admin listener (/metrics, /healthz, /status, /reload). Default null =
     off. Keep it on a private interface: /reload changes what the proxy does."""
