@@ -472,8 +472,8 @@ def main(argv: list[str] | None = None) -> int:
           f"{os.cpu_count()} CPUs, Python {sys.version.split()[0]}, {ssl.OPENSSL_VERSION}")
     print(report(result))
     if opts.json:
-        for s in result["samples"]:
-            s.pop("type_counts", None) if s is not result["samples"][-1] else None
+        for s in result["samples"][:-1]:  # every type's count: only the idle sample keeps it
+            s.pop("type_counts", None)
         Path(opts.json).write_text(json.dumps(result, indent=1))
     return 0
 
