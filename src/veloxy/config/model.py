@@ -189,6 +189,15 @@ def _optional_limit_size(value: object) -> int | None:
     return None if value is None else _limit_size(value)
 
 
+def _optional_mmap_threshold(value: object) -> int | None:
+    if value is None:
+        return None
+    size = _limit_size(value)
+    if not 4096 <= size <= 32 * 1024 * 1024:  # glibc caps it at HEAP_MAX_SIZE / 2
+        raise ValueError(f"expected a size from 4096 to 33554432 bytes, got {show(value)}")
+    return size
+
+
 def _path(value: object) -> str:
     if isinstance(value, str) and value.startswith("/") and not any(
             c.isspace() or not c.isprintable() for c in value):
@@ -1245,6 +1254,16 @@ class Tuning(_Model):
     checks); default: each field of SocketOptions at its own default (nothing set)."""
     gc: GcSettings = Field(default_factory=GcSettings)
     """Garbage-collector settings; default: CPython's (no freeze, threshold 700)."""
+    malloc_mmap_threshold: Annotated[int | None,
+                                     BeforeValidator(_optional_mmap_threshold)] = None
+    """glibc only: allocations of at least this many bytes get their own mmap and go back to
+    the system when freed (mallopt M_MMAP_THRESHOLD, applied in each serving process at
+    start). Default null = glibc's own, which starts at 128 KiB and rises to the largest
+    block freed so far: after uvloop frees one 256 KiB TLS read buffer (one per TLS
+    connection), later ones come from the heap, whose high-water mark then creeps up with
+    the number of TLS connections open at once. "128k" keeps them mmapped: flatter RSS over
+    TLS, at a few system calls per TLS connection and per block of that size (large
+    bodies). docs/TUNING.md, "Memory: glibc's allocator". 4096..33554432 (32 MiB)."""
 
 
 # --- observability ---------------------------------------------------------------------------
