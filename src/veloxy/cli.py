@@ -30,8 +30,9 @@ examples:
 
 environment:
   VELOXY_LOOP=asyncio|uvloop                   force the event loop (default: uvloop if installed)
-  VELOXY_PURE_PYTHON=1                         parse HTTP/1.1 with llhttp alone, without the
-                                               C fast lane (`veloxy doctor` says if it is on)
+  VELOXY_PURE_PYTHON=1                         parse HTTP/1.1 with llhttp alone and HPACK with
+                                               hpack alone, without the C fast lanes
+                                               (`veloxy doctor` says if HTTP/1.1's is on)
 """
 
 

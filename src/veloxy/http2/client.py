@@ -41,7 +41,11 @@ from veloxy.errors import (
     UpstreamResetError,
     UpstreamTimeout,
 )
+<<<<<<< HEAD
 from veloxy.http2.bounded import BoundedH2Connection
+=======
+from veloxy.http2.hpack_lane import use_lane
+>>>>>>> h2lane
 from veloxy.net.client import connect_upstream
 from veloxy.net.timers import NEVER
 
@@ -96,6 +100,7 @@ class H2ClientConnection(asyncio.Protocol):
         self.h2 = BoundedH2Connection(H2Configuration(client_side=True, header_encoding=None,
                                                validate_outbound_headers=False,
                                                normalize_outbound_headers=False))
+        use_lane(self.h2)  # HPACK in C where built (hpack_lane.py)
         self.streams: dict[int, UpstreamStream] = {}
         self.transport: asyncio.Transport | None = None
         self.going_away = False

@@ -51,6 +51,7 @@ from veloxy.errors import DownstreamError
 from veloxy.http2.bounded import BoundedH2Connection
 from veloxy.http2.guard import FloodGuard
 from veloxy.http2.headers import request_head
+from veloxy.http2.hpack_lane import use_lane
 from veloxy.http2.stream import H2Stream
 from veloxy.net.timers import NEVER, DeadlineSweeper
 
@@ -92,6 +93,7 @@ class H2ServerConnection(asyncio.Protocol):
             # Upgrade (http2/headers.py, proxy/h2exchange.py)
             SettingCodes.ENABLE_CONNECT_PROTOCOL: 1,
         })
+        use_lane(h2)  # HPACK decoding in C where built (hpack_lane.py)
         h2.decoder.max_header_list_size = limits.max_header_bytes
         self._connection_window = settings.connection_window
         self.streams: dict[int, H2Stream] = {}
