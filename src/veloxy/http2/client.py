@@ -41,11 +41,8 @@ from veloxy.errors import (
     UpstreamResetError,
     UpstreamTimeout,
 )
-<<<<<<< HEAD
 from veloxy.http2.bounded import BoundedH2Connection
-=======
 from veloxy.http2.hpack_lane import use_lane
->>>>>>> h2lane
 from veloxy.net.client import connect_upstream
 from veloxy.net.timers import NEVER
 
