@@ -135,7 +135,8 @@ tuning:
     send_buffer: null
   gc:
     freeze_after_start: false
-    gen0_threshold: null
+    gen0_threshold: 50000
+  malloc_mmap_threshold: null
 """
 
 MINIMAL = """\

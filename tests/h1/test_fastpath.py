@@ -392,6 +392,27 @@ def test_factories_choose_the_fast_lane() -> None:
         assert type(response) is _fastpath.ResponseParser
 
 
+def test_the_bound_request_parser_factory_keeps_the_limits() -> None:
+    """request_parser_factory (one per ServerLimits, net/server_connection.py) makes the
+    parser request_parser makes, with the limits it was given."""
+    limits = {"max_request_line": 32, "max_header_bytes": 256, "max_body_bytes": 4}
+    make = parser_module.request_parser_factory(**limits)
+    for new in (make, lambda handler: parser_module.request_parser(handler, **limits)):
+        recorder = RequestRecorder()
+        parser = new(recorder)
+        assert type(parser) is type(parser_module.request_parser(RequestRecorder()))
+        parser.feed(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert recorder.events[-1] == ("end",)
+        statuses = []
+        for data in (b"GET /" + b"a" * 64 + b" HTTP/1.1\r\nHost: x\r\n\r\n",
+                     b"GET / HTTP/1.1\r\nHost: x\r\nX: " + b"v" * 300 + b"\r\n\r\n",
+                     b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\n"):
+            with pytest.raises(DownstreamError) as caught:
+                new(RequestRecorder()).feed(data)
+            statuses.append(caught.value.status)
+        assert statuses == [414, 431, 413]
+
+
 # ============================================================================================
 # 3. Declines: every reason of _fastpath.c, each with the Python parser's events
 # ============================================================================================

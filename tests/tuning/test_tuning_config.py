@@ -24,7 +24,7 @@ def test_defaults_set_nothing() -> None:
     assert tuning == Tuning()
     assert tuning.backlog == 4096
     assert tuning.downstream.is_default and tuning.upstream.is_default
-    assert (tuning.gc.freeze_after_start, tuning.gc.gen0_threshold) == (False, None)
+    assert (tuning.gc.freeze_after_start, tuning.gc.gen0_threshold) == (False, 50000)
 
 
 def test_values_sizes_and_round_trip() -> None:

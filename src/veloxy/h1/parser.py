@@ -13,7 +13,9 @@ sits between llhttp and the handler on the per-chunk path.
 
 from __future__ import annotations
 
+import functools
 import os
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import httptools
@@ -482,6 +484,20 @@ def request_parser(handler: RequestHandler, *, max_request_line: int = 8192,
             max_header_bytes=max_header_bytes, max_body_bytes=max_body_bytes)
     return RequestParser(handler, max_request_line=max_request_line,
                          max_header_bytes=max_header_bytes, max_body_bytes=max_body_bytes)
+
+
+def request_parser_factory(*, max_request_line: int = 8192, max_header_bytes: int = 65536,
+                           max_body_bytes: int | None = None) -> Callable[[RequestHandler], Any]:
+    """`request_parser` with its limits bound once: a callable that takes the handler and
+    makes the parser without a Python call of its own (a partial of the C type), for a
+    server that makes one per client connection."""
+    if FAST_LANE:
+        return functools.partial(
+            _fastpath.RequestParser, fallback_class=RequestParser, head_class=RequestHead,
+            max_request_line=max_request_line, max_header_bytes=max_header_bytes,
+            max_body_bytes=max_body_bytes)
+    return functools.partial(RequestParser, max_request_line=max_request_line,
+                             max_header_bytes=max_header_bytes, max_body_bytes=max_body_bytes)
 
 
 def response_parser(handler: ResponseHandler,

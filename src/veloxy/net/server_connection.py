@@ -23,10 +23,10 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from veloxy.errors import DownstreamError, RequestTimeout
-from veloxy.h1.parser import UpgradeRequested, request_parser
+from veloxy.h1.parser import UpgradeRequested, request_parser_factory
 from veloxy.h1.serialize import error_response
 from veloxy.net.halfclose import half_close
 from veloxy.net.timers import NEVER, DeadlineSweeper
@@ -126,11 +126,32 @@ def _nothing() -> None:
     pass
 
 
+#: What every connection made with one ServerLimits object shares, made with the first:
+#: (limits, its request parser factory, (header_timeout, idle_timeout)). A new connection
+#: then makes its parser without a Python call and builds no tuple. Keyed by id() and
+#: checked by identity (limits objects are config models, not hashable); one entry per
+#: limits object a process ever served with (one, plus one per test).
+_per_limits: dict[int, tuple[Any, Callable[[Any], Any], tuple[float, float]]] = {}
+
+
+def _share(limits: ServerLimits) -> tuple[Any, Callable[[Any], Any], tuple[float, float]]:
+    shared = _per_limits[id(limits)] = (
+        limits,
+        request_parser_factory(max_request_line=limits.max_request_line,
+                               max_header_bytes=limits.max_header_bytes,
+                               max_body_bytes=limits.max_body_bytes),
+        (limits.header_timeout, limits.idle_timeout))
+    return shared
+
+
 class ConnectionRegistry:
     """The live connections of one listener group, for the sweeper and graceful shutdown."""
 
     def __init__(self) -> None:
+        #: Also the sweeper's list of these connections (DeadlineSweeper.watch), from the
+        #: first connection on: `swept_by`.
         self.connections: set[ServerConnection] = set()
+        self.swept_by: DeadlineSweeper | None = None
         self.closing = False
         self.drained: asyncio.Event | None = None
         # For metrics (observe/metrics.py reads them when scraped): connections accepted,
@@ -156,6 +177,7 @@ class ConnectionRegistry:
         self.send_timeouts = 0
 
     def discard(self, conn: ServerConnection) -> None:
+        # (ServerConnection.connection_lost has a copy of this: keep the two alike)
         self.connections.discard(conn)
         self.bytes_in += conn.bytes_in
         self.bytes_out += conn.bytes_out
@@ -232,13 +254,11 @@ class ServerConnection(asyncio.Protocol):
         self.scheme = scheme
         self._sweeper = sweeper
         self._registry = registry
-        self._timeouts = (limits.header_timeout, limits.idle_timeout)
-        self._parser = request_parser(
-            self,
-            max_request_line=limits.max_request_line,
-            max_header_bytes=limits.max_header_bytes,
-            max_body_bytes=limits.max_body_bytes,
-        )
+        shared = _per_limits.get(id(limits))
+        if shared is None or shared[0] is not limits:
+            shared = _share(limits)
+        self._timeouts = shared[2]
+        self._parser = shared[1](self)
         self.transport: asyncio.Transport | None = None
         self._exchange: Exchange | None = None
         self._queue: deque[_Queued] | None = None
@@ -266,11 +286,14 @@ class ServerConnection(asyncio.Protocol):
         if peer:
             self.peer = (peer[0], peer[1])
             self.client_ip = peer[0].encode("ascii")
-        self.deadline = self._sweeper.now + self._timeouts[0]
-        self._sweeper.add(self)
         registry = self._registry
         connections = registry.connections
         connections.add(self)
+        sweeper = self._sweeper
+        if not sweeper.ticking or registry.swept_by is not sweeper:
+            sweeper.watch(connections)  # (the sweeper visits the registry's set)
+            registry.swept_by = sweeper
+        self.deadline = sweeper.now + self._timeouts[0]
         registry.accepted += 1
         if len(connections) >= registry.busy_at:
             registry.on_busy()  # (net/accept.py: its own accepting from here on)
@@ -313,8 +336,16 @@ class ServerConnection(asyncio.Protocol):
         return False
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._sweeper.discard(self)
-        self._registry.discard(self)
+        # ConnectionRegistry.discard, inlined (every connection comes this way once):
+        # out of the registry's set, and so of the sweeper's visits
+        registry = self._registry
+        registry.connections.discard(self)
+        registry.bytes_in += self.bytes_in
+        registry.bytes_out += self.bytes_out
+        if registry.on_vacancy is not None:
+            registry.on_vacancy()
+        if registry.closing and not registry.connections and registry.drained is not None:
+            registry.drained.set()
         self.deadline = NEVER
         exchange = self._exchange or self._tunnel
         self._exchange = self._tunnel = None
