@@ -115,6 +115,9 @@ def main() -> int:
     p.add_argument("--close", action="store_true", help="Connection: close on every request")
     p.add_argument("-H", "--header", action="append", default=[])
     p.add_argument("--path", default="/")
+    p.add_argument("--size", type=int, default=0, metavar="BYTES",
+                   help="the origin answers /?size=BYTES with that many bytes (use with "
+                   "--path '/?size=BYTES')")
     p.add_argument("--annotate", type=int, default=0, metavar="N",
                    help="print the top N functions (inclusive) of each dump")
     p.add_argument("--perf", action="store_true",
@@ -154,7 +157,8 @@ def run(args: argparse.Namespace, work: Path, outdir: Path,
         procs: list[subprocess.Popen[bytes]], stack: contextlib.ExitStack) -> None:
     if True:
         oport, pport = free_port(), free_port()
-        (work / "origin.conf").write_text(nginx_origin_conf(work, oport, BODY, STUB))
+        (work / "origin.conf").write_text(nginx_origin_conf(
+            work, oport, BODY, STUB, sized=(args.size,) if args.size else ()))
         procs.append(subprocess.Popen(
             ["taskset", "-c", "0", "nginx", "-p", str(work), "-e", str(work / "o.err"),
              "-c", str(work / "origin.conf")], stdout=subprocess.DEVNULL,

@@ -2,7 +2,7 @@
 # What a long fuzzing campaign with sanitizers needs (docs/fuzzing.md says how to run it):
 #   .venv-fuzz/       a venv with veloxy and atheris built from source by clang, which gives
 #                     atheris's asan_with_fuzzer.so (ASan and UBSan runtimes with libFuzzer in)
-#   build/fuzz/       the C fast lane built by clang with
+#   build/fuzz/       the C fast lanes (h1/_fastpath.c, http2/_hpack.c) built by clang with
 #                     -fsanitize=fuzzer-no-link,address,undefined (coverage for libFuzzer,
 #                     every memory access and undefined behaviour checked)
 # Needs clang and its runtimes: apt-get install clang libclang-rt-14-dev (Debian 12).
@@ -23,4 +23,8 @@ mkdir -p build/fuzz
   -fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=undefined \
   -I"$include" src/veloxy/h1/_fastpath.c -o "build/fuzz/_fastpath$suffix"
 echo "built build/fuzz/_fastpath$suffix"
+"$CC" -shared -fPIC -g -O1 -fno-omit-frame-pointer \
+  -fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=undefined \
+  -I"$include" src/veloxy/http2/_hpack.c -o "build/fuzz/_hpack$suffix"
+echo "built build/fuzz/_hpack$suffix (VELOXY_HPACK_SO, fuzz/hpack_differential.py)"
 echo "LD_PRELOAD=$(.venv-fuzz/bin/python -c "import atheris, os; print(os.path.join(atheris.path(), 'asan_with_fuzzer.so'))")"

@@ -1,11 +1,12 @@
-"""Writes the seed corpora: fuzz/corpus/h1 (h1_differential.py) and fuzz/corpus/h2
-(h2_server.py). Run after changing a seed: python fuzz/make_corpus.py
+"""Writes the seed corpora: fuzz/corpus/h1 (h1_differential.py), fuzz/corpus/h2
+(h2_server.py) and fuzz/corpus/hpack (hpack_differential.py). Run after changing a seed:
+python fuzz/make_corpus.py
 
 H1 seeds follow h1_differential.py's layout (flags byte, split byte, wire bytes): browser and
 API heads, pipelining, chunked bodies, 1xx/101/204/304 and HEAD responses, and the shapes of
 request smuggling: Content-Length with Transfer-Encoding, duplicate Content-Length,
 obs-fold, bare LF, NUL, over-long lines. H2 seeds follow h2_server.py's (a settings byte,
-then client frames after the preface).
+then client frames after the preface); HPACK seeds hpack_differential.py's.
 """
 
 from __future__ import annotations
@@ -171,6 +172,39 @@ def h2_seeds() -> dict[str, bytes]:
     }
 
 
+def hpack_seeds() -> dict[str, bytes]:
+    """hpack_differential.py's layout: a flags byte, then length-prefixed header blocks, as
+    hpack's Encoder writes them for h2load's request, a browser's, and tables small enough
+    to evict."""
+    from hpack import Encoder, NeverIndexedHeaderTuple
+
+    h2load = [(b":method", b"GET"), (b":path", b"/"), (b":scheme", b"https"),
+              (b":authority", b"127.0.0.1:8443"), (b"user-agent", b"h2load nghttp2/1.52.0")]
+    browser = [(b":method", b"GET"), (b":scheme", b"https"), (b":authority", b"example.com"),
+               (b":path", b"/search?q=veloxy"), (b"accept", b"text/html,*/*;q=0.8"),
+               (b"accept-language", b"en-US,en;q=0.5"), (b"cookie", b"session=abc123"),
+               NeverIndexedHeaderTuple(b"authorization", b"Bearer abc.def")]
+
+    def blocks(headers: list, times: int, table: int = 4096, huffman: bool = True) -> bytes:
+        encoder = Encoder()
+        if table != 4096:
+            encoder.header_table_size = table
+        out = b""
+        for i in range(times):
+            block = encoder.encode([*headers, (b"x-n", b"%d" % i)], huffman=huffman)
+            out += bytes([len(block)]) + block
+        return out
+
+    return {
+        "h2load": b"\x00" + blocks(h2load, 3),
+        "browser": b"\x00" + blocks(browser, 2),
+        "plain-literals": b"\x00" + blocks(browser, 2, huffman=False),
+        "evicting": b"\x01" + blocks(browser, 4, table=256),
+        "tiny-table": b"\x02" + blocks(h2load, 3, table=64),
+        "list-limit": b"\x0c" + blocks(browser, 1),
+    }
+
+
 def write(directory: Path, seeds: dict[str, bytes]) -> None:
     directory.mkdir(parents=True, exist_ok=True)
     for old in directory.iterdir():
@@ -183,3 +217,4 @@ def write(directory: Path, seeds: dict[str, bytes]) -> None:
 if __name__ == "__main__":
     write(HERE / "corpus" / "h1", h1_seeds())
     write(HERE / "corpus" / "h2", h2_seeds())
+    write(HERE / "corpus" / "hpack", hpack_seeds())

@@ -30,8 +30,9 @@ examples:
 
 environment:
   VELOXY_LOOP=asyncio|uvloop                   force the event loop (default: uvloop if installed)
-  VELOXY_PURE_PYTHON=1                         parse HTTP/1.1 with llhttp alone, without the
-                                               C fast lane (`veloxy doctor` says if it is on)
+  VELOXY_PURE_PYTHON=1                         parse HTTP/1.1 with llhttp alone and HPACK with
+                                               hpack alone, without the C fast lanes
+                                               (`veloxy doctor` says if HTTP/1.1's is on)
 """
 
 
@@ -184,6 +185,30 @@ def _secure_listeners(config: Any) -> dict[str, Any] | None:
             "http2": config.http2}
 
 
+def _spawn_handoff(ops: Any, secure: dict[str, Any] | None
+                   ) -> tuple[Callable[[], Any], Callable[[Any], None]]:
+    """(extra, adopt) of workers.SpawnSupervisor / run_spawned_worker: what a spawned worker
+    takes over besides its sockets, the ops' state (admin/launch.py) and the TLS listeners'
+    session-ticket keys (tls/listener.py: tickets then resume on every worker)."""
+    contexts = (secure or {}).get("tls") or []
+
+    def extra() -> dict[str, Any]:
+        from veloxy.tls.listener import ticket_keys
+
+        return {"ops": ops.handoff() if ops is not None else None,
+                "ticket_keys": ticket_keys(contexts)}
+
+    def adopt(handoff: dict[str, Any]) -> None:
+        from veloxy.tls.listener import adopt_ticket_keys
+
+        if any(tls is not None for tls in contexts):
+            adopt_ticket_keys(contexts, handoff["ticket_keys"])
+        if ops is not None:
+            ops.adopt(handoff["ops"])
+
+    return extra, adopt
+
+
 def run_servers(addresses: list[tuple[str, int]], workers: int,
                 make_app: Callable, limits: object, what: str, *,
                 tuning: Any = None, ops: Any = None,
@@ -232,8 +257,7 @@ def run_servers(addresses: list[tuple[str, int]], workers: int,
             "workers_mode: fork asked, but this platform cannot fork; spawning the workers")
         mode = "spawn"
     if workers > 1 and workers_mod.is_spawned_worker():
-        return workers_mod.run_spawned_worker(
-            worker_main, adopt=ops.adopt if ops is not None else None)
+        return workers_mod.run_spawned_worker(worker_main, adopt=_spawn_handoff(ops, secure)[1])
     if workers == 1:
         sockets = [listen_socket(host, port, **listen_options) for host, port in addresses]
         loop.run(serve(sockets[:served], make_app, limits,  # type: ignore[arg-type]  # make_app returns a ProxyApp, an Application in all but name
@@ -247,7 +271,7 @@ def run_servers(addresses: list[tuple[str, int]], workers: int,
             addresses, workers, [sys.executable, "-m", "veloxy", *sys.argv[1:]], announce,
             listen_options=listen_options,
             on_reload=ops.supervisor_reload if ops is not None else None,
-            extra=ops.handoff if ops is not None else None).run()
+            extra=_spawn_handoff(ops, secure)[0]).run()
     if tuning is not None:
         apply_gc(tuning.gc)  # before the fork: the workers inherit a frozen heap
     return workers_mod.Supervisor(

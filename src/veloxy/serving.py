@@ -96,6 +96,7 @@ async def serve(
     detach = await attach(app, registry) if attach is not None else None
     if tuning is not None:
         apply_gc(tuning.gc)
+        apply_malloc(tuning.malloc_mmap_threshold)
     stop = asyncio.Event()
     _install_stop_signals(loop, stop)
     for sock in sockets:
@@ -216,6 +217,31 @@ def apply_gc(settings: Any) -> None:
         gc.freeze()
     log.info("gc: thresholds %s, %d objects frozen", gc.get_threshold(),
              gc.get_freeze_count())
+
+
+#: mallopt's parameter number for the mmap threshold (glibc's malloc.h).
+M_MMAP_THRESHOLD = -3
+
+
+def apply_malloc(mmap_threshold: int | None) -> None:
+    """`tuning.malloc_mmap_threshold` in this process: a fixed glibc mmap threshold (no more
+    rising to the largest block freed). Logs it; warns and does nothing where the C
+    library has no mallopt (musl, macOS, Windows)."""
+    if mmap_threshold is None:
+        return
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        ok = libc.mallopt(M_MMAP_THRESHOLD, ctypes.c_int(mmap_threshold))
+    except (OSError, AttributeError):
+        log.warning("tuning.malloc_mmap_threshold: this C library has no mallopt: ignored")
+        return
+    if ok != 1:
+        log.warning("tuning.malloc_mmap_threshold: mallopt refused %d: ignored", mmap_threshold)
+        return
+    log.info("malloc: mmap threshold %d bytes", mmap_threshold)
 
 
 def _install_stop_signals(loop: asyncio.AbstractEventLoop, stop: asyncio.Event) -> None:

@@ -136,6 +136,7 @@ tuning:
   gc:
     freeze_after_start: false
     gen0_threshold: 50000
+  malloc_mmap_threshold: null
 """
 
 MINIMAL = """\

@@ -2,7 +2,8 @@
 
 Each harness runs as its own process (libFuzzer owns the process: it exits on the first
 finding) for VELOXY_FUZZ_SECONDS each (default: 40 s for HTTP/1.1, the differential one
-against the C fast lane, and 20 s for HTTP/2: about 60 s in all), starting from the seed
+against the C fast lane, 20 s for HTTP/2 and 15 s for the C HPACK lane against hpack:
+about 75 s in all), starting from the seed
 corpus in fuzz/corpus and writing what it learns to a temporary directory. A finding
 fails the test with the harness's report (its traceback names the difference) and the
 input that caused it; make that input a regression test (tests/h1/test_fastpath.py,
@@ -59,3 +60,11 @@ def test_h1_differential_harness_finds_no_difference(tmp_path: Path) -> None:
 
 def test_h2_server_harness_finds_nothing(tmp_path: Path) -> None:
     _run("h2_server.py", "h2", _seconds(20), tmp_path)
+
+
+def test_hpack_differential_harness_finds_no_difference(tmp_path: Path) -> None:
+    from veloxy.http2.hpack_lane import _hpack
+
+    if _hpack is None:
+        pytest.skip("the C HPACK lane (http2/_hpack.c) is not built")
+    _run("hpack_differential.py", "hpack", _seconds(15), tmp_path)

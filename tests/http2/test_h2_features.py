@@ -238,6 +238,7 @@ def _read_until(client, check, timeout: float = 5.0) -> None:
 def test_websocket_over_http2_to_an_http11_upstream(stack, pki, tls):
     client = h2_connect(tls_port(stack) if tls else stack.listeners[1][1], pki if tls else None)
     backend = stack.backends["ws"]
+    before = scrape(stack.admin)
     try:
         _read_until(client, lambda: client.conn.remote_settings.enable_connect_protocol == 1)
         sid = _open_websocket(client)
@@ -247,6 +248,13 @@ def test_websocket_over_http2_to_an_http11_upstream(stack, pki, tls):
         names = [name for name, _ in r["headers"]]
         assert b"sec-websocket-accept" not in names and b"upgrade" not in names
         assert bytes(r["body"]) == b"hello-from-backend\n"  # sent with the 101
+        # metrics (and the access log, from the same logging phase) count the status the
+        # client saw: 200, not the upstream's 101 (the method is the handshake's, GET)
+        after = scrape(stack.admin)
+        for code, added in (("200", 1), ("101", 0)):
+            assert value(after, "http_requests_total", route="/ws/", method="GET",
+                         code=code) == value(before, "http_requests_total", route="/ws/",
+                                             method="GET", code=code) + added, code
         # the handshake upstream is RFC 6455's
         head = backend.find("/ws/chat").head
         assert head.start_line == b"GET /ws/chat HTTP/1.1"

@@ -1,6 +1,7 @@
 """HTTP/2 conformance: h2spec (strict mode, every group) over TLS and on an `h2c: true`
 listener, and the answer to a bad connection preface, byte by byte: GOAWAY(PROTOCOL_ERROR)
 to bytes meant as HTTP/2, HTTP/1.1 400 to a malformed HTTP/1.1 request on the same listener.
+h2spec runs with the C lanes (h1/_fastpath.c, http2/_hpack.c) and without them.
 
 h2spec is not packaged for Debian or PyPI; it is looked for in $VELOXY_H2SPEC, then on
 PATH, then at ../shared/tools/h2spec beside the repository (see that directory's README)."""
@@ -87,6 +88,20 @@ def test_h2spec_strict_over_tls(stack, tmp_path):
 @needs_h2spec
 def test_h2spec_strict_on_the_h2c_listener(stack, tmp_path):
     run_h2spec(h2c_port(stack), False, tmp_path)
+
+
+@needs_h2spec
+def test_h2spec_strict_without_the_c_lanes(pki, origin, veloxy_loop, tmp_path):
+    """The same, with the Python fallbacks alone (VELOXY_PURE_PYTHON=1: hpack's decoder and
+    encoder instead of http2/_hpack.c's lane), as on a machine where it was not built."""
+    config = base_config(f"http://127.0.0.1:{origin.port}",
+                         [tls_listener(pki), {"address": "127.0.0.1:0", "h2c": True}])
+    proxy = start_tls_proxy(config, tmp_path, f"{veloxy_loop}+python", 2, [])
+    try:
+        run_h2spec(tls_port(proxy), True, tmp_path)
+        run_h2spec(h2c_port(proxy), False, tmp_path)
+    finally:
+        proxy.stop()
 
 
 def _read_to_close(sock: socket.socket, limit: float = 5.0) -> bytes:

@@ -25,6 +25,22 @@ def test_shipped_suites_load() -> None:
     peers = load_suite(REPO / "suites/peers.yaml")
     assert {t.kind for t in peers.targets} >= {"nginx", "haproxy", "veloxy", "go-tuned"}
     assert peers.pin == "split"
+    assert any(s.tls and s.protocol == "http1" for s in peers.scenarios)
+    assert any(s.tls and s.protocol == "h2" and s.streams > 1 for s in peers.scenarios)
+
+
+def test_tls_and_h2_scenarios() -> None:
+    suite = parse_suite({"targets": [{"name": "veloxy"}], "scenarios": [
+        {"name": "plain"}, {"name": "tls", "tls": True},
+        {"name": "h2", "tls": True, "protocol": "h2", "streams": 10, "connections": 10}]})
+    plain, tls, h2 = suite.scenarios
+    assert (plain.tls, plain.protocol, plain.streams, plain.scheme) == (False, "http1", 1,
+                                                                        "http")
+    assert tls.tls and tls.scheme == "https" and tls.protocol == "http1"
+    assert (h2.protocol, h2.streams) == ("h2", 10)
+    assert h2.describe().startswith("HTTP/2 x10 streams over TLS, c=10")
+    assert tls.describe().startswith("HTTP/1.1 over TLS, ")
+    assert plain.describe().startswith("HTTP/1.1, ")
 
 
 def test_defaults_and_paths() -> None:
@@ -61,6 +77,19 @@ def test_defaults_and_paths() -> None:
     ({"targets": [{"name": "nginx", "gc": {"freeze": True}}], "scenarios": [{}]},
      "targets[0].gc: for veloxy targets only"),
     ({"targets": [{"name": "veloxy"}], "pin": "all", "scenarios": [{}]}, "pin: expected"),
+    ({"targets": [{"name": "veloxy"}], "scenarios": [{}, {"tls": "yes"}]},
+     "scenarios[1].tls: expected true or false"),
+    ({"targets": [{"name": "veloxy"}], "scenarios": [{"tls": True, "protocol": "h3"}]},
+     "scenarios[0].protocol: expected http1 or h2"),
+    ({"targets": [{"name": "veloxy"}], "scenarios": [{"protocol": "h2"}]},
+     "scenarios[0].protocol: h2 is HTTP/2 over TLS here: add tls: true"),
+    ({"targets": [{"name": "veloxy"}], "scenarios": [{"streams": 10}]},
+     "scenarios[0].streams: several streams per connection is HTTP/2"),
+    ({"targets": [{"name": "veloxy"}], "scenarios": [{"streams": 0}]},
+     "scenarios[0].streams: expected an integer >= 1"),
+    ({"targets": [{"name": "veloxy"}],
+      "scenarios": [{"tls": True, "protocol": "h2", "keep_alive": False}]},
+     "scenarios[0].keep_alive: HTTP/2 keeps its connections open"),
 ])
 def test_problems_name_their_key_path(data: dict[str, object], message: str) -> None:
     with pytest.raises(SuiteError) as info:

@@ -188,7 +188,10 @@ def _cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str,
     (["-m", "4"], "add --h2"),
     (["--h2", "-m", "0"], "at least 1"),
     (["--h2", "-m", "4", "--streams", "2"], "give one"),
-], ids=["close", "connection header", "streams without h2", "zero streams", "both"])
+    (["-m", "PUT", "--method", "POST"], "give one"),
+    (["--method", "G@T"], "bad method"),
+], ids=["close", "connection header", "streams without h2", "zero streams", "both",
+        "two methods", "bad method"])
 def test_bad_combinations_are_one_line(capsys: pytest.CaptureFixture[str], args: list[str],
                                        expected: str) -> None:
     code, out, err = _cli(["http://127.0.0.1:9/", *args], capsys)
@@ -214,6 +217,10 @@ def test_m_number_is_streams_and_m_name_is_the_method() -> None:
     assert (s.streams, s.method, s.http2) == (10, "GET", True)
     s = settings_from_args(bench.parse_args(["http://127.0.0.1:1/", "-m", "put"]))
     assert (s.streams, s.method) == (1, "PUT")
+    # --method is always the method: a numeric token is legal in RFC 9110, if odd
+    s = settings_from_args(bench.parse_args(["http://127.0.0.1:1/", "--h2", "--method", "10",
+                                             "-m", "4"]))
+    assert (s.streams, s.method) == (4, "10")
 
 
 def test_an_http11_only_server_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:

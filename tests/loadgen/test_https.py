@@ -1,7 +1,8 @@
 """`veloxy bench https://...`: TLS to the target, the certificate verified by default
 (against --ca FILE here, a trustme CA), --insecure to skip it, --sni for the name sent and
-checked. The target is veloxy's own TLS listener (SNI picks its certificate) in front of
-the built-in origin; a certificate problem is one line and exit 2 before any load."""
+checked, --tls-resume to offer each new connection the previous one's session. The target
+is veloxy's own TLS listener (SNI picks its certificate) in front of the built-in origin; a
+certificate problem is one line and exit 2 before any load."""
 
 from __future__ import annotations
 
@@ -77,3 +78,43 @@ def test_a_certificate_problem_is_one_line_before_any_load(
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("veloxy bench: TLS handshake with"), err
     assert expected in lines[0], lines[0]
+
+
+@pytest.mark.parametrize("resume", [True, False], ids=["tls-resume", "no-tls-resume"])
+def test_close_with_tls_resume_counts_resumed_handshakes(
+        tls_port: int, pki: Pki, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        resume: bool) -> None:
+    """--close: one handshake per request. With --tls-resume each connection after the
+    first of its slot offers the session of the one before (a TLS 1.3 ticket), and the
+    server (one worker, one ticket key) accepts it: all but the 2 slots' first handshakes
+    resume. Without it none does."""
+    out_file = tmp_path / "run.json"
+    flag = "--tls-resume" if resume else "--no-tls-resume"
+    code, out, err = _bench([f"https://127.0.0.1:{tls_port}/?size=10", "--ca",
+                             str(pki.ca_file), "--close", flag, "--json", str(out_file)],
+                            capsys)
+    assert code == 0, err
+    doc = json.loads(out_file.read_text())
+    assert doc["settings"]["tls_resume"] is resume and doc["settings"]["keep_alive"] is False
+    completed, tls = doc["requests"]["completed"], doc["tls"]
+    assert completed >= 10 and doc["errors"]["total"] == 0, doc["errors"]
+    # One handshake per request, counted for the connections opened in the measured phase:
+    # the 2 first ones were opened before it, and the last 2 may not have been answered.
+    assert completed - 2 <= tls["handshakes"] <= completed + 2, (tls, completed)
+    if resume:
+        assert tls["resumed"] >= tls["handshakes"] - 2, tls
+        assert f"TLS handshakes: {tls['handshakes']}, {tls['resumed']} resumed" in out
+    else:
+        assert tls["resumed"] == 0, tls
+
+
+def test_http_results_carry_no_tls_counts(capsys: pytest.CaptureFixture[str],
+                                          tmp_path: Path) -> None:
+    """tls is null and tls_resume null for http:// (the schema allows both)."""
+    with running_origin(None) as origin:
+        out_file = tmp_path / "run.json"
+        code, _, err = _bench([f"http://127.0.0.1:{origin.port}/", "--json", str(out_file)],
+                              capsys)
+    assert code == 0, err
+    doc = json.loads(out_file.read_text())
+    assert doc["tls"] is None and doc["settings"]["tls_resume"] is None

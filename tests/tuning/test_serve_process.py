@@ -126,3 +126,57 @@ def test_suite_gc_shorthand_becomes_the_tuning_gc_setting(tmp_path: Path) -> Non
     tuning = load_config(path).tuning
     assert (tuning.backlog, tuning.gc.freeze_after_start, tuning.gc.gen0_threshold) == (
         99, True, 50000)
+
+
+_MMAP_PROBE = r"""
+import ctypes, ctypes.util, sys
+from veloxy.serving import apply_malloc
+
+class Mallinfo2(ctypes.Structure):
+    _fields_ = [(n, ctypes.c_size_t) for n in ("arena", "ordblks", "smblks", "hblks",
+                "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
+
+libc = ctypes.CDLL(ctypes.util.find_library("c"))
+libc.mallinfo2.restype = Mallinfo2
+libc.malloc.restype = ctypes.c_void_p
+libc.free.argtypes = [ctypes.c_void_p]
+
+def mmapped(size):
+    p = libc.malloc(size)
+    n = libc.mallinfo2().hblks
+    libc.free(p)
+    return n
+
+libc.free(libc.malloc(4 << 20))  # freeing a 4 MiB mmapped block raises glibc's threshold
+if sys.argv[1] != "none":
+    apply_malloc(int(sys.argv[1]))
+base = libc.mallinfo2().hblks
+print(mmapped(512 * 1024) - base)
+"""
+
+
+@pytest.mark.process
+@pytest.mark.skipif(not LINUX or sys.platform != "linux", reason="glibc's mallopt")
+@pytest.mark.parametrize(("setting", "expected"), [("none", "0"), ("131072", "1")])
+def test_malloc_mmap_threshold_keeps_large_blocks_mmapped(setting: str, expected: str) -> None:
+    """Without the setting glibc serves a 512 KiB block from the heap once a larger block
+    has been freed (its threshold rose); with tuning.malloc_mmap_threshold 128k the block
+    is mmapped (and so returned to the system when freed)."""
+    import ctypes.util
+
+    libc = ctypes.util.find_library("c")
+    if libc is None or not hasattr(ctypes.CDLL(libc), "mallinfo2"):
+        pytest.skip("not glibc 2.33+ (no mallinfo2)")
+    out = subprocess.run([sys.executable, "-c", _MMAP_PROBE, setting], capture_output=True,
+                         text=True, timeout=30, cwd=str(Path(__file__).parents[2]))
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == expected
+
+
+@pytest.mark.process
+def test_serve_applies_malloc_mmap_threshold(tmp_path: Path) -> None:
+    proc = _serve(tmp_path, tuning={"malloc_mmap_threshold": "128k"})
+    try:
+        assert "malloc: mmap threshold 131072 bytes" in proc.stderr, proc.stderr
+    finally:
+        proc.stop()

@@ -51,6 +51,8 @@ func main() {
 	tuned := flag.Bool("tuned", false, "keep up to 10000 idle upstream connections instead of DefaultTransport's 2 per host")
 	bufpool := flag.Bool("bufpool", false, "reuse 32 KiB copy buffers through a sync.Pool (ReverseProxy.BufferPool) instead of allocating one per response")
 	quiet := flag.Bool("quiet", false, "discard per-request proxy error logs")
+	certFile := flag.String("cert", "", "terminate TLS with this PEM certificate chain (with -key); net/http then offers HTTP/2 by ALPN")
+	keyFile := flag.String("key", "", "the PEM private key of -cert")
 	flag.Parse()
 
 	target, err := url.Parse(*upstream)
@@ -96,7 +98,15 @@ func main() {
 	}
 	fmt.Fprintf(os.Stderr, "goproxy listening on %s (upstream %s, transport %s, bufpool %v, GOMAXPROCS=%d)\n",
 		ln.Addr(), target, mode, *bufpool, runtime.GOMAXPROCS(0))
-	if err := srv.Serve(ln); err != nil && err != http.ErrServerClosed {
+	if (*certFile == "") != (*keyFile == "") {
+		log.Fatalf("goproxy: -cert and -key go together")
+	}
+	if *certFile != "" {
+		err = srv.ServeTLS(ln, *certFile, *keyFile)
+	} else {
+		err = srv.Serve(ln)
+	}
+	if err != nil && err != http.ErrServerClosed {
 		log.Fatalf("goproxy: serve: %v", err)
 	}
 }

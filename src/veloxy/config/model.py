@@ -189,6 +189,15 @@ def _optional_limit_size(value: object) -> int | None:
     return None if value is None else _limit_size(value)
 
 
+def _optional_mmap_threshold(value: object) -> int | None:
+    if value is None:
+        return None
+    size = _limit_size(value)
+    if not 4096 <= size <= 32 * 1024 * 1024:  # glibc caps it at HEAP_MAX_SIZE / 2
+        raise ValueError(f"expected a size from 4096 to 33554432 bytes, got {show(value)}")
+    return size
+
+
 def _path(value: object) -> str:
     if isinstance(value, str) and value.startswith("/") and not any(
             c.isspace() or not c.isprintable() for c in value):
@@ -321,7 +330,12 @@ class ListenTLS(_Model):
     """TLS termination on one listener. Defaults follow Mozilla's "intermediate" profile:
     TLS 1.2 and 1.3 only, ECDHE key exchange with AES-GCM or ChaCha20-Poly1305, session
     tickets on. Certificates are read again on SIGHUP; handshakes after the reload get them,
-    established connections are untouched."""
+    established connections are untouched. Session tickets (valid 2 hours, OpenSSL's
+    default) are sealed with a key made at start-up and never rotated while the process runs:
+    a SIGHUP reload keeps it, so tickets issued before a certificate change still resume
+    (those sessions were authenticated by the previous certificate); a restart makes a new
+    key and every client does a full handshake once. With `workers` > 1 the workers share
+    the key, so a ticket resumes on any worker (see `workers_mode` for spawn)."""
 
     cert: FilePath
     """PEM file with the default certificate chain, leaf first: presented when the client
@@ -1240,6 +1254,16 @@ class Tuning(_Model):
     checks); default: each field of SocketOptions at its own default (nothing set)."""
     gc: GcSettings = Field(default_factory=GcSettings)
     """Garbage-collector settings; default: CPython's (no freeze, threshold 700)."""
+    malloc_mmap_threshold: Annotated[int | None,
+                                     BeforeValidator(_optional_mmap_threshold)] = None
+    """glibc only: allocations of at least this many bytes get their own mmap and go back to
+    the system when freed (mallopt M_MMAP_THRESHOLD, applied in each serving process at
+    start). Default null = glibc's own, which starts at 128 KiB and rises to the largest
+    block freed so far: after uvloop frees one 256 KiB TLS read buffer (one per TLS
+    connection), later ones come from the heap, whose high-water mark then creeps up with
+    the number of TLS connections open at once. "128k" keeps them mmapped: flatter RSS over
+    TLS, at a few system calls per TLS connection and per block of that size (large
+    bodies). docs/TUNING.md, "Memory: glibc's allocator". 4096..33554432 (32 MiB)."""
 
 
 # --- observability ---------------------------------------------------------------------------
@@ -1395,7 +1419,12 @@ class Config(_Model):
     POSIX, socket.share() on Windows): with SO_REUSEPORT one set per worker, kept across its
     restarts; on Windows one set all workers accept from. Default "auto": fork where the
     platform can fork, spawn on Windows. Spawn starts slower (a fresh interpreter per
-    worker); throughput: docs/BENCHMARKS.md, "Worker modes"."""
+    worker); throughput: docs/BENCHMARKS.md, "Worker modes". TLS session tickets: forked
+    workers inherit the supervisor's ticket key; spawned ones are handed it and set it
+    through libssl (Python's ssl has no call for it). Where that cannot be done (a Python
+    other than CPython, or libssl out of ctypes' reach, e.g. Windows) a spawned worker
+    logs a warning and keeps its own key: a client then resumes only on the worker that
+    issued its ticket, and does a full handshake elsewhere."""
     admin: ListenAddress | None = None
     """Address of the admin listener (/metrics, /healthz, /status, /reload). Default null =
     off. Keep it on a private interface: /reload changes what the proxy does."""

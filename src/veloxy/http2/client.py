@@ -20,7 +20,6 @@ from ssl import SSLContext
 from typing import Any, Protocol
 
 from h2.config import H2Configuration
-from h2.connection import H2Connection
 from h2.errors import ErrorCodes
 from h2.events import (
     ConnectionTerminated,
@@ -42,6 +41,8 @@ from veloxy.errors import (
     UpstreamResetError,
     UpstreamTimeout,
 )
+from veloxy.http2.bounded import BoundedH2Connection
+from veloxy.http2.hpack_lane import use_lane
 from veloxy.net.client import connect_upstream
 from veloxy.net.timers import NEVER
 
@@ -93,9 +94,10 @@ class H2ClientConnection(asyncio.Protocol):
         self._sweeper = sweeper
         self._timeouts = timeouts
         self._on_closed = on_closed
-        self.h2 = H2Connection(H2Configuration(client_side=True, header_encoding=None,
+        self.h2 = BoundedH2Connection(H2Configuration(client_side=True, header_encoding=None,
                                                validate_outbound_headers=False,
                                                normalize_outbound_headers=False))
+        use_lane(self.h2)  # HPACK in C where built (hpack_lane.py)
         self.streams: dict[int, UpstreamStream] = {}
         self.transport: asyncio.Transport | None = None
         self.going_away = False

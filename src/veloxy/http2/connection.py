@@ -30,7 +30,7 @@ import logging
 from typing import Any
 
 from h2.config import H2Configuration
-from h2.connection import ConnectionState, H2Connection
+from h2.connection import ConnectionState
 from h2.errors import ErrorCodes
 from h2.events import (
     ConnectionTerminated,
@@ -48,8 +48,10 @@ from h2.settings import SettingCodes, Settings
 from hyperframe.frame import GoAwayFrame
 
 from veloxy.errors import DownstreamError
+from veloxy.http2.bounded import BoundedH2Connection
 from veloxy.http2.guard import FloodGuard
 from veloxy.http2.headers import request_head
+from veloxy.http2.hpack_lane import use_lane
 from veloxy.http2.stream import H2Stream
 from veloxy.net.timers import NEVER, DeadlineSweeper
 
@@ -81,7 +83,7 @@ class H2ServerConnection(asyncio.Protocol):
         config = H2Configuration(client_side=False, header_encoding=None,
                                  validate_outbound_headers=False,
                                  normalize_outbound_headers=False)
-        h2 = self.h2 = H2Connection(config)
+        h2 = self.h2 = BoundedH2Connection(config)
         h2.local_settings = Settings(client=False, initial_values={
             SettingCodes.MAX_CONCURRENT_STREAMS: settings.max_concurrent_streams,
             SettingCodes.INITIAL_WINDOW_SIZE: settings.stream_window,
@@ -91,6 +93,7 @@ class H2ServerConnection(asyncio.Protocol):
             # Upgrade (http2/headers.py, proxy/h2exchange.py)
             SettingCodes.ENABLE_CONNECT_PROTOCOL: 1,
         })
+        use_lane(h2)  # HPACK decoding in C where built (hpack_lane.py)
         h2.decoder.max_header_list_size = limits.max_header_bytes
         self._connection_window = settings.connection_window
         self.streams: dict[int, H2Stream] = {}

@@ -6,6 +6,10 @@ opponent: one worker per `workers` (nginx `worker_processes`, HAProxy `nbthread`
 `GOMAXPROCS`), keep-alive upstream pools large enough for every client connection, access
 logs off, timeouts long enough that a benchmark never hits them.
 
+With `tls` (a TLS scenario) every peer terminates TLS with the same certificate and offers
+HTTP/2 and HTTP/1.1 by ALPN: nginx `listen ... ssl http2`, HAProxy `bind ... ssl crt ... alpn
+h2,http/1.1`, the Go peer `-cert`/`-key` (net/http serves HTTP/2 over TLS by itself).
+
 `peer_command` returns what to run (argv, env, a log pattern that means ready) or a string
 saying why the peer cannot run here (not installed, config check failed); the caller skips
 that target with the message and goes on.
@@ -92,7 +96,15 @@ def nginx_origin_conf(workdir: Path, port: int, body: str, stub_path: str,
 
 
 def nginx_proxy_conf(workdir: Path, port: int, origin_port: int, keepalive: int,
-                     workers: int = 1, tag: str = "nginx-proxy") -> str:
+                     workers: int = 1, tag: str = "nginx-proxy",
+                     tls: TlsFiles | None = None) -> str:
+    # `listen ... ssl http2` is the form nginx 1.22 (Debian 12) knows; 1.25+ warns and
+    # accepts it
+    listen = f"{HOST}:{port} backlog=4096" + (" ssl http2" if tls else "")
+    certificate = f"""        ssl_certificate {tls.cert};
+        ssl_certificate_key {tls.key};
+        ssl_protocols TLSv1.2 TLSv1.3;
+""" if tls else ""
     return nginx_common(workdir, tag, workers) + f"""    upstream origin {{
         server {HOST}:{origin_port};
         keepalive {keepalive};
@@ -100,8 +112,8 @@ def nginx_proxy_conf(workdir: Path, port: int, origin_port: int, keepalive: int,
         keepalive_timeout 3600s;
     }}
     server {{
-        listen {HOST}:{port} backlog=4096;
-        location / {{
+        listen {listen};
+{certificate}        location / {{
             proxy_pass http://origin;
             proxy_http_version 1.1;
             proxy_set_header Connection "";
@@ -111,7 +123,8 @@ def nginx_proxy_conf(workdir: Path, port: int, origin_port: int, keepalive: int,
 """
 
 
-def haproxy_conf(port: int, origin_port: int, threads: int = 1) -> str:
+def haproxy_conf(port: int, origin_port: int, threads: int = 1,
+                 tls: TlsFiles | None = None) -> str:
     # HAProxy wants 2 fds per connection plus a margin and refuses to start otherwise.
     maxconn = max(256, min(65536, (resource.getrlimit(resource.RLIMIT_NOFILE)[0] - 500) // 2))
     return f"""global
@@ -128,7 +141,7 @@ defaults
     http-reuse always
 
 frontend fe
-    bind {HOST}:{port}
+    bind {HOST}:{port}{f" ssl crt {tls.combined} alpn h2,http/1.1" if tls else ""}
     default_backend be
 
 backend be
@@ -163,6 +176,37 @@ def build_goproxy(src: Path = GOPROXY_SRC) -> tuple[Path | None, str]:
 
 
 @dataclass(frozen=True)
+class TlsFiles:
+    """One certificate for every target of a run: PEM files, and the CA that signed it (for
+    the generator to verify with)."""
+
+    cert: Path  # the chain, leaf first
+    key: Path
+    combined: Path  # chain then key, as HAProxy's `crt` wants it
+    ca: Path
+
+
+def make_tls_files(workdir: Path) -> TlsFiles | str:
+    """A throwaway CA and a certificate for 127.0.0.1 and localhost in `workdir` (trustme),
+    or why not."""
+    try:
+        import trustme
+    except ImportError:
+        return "TLS scenarios make their certificate with trustme: pip install trustme"
+    ca = trustme.CA()
+    leaf = ca.issue_cert("127.0.0.1", "localhost")
+    files = TlsFiles(workdir / "tls-cert.pem", workdir / "tls-key.pem",
+                     workdir / "tls-combined.pem", workdir / "tls-ca.pem")
+    leaf.private_key_and_cert_chain_pem.write_to_path(str(files.combined))
+    leaf.private_key_pem.write_to_path(str(files.key))
+    files.cert.write_bytes(b"".join(blob.bytes() for blob in leaf.cert_chain_pems))
+    ca.cert_pem.write_to_path(str(files.ca))
+    for path in (files.cert, files.key, files.combined, files.ca):
+        path.chmod(0o644)  # nginx's workers read them as nobody when started as root
+    return files
+
+
+@dataclass(frozen=True)
 class PeerCommand:
     argv: list[str]
     env: dict[str, str] | None
@@ -170,7 +214,7 @@ class PeerCommand:
 
 
 def peer_command(kind: str, workdir: Path, port: int, origin_port: int, *, workers: int = 1,
-                 connections: int = 1024) -> PeerCommand | str:
+                 connections: int = 1024, tls: TlsFiles | None = None) -> PeerCommand | str:
     """How to start peer `kind` on `port` in front of the origin, or why it cannot run.
 
     kind: nginx, haproxy, go (= go-tuned), go-default, go-tuned, go-bufpool."""
@@ -184,6 +228,8 @@ def peer_command(kind: str, workdir: Path, port: int, origin_port: int, *, worke
             argv.append("-tuned")
         if kind == "go-bufpool":
             argv.append("-bufpool")
+        if tls:
+            argv += ["-cert", str(tls.cert), "-key", str(tls.key)]
         return PeerCommand(argv, dict(os.environ, GOMAXPROCS=str(workers)),
                            r"goproxy listening on")
     if kind == "nginx":
@@ -192,7 +238,7 @@ def peer_command(kind: str, workdir: Path, port: int, origin_port: int, *, worke
         conf = workdir / f"nginx-proxy-{port}.conf"
         keepalive = max(1024, connections + 64)
         conf.write_text(nginx_proxy_conf(workdir, port, origin_port, keepalive, workers,
-                                         tag=f"nginx-proxy-{port}"))
+                                         tag=f"nginx-proxy-{port}", tls=tls))
         return PeerCommand(["nginx", "-p", str(workdir), "-e",
                             str(workdir / f"nginx-proxy-{port}-error.log"), "-c", str(conf)],
                            None, None)
@@ -200,7 +246,7 @@ def peer_command(kind: str, workdir: Path, port: int, origin_port: int, *, worke
         if not shutil.which("haproxy"):
             return "haproxy is not installed"
         conf = workdir / f"haproxy-{port}.cfg"
-        conf.write_text(haproxy_conf(port, origin_port, workers))
+        conf.write_text(haproxy_conf(port, origin_port, workers, tls))
         check = subprocess.run(["haproxy", "-c", "-q", "-f", str(conf)], capture_output=True,
                                text=True)
         if check.returncode != 0:

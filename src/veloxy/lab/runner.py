@@ -11,9 +11,12 @@ Python API, as the demo drives it). During the measured run a thread samples the
 process tree from /proc every 200 ms: CPU (user+system, all workers) and resident memory.
 CPU µs per request = the tree's CPU seconds over the measured run / requests completed.
 
-Targets are started lazily, one instance per (target, workers), and kept until the end:
-the scenarios' payload and origin delay are in the request URL, so only `workers` needs a
-new process. A target that cannot start is skipped with its reason; the others still run.
+Targets are started lazily, one instance per (target, workers, TLS or not), and kept until
+the end: the scenarios' payload and origin delay are in the request URL, so only `workers`
+and `tls` need a new process (HTTP/1.1 and HTTP/2 over TLS share one: ALPN picks). TLS
+instances all present one certificate made for the run (peers.make_tls_files), which the
+generator verifies against its CA. A target that cannot start is skipped with its reason;
+the others still run.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from veloxy.lab.peers import peer_command
+from veloxy.lab.peers import TlsFiles, make_tls_files, peer_command
 from veloxy.lab.procs import HOST, Child, Proc, Sampler, StartError, free_port, tree_cpu_seconds
 from veloxy.lab.suite import ScenarioSpec, Suite, TargetSpec
 
@@ -95,7 +98,8 @@ class Lab:
         self.log = log
         self.stack = ExitStack()
         self.procs: list[Proc] = []
-        self.instances: dict[tuple[str, int], Instance | str] = {}
+        self.instances: dict[tuple[str, int, bool], Instance | str] = {}
+        self._tls: TlsFiles | str | None = None
         self.client_cpus, self.proxy_cpus = _cpu_sets(suite.pin)
         if workdir is None:
             tmp = tempfile.TemporaryDirectory(prefix="veloxy-suite-")
@@ -131,21 +135,37 @@ class Lab:
         for proc in reversed(list(self.procs)):
             proc.stop()
 
-    def instance(self, target: TargetSpec, workers: int) -> Instance | str:
-        """The running instance of `target` with `workers`, started on first use; a string
-        says why it cannot run."""
-        key = (target.name, workers if target.started else 0)
+    def tls_files(self) -> TlsFiles | str:
+        """The run's certificate (made on first use), or why TLS cannot run."""
+        if self._tls is None:
+            self._tls = make_tls_files(self.workdir)
+        return self._tls
+
+    def instance(self, target: TargetSpec, workers: int, tls: bool = False) -> Instance | str:
+        """The running instance of `target` with `workers` (terminating TLS if `tls`),
+        started on first use; a string says why it cannot run."""
+        key = (target.name, workers if target.started else 0, tls)
         if key not in self.instances:
             try:
-                self.instances[key] = self._start(target, workers)
+                self.instances[key] = self._start(target, workers, tls)
             except StartError as exc:
                 self.instances[key] = str(exc)
             if isinstance(self.instances[key], str):
                 self.log(f"{target.name}: skipped: {self.instances[key]}")
         return self.instances[key]
 
-    def _start(self, target: TargetSpec, workers: int) -> Instance | str:
+    def _start(self, target: TargetSpec, workers: int, tls: bool = False) -> Instance | str:
         origin = f"http://{HOST}:{self.origin_port}"
+        files: TlsFiles | None = None
+        if tls:
+            if target.kind == "direct":
+                return "the origin speaks cleartext only (TLS scenarios are for proxies)"
+            if target.kind == "url":
+                return "a url target is driven as given (http://): not in TLS scenarios"
+            made = self.tls_files()
+            if isinstance(made, str):
+                return made
+            files = made
         if target.kind == "direct":
             return Instance(target.name, origin, self.origin_pid,
                             "CPU = the origin's own")
@@ -153,15 +173,15 @@ class Lab:
             assert target.url is not None
             return Instance(target.name, target.url.rstrip("/"), None, "not sampled")
         if target.kind == "veloxy":
-            return self._start_veloxy(target, workers, origin)
+            return self._start_veloxy(target, workers, origin, files)
         port = free_port()
         spec = peer_command(target.kind, self.workdir, port, self.origin_port,
                             workers=workers, connections=max(
-                                s.connections for s in self.suite.scenarios))
+                                s.connections for s in self.suite.scenarios), tls=files)
         if isinstance(spec, str):
             return spec
-        proc = Proc(f"{target.name}-w{workers}", spec.argv,
-                    self.workdir / f"{target.name}-w{workers}.log", env=spec.env,
+        tag = f"{target.name}-w{workers}{'-tls' if tls else ''}"
+        proc = Proc(tag, spec.argv, self.workdir / f"{tag}.log", env=spec.env,
                     cpu=",".join(map(str, self.proxy_cpus)) if self.proxy_cpus else None,
                     registry=self.procs)
         try:
@@ -173,14 +193,21 @@ class Lab:
             tail = proc.tail(3).replace("\n", " | ")
             proc.stop()
             return f"{why}: {tail}"
-        return Instance(target.name, f"http://{HOST}:{port}", proc.pid)
+        return Instance(target.name, f"{'https' if tls else 'http'}://{HOST}:{port}", proc.pid)
 
-    def _start_veloxy(self, target: TargetSpec, workers: int, origin: str) -> Instance:
-        args = ["serve", "--listen", f"{HOST}:0", "--workers", str(workers),
-                "--log-level", "warning"]
+    def _start_veloxy(self, target: TargetSpec, workers: int, origin: str,
+                      tls: TlsFiles | None = None) -> Instance:
+        args = ["serve", "--workers", str(workers), "--log-level", "warning"]
         config = target_config(target)
+        if tls is not None:
+            # a TLS listener is only said in a config file (--listen is cleartext); it
+            # replaces any listen: of the target's config
+            config = dict(config or {}, listen=[{"address": f"{HOST}:0", "tls": {
+                "cert": str(tls.cert), "key": str(tls.key)}}])
+        else:
+            args += ["--listen", f"{HOST}:0"]
         if config is not None:
-            path = self.workdir / f"{target.name}-w{workers}.yaml"
+            path = self.workdir / f"{target.name}-w{workers}{'-tls' if tls else ''}.yaml"
             write_config(path, config, origin)
             args += ["--config", str(path)]
         else:
@@ -190,13 +217,13 @@ class Lab:
         child = Child(args, "veloxy listening on", env=env, cpus=self.proxy_cpus)
         self.stack.callback(child.stop)
         port = child.wait_ready()
-        return Instance(target.name, f"http://{HOST}:{port}", child.pid)
+        return Instance(target.name, f"{'https' if tls else 'http'}://{HOST}:{port}", child.pid)
 
     # -- cells ------------------------------------------------------------------------------
 
     def run_cell(self, scenario: ScenarioSpec, target: TargetSpec, rep: int,
                  order: int) -> CellResult:
-        inst = self.instance(target, scenario.workers)
+        inst = self.instance(target, scenario.workers, scenario.tls)
         if isinstance(inst, str):
             return CellResult(scenario.name, target.name, rep, order, "", skipped=inst)
         from veloxy.loadgen.settings import BenchInputError
@@ -204,7 +231,8 @@ class Lab:
         path = scenario.path if target.kind != "url" else _url_path(target.url or "")
         url = inst.url + path
         try:
-            return measure(url, scenario, self.suite.warmup, inst.pid, target.name, rep, order)
+            return measure(url, scenario, self.suite.warmup, inst.pid, target.name, rep, order,
+                           ca=str(self._tls.ca) if isinstance(self._tls, TlsFiles) else None)
         except BenchInputError as exc:  # unreachable (a url target down, a crashed peer)
             self.log(f"{target.name}: {scenario.name}: skipped: {exc}")
             return CellResult(scenario.name, target.name, rep, order, url, skipped=str(exc))
@@ -255,10 +283,12 @@ def write_config(path: Path, config: dict[str, Any], origin: str) -> None:
 
 def measure(url: str, scenario: ScenarioSpec, warmup: float, pid: int | None, target: str,
             rep: int, order: int,
-            progress: Callable[[float], None] | None = None) -> CellResult:
+            progress: Callable[[float], None] | None = None,
+            ca: str | None = None) -> CellResult:
     """Warm up, then one measured `veloxy bench` run with the target's tree sampled.
 
-    `progress` (the demo's progress bar) gets the fraction of the cell done, 0 to 1."""
+    `progress` (the demo's progress bar) gets the fraction of the cell done, 0 to 1; `ca`
+    verifies an https:// target's certificate."""
     from veloxy.loadgen import histogram as hdr
     from veloxy.loadgen.report import document
     from veloxy.loadgen.runner import run_bench
@@ -268,7 +298,8 @@ def measure(url: str, scenario: ScenarioSpec, warmup: float, pid: int | None, ta
     settings = BenchSettings(url=url, connections=scenario.connections,
                              duration=scenario.duration, processes=scenario.processes,
                              rate=scenario.rate, close=not scenario.keep_alive,
-                             timeout=timeout)
+                             timeout=timeout, ca=ca if url.startswith("https:") else None,
+                             http2=scenario.protocol == "h2", streams=scenario.streams)
     total = warmup + scenario.duration
 
     def tick(offset: float) -> Callable[[Any], None] | None:

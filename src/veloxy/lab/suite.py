@@ -25,9 +25,16 @@ process starts.
         keep_alive: true       # false: Connection: close, a new connection per request
         workers: 1             # worker processes / threads of every started target
         origin_delay: 0ms      # the origin waits this long before answering (?delay=)
+      - name: h2-tls-c10-m10
+        tls: true              # every started target terminates TLS (one certificate, made
+                               # with trustme for the run; the generator verifies it)
+        protocol: h2           # http1 (default) or h2: HTTP/2 over TLS (ALPN h2)
+        streams: 10            # h2: requests in flight per connection (h2load's -m)
+        connections: 10
 
 Targets of kind `url` are driven as they are (payload and delay cannot be set there) and have
-no process to sample. Durations accept "500ms", "10s", "1m".
+no process to sample. TLS scenarios skip `direct` (the origin speaks cleartext) and `url`
+targets (an http:// URL), each with its reason in the report. Durations accept "500ms", "10s", "1m".
 """
 
 from __future__ import annotations
@@ -93,6 +100,13 @@ class ScenarioSpec:
     workers: int = 1
     origin_delay: float = 0.0
     processes: int = 1  # load generator processes
+    tls: bool = False  # the started targets terminate TLS; the generator speaks https://
+    protocol: str = "http1"  # or "h2": HTTP/2 (over TLS: ALPN h2)
+    streams: int = 1  # h2: requests in flight on each connection
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.tls else "http"
 
     @property
     def path(self) -> str:
@@ -106,7 +120,10 @@ class ScenarioSpec:
         load = f"{self.rate:,.0f} req/s" if self.rate else "closed loop"
         conn = "keep-alive" if self.keep_alive else "close"
         extra = f", delay {self.origin_delay * 1000:g} ms" if self.origin_delay else ""
-        return (f"c={self.connections}, {load}, {conn}, {self.payload} B, "
+        wire = ("HTTP/2" + (f" x{self.streams} streams" if self.streams > 1 else "")
+                if self.protocol == "h2" else "HTTP/1.1")
+        wire += " over TLS" if self.tls else ""
+        return (f"{wire}, c={self.connections}, {load}, {conn}, {self.payload} B, "
                 f"{self.workers} worker(s){extra}")
 
 
@@ -188,7 +205,8 @@ _TOP = {"name", "description", "reference", "repetitions", "warmup", "pin", "ori
         "targets", "scenarios"}
 _TARGET = {"name", "kind", "url", "config", "args", "env", "gc"}
 _SCENARIO = {"name", "connections", "rate", "duration", "payload", "keep_alive", "workers",
-             "origin_delay", "processes"}
+             "origin_delay", "processes", "tls", "protocol", "streams"}
+PROTOCOLS = ("http1", "h2")
 
 
 def parse_suite(data: object, source: str = "<suite>") -> Suite:
@@ -298,13 +316,32 @@ def _scenario(c: _Checker, raw: object, path: str) -> ScenarioSpec:
     processes = c.integer(data, "processes", path, 1)
     if processes > connections:
         c.fail(f"{path}.processes", "more generator processes than connections")
+    tls = data.get("tls", False)
+    if not isinstance(tls, bool):
+        c.fail(f"{path}.tls", f"expected true or false, got {tls!r}")
+        tls = False
+    protocol = data.get("protocol", "http1")
+    if protocol not in PROTOCOLS:
+        c.fail(f"{path}.protocol", f"expected http1 or h2, got {protocol!r}")
+        protocol = "http1"
+    streams = c.integer(data, "streams", path, 1)
+    if protocol == "h2":
+        if not tls:
+            c.fail(f"{path}.protocol", "h2 is HTTP/2 over TLS here: add tls: true (h2c "
+                   "scenarios are not supported)")
+        if not keep_alive:
+            c.fail(f"{path}.keep_alive", "HTTP/2 keeps its connections open (many streams "
+                   "each): drop keep_alive: false")
+    elif streams > 1:
+        c.fail(f"{path}.streams", "several streams per connection is HTTP/2: add "
+               "protocol: h2 (HTTP/1.1 has one request in flight)")
     return ScenarioSpec(
         name=str(data.get("name") or path), connections=connections,
         rate=float(rate) if rate is not None else None,
         duration=c.duration(data, "duration", path, 5.0), payload=payload,
         keep_alive=keep_alive, workers=c.integer(data, "workers", path, 1),
         origin_delay=c.duration(data, "origin_delay", path, 0.0, positive=False),
-        processes=processes,
+        processes=processes, tls=tls, protocol=str(protocol), streams=streams,
     )
 
 

@@ -72,9 +72,12 @@ def add_bench_parser(commands: Any) -> argparse.ArgumentParser:
                        help="send Connection: close: one connection per request")
     bench.add_argument("-H", "--header", action="append", default=[], metavar='"NAME: VALUE"',
                        help="add a request header (repeatable)")
-    bench.add_argument("-m", "--method", default=None, metavar="METHOD|N",
-                       help="request method (default GET, or POST with --body); a number N "
-                       "is h2load's -m: --streams N")
+    # -m is hey's and ab's method and h2load's streams: a number (never a method anyone
+    # uses, though RFC 9110 allows digits) means streams; --method is always the method
+    bench.add_argument("-m", dest="m", default=None, metavar="METHOD|N",
+                       help="request method, or a number N: h2load's -m, --streams N")
+    bench.add_argument("--method", default=None, metavar="METHOD",
+                       help="request method (default GET, or POST with --body)")
     bench.add_argument("--h2", action="store_true", dest="http2",
                        help="HTTP/2: h2c (prior knowledge) for http://, ALPN h2 for https://")
     bench.add_argument("--streams", type=int, default=None, metavar="N",
@@ -109,6 +112,10 @@ def add_bench_parser(commands: Any) -> argparse.ArgumentParser:
     bench.add_argument("--sni", metavar="NAME",
                        help="https: the name sent by SNI and checked against the certificate "
                             "(default: the URL's host)")
+    bench.add_argument("--tls-resume", action=argparse.BooleanOptionalAction, default=None,
+                       help="https: offer each new connection the TLS session of the last "
+                            "one of its process (tickets), to measure resumed handshakes; "
+                            "--no-tls-resume (the default): a full handshake each time")
 
     def error(message: str) -> NoReturn:
         _die(message)
@@ -160,10 +167,14 @@ def settings_from_args(args: argparse.Namespace) -> Any:
             raise BenchInputError(f"--body {args.body}: {exc.strerror or exc}") from None
     streams = args.streams
     given_method = args.method
-    if given_method is not None and given_method.isdigit():  # h2load's -m N
+    if args.m is not None and args.m.isdigit():  # h2load's -m N
         if streams is not None:
-            raise BenchInputError(f"-m {given_method} and --streams {streams}: give one")
-        streams, given_method = int(given_method), None
+            raise BenchInputError(f"-m {args.m} and --streams {streams}: give one")
+        streams = int(args.m)
+    elif args.m is not None:
+        if given_method is not None and given_method != args.m:
+            raise BenchInputError(f"-m {args.m} and --method {given_method}: give one")
+        given_method = args.m
     method = (given_method or ("POST" if body is not None else "GET")).upper()
     for flag, path in (("--json", args.json_out), ("--hdr-log", args.hdr_log)):
         if path:
@@ -187,7 +198,7 @@ def settings_from_args(args: argparse.Namespace) -> Any:
         latency=args.latency, json_out=args.json_out, hdr_log=args.hdr_log,
         baseline=args.baseline, fail_on_regression=args.fail_on_regression,
         start_at=parse_start_time(args.start_at) if args.start_at else None,
-        insecure=args.insecure, ca=args.ca, server_name=args.sni,
+        insecure=args.insecure, ca=args.ca, server_name=args.sni, tls_resume=args.tls_resume,
         http2=args.http2, streams=streams if streams is not None else 1,
     )
 

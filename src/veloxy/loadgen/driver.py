@@ -57,7 +57,7 @@ class Tally:
     """Counters of one worker process for the current phase (reset at the end of warm-up)."""
 
     __slots__ = ("bytes_in", "errors_connect", "errors_read", "errors_timeout", "errors_write",
-                 "rejected", "sent", "statuses")
+                 "handshakes", "rejected", "resumed", "sent", "statuses")
 
     def __init__(self) -> None:
         self.reset()
@@ -70,6 +70,9 @@ class Tally:
         self.errors_write = 0
         self.errors_timeout = 0
         self.rejected = 0
+        #: https://: TLS handshakes completed, and how many of them resumed a session.
+        self.handshakes = 0
+        self.resumed = 0
         #: Counts of every status other than 200 (200s are the completed rest).
         self.statuses: dict[int, int] = {}
 

@@ -122,6 +122,15 @@ def _source_row(name: str, doc: dict[str, Any]) -> dict[str, Any]:
             "latency": latency, "saturated": doc["saturated"]}
 
 
+def _sum_tls(docs: list[dict[str, Any]]) -> dict[str, int] | None:
+    """The TLS handshake counts added up; None unless every result has them."""
+    counts = [doc.get("tls") for doc in docs]
+    if any(c is None for c in counts):
+        return None
+    return {key: sum(c[key] for c in counts if c is not None)
+            for key in ("handshakes", "resumed")}
+
+
 def merge_results(named: list[tuple[str, dict[str, Any]]]) -> dict[str, Any]:
     """The merged document: a valid result (schema) with one `sources` row per input."""
     check_compatible(named)
@@ -192,6 +201,7 @@ def merge_results(named: list[tuple[str, dict[str, Any]]]) -> dict[str, Any]:
         "errors": {key: total("errors", key)
                    for key in ("connect", "read", "write", "timeout", "status", "total")},
         "status_codes": dict(sorted(statuses.items())),
+        "tls": _sum_tls(docs),
         "latency": latency_json(latency),
         "latency_uncorrected": latency_json(uncorrected) if uncorrected is not None else None,
         "schedule_lag": lag_doc,

@@ -121,6 +121,8 @@ def document(outcome: BenchOutcome, comparison: dict[str, Any] | None = None) ->
                  "held": (rps >= 0.99 * s.rate) if s.rate is not None else None},
         "errors": errors,
         "status_codes": {str(k): v for k, v in outcome.statuses.items()},
+        "tls": ({"handshakes": outcome.total("handshakes"), "resumed": outcome.total("resumed")}
+                if s.target.secure else None),
         "latency": latency_json(outcome.histogram),
         "latency_uncorrected": (latency_json(outcome.histogram_uncorrected)
                                 if outcome.histogram_uncorrected is not None else None),
@@ -249,6 +251,9 @@ def text(doc: dict[str, Any], latency: bool = False) -> str:
     req = doc["requests"]
     lines.append(f"  {req['completed']} requests in {doc['duration_s']:.2f}s, "
                  f"{format_bytes(doc['bytes_read'])} read")
+    tls = doc.get("tls")
+    if tls is not None and (s.get("tls_resume") or tls["resumed"]):
+        lines.append(f"  TLS handshakes: {tls['handshakes']}, {tls['resumed']} resumed")
     err = doc["errors"]
     if err["connect"] or err["read"] or err["write"] or err["timeout"]:
         lines.append(f"  Socket errors: connect {err['connect']}, read {err['read']}, "

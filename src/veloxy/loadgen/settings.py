@@ -200,6 +200,9 @@ class BenchSettings:
     insecure: bool = False
     ca: str | None = None
     server_name: str | None = None
+    #: https:// only: --tls-resume offers each new connection the TLS session of the
+    #: previous one of its process (abbreviated handshakes); None: not said (off).
+    tls_resume: bool | None = None
     #: --h2: HTTP/2 (h2c with prior knowledge for http://, ALPN h2 for https://) with
     #: `streams` requests in flight on each connection (h2load's -m).
     http2: bool = False
@@ -231,6 +234,9 @@ class BenchSettings:
             parse_header(f"{name}: {value}")
         if not self.target.secure and (self.insecure or self.ca or self.server_name):
             raise BenchInputError("--insecure, --ca and --sni are for https:// URLs")
+        if not self.target.secure and self.tls_resume is not None:
+            raise BenchInputError("--tls-resume / --no-tls-resume are for https:// URLs: "
+                                  "drop it, or give an https:// URL")
         if self.insecure and self.ca:
             raise BenchInputError("--insecure skips the verification --ca is for: give one")
         self._check_http2()
@@ -312,4 +318,5 @@ class BenchSettings:
             "start_at": format_start_time(self.start_at) if self.start_at is not None else None,
             "http2": self.http2,
             "streams": self.streams,
+            "tls_resume": bool(self.tls_resume) if self.target.secure else None,
         }

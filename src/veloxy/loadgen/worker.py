@@ -49,7 +49,7 @@ from veloxy.loadgen.driver import (
 from veloxy.loadgen.h2driver import H2BenchConnection, H2Driver
 from veloxy.loadgen.script import Script
 from veloxy.loadgen.settings import BenchInputError, BenchSettings
-from veloxy.loadgen.tls import client_context, server_hostname
+from veloxy.loadgen.tls import ResumingContext, client_context, server_hostname
 from veloxy.net.timers import sweeper_for
 
 TICK = 0.25  # seconds between flushes and progress messages
@@ -95,6 +95,8 @@ class WorkerResult:
     errors_write: int = 0
     errors_timeout: int = 0
     rejected: int = 0
+    handshakes: int = 0
+    resumed: int = 0
     abandoned: int = 0
     statuses: dict[int, int] = field(default_factory=dict)
     histogram: str = ""
@@ -280,6 +282,8 @@ class Worker(WorkerHooks):
             errors_write=t.errors_write,
             errors_timeout=t.errors_timeout,
             rejected=t.rejected,
+            handshakes=t.handshakes,
+            resumed=t.resumed,
             abandoned=self._in_flight(),
             statuses=dict(t.statuses),
             histogram=hdr.encode(self.hist),
@@ -293,7 +297,7 @@ class Worker(WorkerHooks):
     async def _connect(self, d: Any) -> BenchConnection | H2BenchConnection | None:
         if self.settings.http2:
             try:
-                return await H2BenchConnection.open(
+                h2conn = await H2BenchConnection.open(
                     self.plan.connect_host, self.settings.target.port, self.sweeper,
                     self.settings.timeout, self.tally, ssl=self._tls,
                     server_hostname=self._server_hostname)
@@ -301,6 +305,9 @@ class Worker(WorkerHooks):
                 if self.phase != "connect":
                     self.tally.errors_connect += 1
                 return None
+            if self._tls is not None:
+                self._count_handshake(h2conn.transport)
+            return h2conn
         try:
             conn = await self._conn_class.open(self.plan.connect_host, self.settings.target.port,
                                               self.sweeper, self.timeouts,
@@ -312,7 +319,25 @@ class Worker(WorkerHooks):
             return None
         bench_conn = cast(BenchConnection, conn)  # open() is a classmethod: it made one
         bench_conn.tally = self.tally
+        if self._tls is not None:
+            self._count_handshake(bench_conn.transport)
         return bench_conn
+
+    def _count_handshake(self, transport: Any) -> None:
+        ssl_object = transport.get_extra_info("ssl_object") if transport is not None else None
+        if ssl_object is not None:
+            self.tally.handshakes += 1
+            if ssl_object.session_reused:
+                self.tally.resumed += 1
+
+    def _keep_session(self, conn: Any) -> None:
+        """--tls-resume: the next connection offers this one's session (read after its
+        response: TLS 1.3 tickets come after the handshake)."""
+        transport = conn.transport
+        ssl_object = transport.get_extra_info("ssl_object") if transport is not None else None
+        session = ssl_object.session if ssl_object is not None else None
+        if session is not None and isinstance(self._tls, ResumingContext):
+            self._tls.offer = session
 
     async def _slot(self, d: Any) -> None:
         """Open connections for one driver for the whole run (see driver.py for the timing)."""
@@ -327,6 +352,7 @@ class Worker(WorkerHooks):
             conn = None
         started: int | None = None  # None: the first request of the run
         slept = False
+        resume = isinstance(self._tls, ResumingContext)
         try:
             while d.running:
                 if conn is None:
@@ -348,6 +374,8 @@ class Worker(WorkerHooks):
                 waiter = d.attach(conn, self.loop)
                 d.begin(started, slept)
                 await waiter
+                if resume:
+                    self._keep_session(conn)
                 if not d.running:
                     break
                 conn = None

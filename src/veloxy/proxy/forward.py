@@ -45,6 +45,9 @@ class ProxyExchange(BaseExchange):
     _close_after = False
     _tunnel = False
     _tunnel_eofs = 0
+    # The status logged when a tunnel opens: what the client saw (an HTTP/1.1 client its 101;
+    # H2ProxyExchange overrides it, since an extended CONNECT is answered 200)
+    tunnel_status = 101
     _pending_size = 0
     _connect_task: asyncio.Task[None] | None = None
 
@@ -309,7 +312,7 @@ class ProxyExchange(BaseExchange):
         # until it closes: least_conn weighs open WebSockets, as nginx's and HAProxy's
         # least-connections policies count upgraded connections.
         held, self._in_flight = self._in_flight, None
-        log_exchange(self, 101)
+        log_exchange(self, self.tunnel_status)
         self._in_flight = held
         up.start_tunnel()
         self.down.start_tunnel(self)

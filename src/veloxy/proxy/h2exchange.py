@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 
 
 class H2ProxyExchange(ProxyExchange):
+    tunnel_status = 200  # RFC 8441 §5: the upstream's 101 reaches the client as 200
     down: H2Stream
     protocol_version = "2"  # (the head the stream built says 1.1: it is sent upstream so)
     _no_body = False

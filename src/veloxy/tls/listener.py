@@ -11,11 +11,16 @@ Defaults (Mozilla's "intermediate" profile): TLS 1.2 minimum, ECDHE with AES-GCM
 ChaCha20-Poly1305 for TLS 1.2 (TLS 1.3's suites are all modern), no compression, no
 renegotiation, session tickets on (OpenSSL's default: the ticket key lives in the listener's
 first context, which stays the session context whatever SNI picks, and it is made before
-the workers fork, so a ticket from one worker resumes on another).
+the workers fork, so a ticket from one worker resumes on another; tests/tls/
+test_tls_resumption.py). In `workers_mode: spawn` each worker makes its contexts itself,
+with its own random key, and Python's ssl cannot set one (no SSL_CTX_set_tlsext_ticket_keys):
+the supervisor hands its keys over with the sockets and `adopt_ticket_keys` sets them through
+libssl (tls/ticket_keys.py, guarded ctypes), so tickets resume across spawned workers too.
 
 `reload()` reads every certificate and key again into the existing contexts
 (`SSLContext.load_cert_chain`): handshakes after it present the new certificates, and
-established connections keep theirs. A file that fails to load leaves that context as it
+established connections keep theirs, and the ticket key stays (tickets issued before
+still resume). A file that fails to load leaves that context as it
 was (the error is returned, not raised), so a bad deploy never takes the listener down.
 """
 
@@ -29,6 +34,7 @@ from typing import Any
 
 from veloxy.config.model import ListenTLS
 from veloxy.errors import ConfigError
+from veloxy.tls.ticket_keys import get_ticket_keys, set_ticket_keys
 
 log = logging.getLogger("veloxy.tls")
 
@@ -96,6 +102,16 @@ class ServerTLS:
                                 f"certificate)")
         return problems
 
+    def ticket_key(self) -> bytes | None:
+        """The key this listener seals session tickets with (OpenSSL uses the first
+        context's, whatever SNI picks); None where libssl cannot be reached."""
+        return get_ticket_keys(self.context)
+
+    def use_ticket_key(self, key: bytes) -> bool:
+        """Seal and open tickets with `key` (every context, the SNI ones too); True if
+        done."""
+        return all([set_ticket_keys(entry.context, key) for entry in self._entries])
+
     # -- internals -------------------------------------------------------------------------
 
     def _select(self, sslobj: ssl.SSLObject, server_name: str | None,
@@ -154,6 +170,30 @@ def listener_tls(listen: Iterable[Any]) -> list[ServerTLS | None]:
     if problems:
         raise ConfigError(problems)
     return result
+
+
+def ticket_keys(contexts: list[ServerTLS | None]) -> list[bytes | None]:
+    """The session-ticket key of each TLS listener (None: cleartext, or not readable here),
+    for spawned workers to use (`adopt_ticket_keys`)."""
+    return [tls.ticket_key() if tls is not None else None for tls in contexts]
+
+
+def adopt_ticket_keys(contexts: list[ServerTLS | None], keys: list[bytes | None]) -> None:
+    """In a spawned worker: seal and open tickets with the supervisor's keys, so that a
+    ticket resumes on every worker as in fork mode; where that fails, say so once (tickets
+    then resume only on the worker that issued them)."""
+    failed = False
+    for tls, key in zip(contexts, keys, strict=False):
+        if tls is None:
+            continue
+        if key is None:
+            failed = True
+            continue
+        failed |= not tls.use_ticket_key(key)
+    if failed:
+        log.warning("TLS session tickets: cannot share the supervisor's ticket key with this "
+                    "spawned worker (ctypes could not reach libssl); a ticket resumes only on "
+                    "the worker that issued it")
 
 
 def reload_all(contexts: list[ServerTLS | None]) -> list[str]:
