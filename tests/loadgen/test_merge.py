@@ -158,6 +158,8 @@ REFUSALS: list[tuple[str, Callable[[list[dict[str, Any]]], list[dict[str, Any]]]
     ("an older document", lambda d: [_without_setting(d[0], "streams"),
                                      _with_setting(d[1], streams=4)],
      r"b: settings\.streams is 4 but a has 1"),
+    ("TLS resumption on vs off", lambda d: [d[0], _with_setting(d[1], tls_resume=True)],
+     r"b: settings\.tls_resume is True but a has False"),
     ("one result", lambda d: [d[0]], "at least two results"),
     ("the same run twice", lambda d: [d[0], copy.deepcopy(d[0])], "b and a are the same run"),
     ("windows apart", lambda d: [d[0], _shifted(d[1], 0.3)], r"windows overlap over \d+%"),

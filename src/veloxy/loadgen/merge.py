@@ -39,7 +39,7 @@ MIN_OVERLAP = 0.95
 MUST_MATCH = ("mode", "url", "method", "keep_alive", "headers", "body_bytes", "script",
               "timeout_s")
 #: Settings added after version 1's first documents, with the value older documents mean.
-ADDED_MUST_MATCH: dict[str, object] = {"http2": False, "streams": 1}
+ADDED_MUST_MATCH: dict[str, object] = {"http2": False, "streams": 1, "tls_resume": False}
 
 
 class MergeError(ValueError):
@@ -90,6 +90,8 @@ def check_compatible(named: list[tuple[str, dict[str, Any]]]) -> None:
             default = ADDED_MUST_MATCH.get(setting)
             mine = doc["settings"].get(setting, default)
             theirs = first["settings"].get(setting, default)
+            if setting == "tls_resume":  # null for http://, where it means no resumption
+                mine, theirs = bool(mine), bool(theirs)
             if mine != theirs:
                 raise MergeError(f"{name}: settings.{setting} is {mine!r} but {first_name} has "
                                  f"{theirs!r}; results of different loads cannot be merged")
