@@ -323,3 +323,29 @@ def test_the_static_block_decoder_reads_what_hpack_reads() -> None:
     for i, block in enumerate(blocks):
         assert ours.decode(block, raw=True) == theirs.decode(block, raw=True) == fields, i
     assert len(StaticBlockDecoder.memo) == 1  # the never-indexed block, once its table was empty
+
+
+def test_a_generator_connection_remembers_a_bounded_number_of_closed_streams() -> None:
+    """h2 alone keeps 2**16 closed streams per connection (~8.5 MiB); a long run must not."""
+    import h2.config
+    import h2.connection
+
+    from veloxy.loadgen.h2driver import new_h2_connection
+
+    client = new_h2_connection()
+    server = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False,
+                                                                  header_encoding=None))
+    server.initiate_connection()
+    server.receive_data(client.data_to_send())
+    client.receive_data(server.data_to_send())
+    total = 1100
+    for n in range(total):
+        sid = 1 + 2 * n
+        client.send_headers(sid, [(b":method", b"GET"), (b":path", b"/"),
+                                  (b":scheme", b"http"), (b":authority", b"x")],
+                            end_stream=True)
+        server.receive_data(client.data_to_send())
+        server.send_headers(sid, [(b":status", b"200")], end_stream=True)
+        client.receive_data(server.data_to_send())
+    client._open_streams(0)  # h2 moves closed streams to its memory when it counts them
+    assert len(client._closed_streams) == 1024 < total
