@@ -43,6 +43,19 @@ def test_tls_and_h2_scenarios() -> None:
     assert plain.describe().startswith("HTTP/1.1, ")
 
 
+def test_selecting_scenarios_and_targets() -> None:
+    peers = load_suite(REPO / "suites/peers.yaml")
+    only = peers.selected(["tls-h2-c10-m10", "keepalive-c64"], ["veloxy", "nginx"])
+    # the file's order, and the reference target (go) kept: every ratio is to it
+    assert [s.name for s in only.scenarios] == ["keepalive-c64", "tls-h2-c10-m10"]
+    assert [t.name for t in only.targets] == ["veloxy", "go", "nginx"]
+    assert peers.selected().scenarios == peers.scenarios
+    with pytest.raises(SuiteError) as exc:
+        peers.selected(["nope"], ["veloxy", "nginks"])
+    assert exc.value.problems[0].startswith("--scenarios: no nope in this suite (it has ")
+    assert exc.value.problems[1].startswith("--targets: no nginks in this suite")
+
+
 def test_defaults_and_paths() -> None:
     suite = parse_suite({"targets": [{"name": "veloxy"}, {"name": "ext", "kind": "url",
                                                           "url": "http://10.0.0.1:8080/x"}],

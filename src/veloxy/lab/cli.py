@@ -22,6 +22,10 @@ EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 
 
+def _names(value: str) -> list[str]:
+    return [name.strip() for name in value.split(",") if name.strip()]
+
+
 def add_suite_parser(commands: Any) -> None:
     suite = commands.add_parser(
         "suite", help="run a declarative benchmark suite (targets x scenarios x repetitions)",
@@ -36,6 +40,10 @@ def add_suite_parser(commands: Any) -> None:
     suite.add_argument("--duration", metavar="SECONDS", type=float,
                        help="override every scenario's duration (quick looks)")
     suite.add_argument("--reps", metavar="N", type=int, help="override the repetitions")
+    suite.add_argument("--scenarios", metavar="A,B", type=_names,
+                       help="run only these scenarios of the file")
+    suite.add_argument("--targets", metavar="A,B", type=_names,
+                       help="run only these targets (the file's reference target stays in)")
     suite.add_argument("--warmup", metavar="SECONDS", type=float, help="override the warm-up")
     suite.add_argument("--save-baseline", metavar="NAME", help="store the result as NAME")
     suite.add_argument("--compare", metavar="NAME", help="compare with the stored baseline NAME")
@@ -62,7 +70,8 @@ def run(args: argparse.Namespace) -> int:
     if not err.is_terminal:
         err = Console(stderr=True, highlight=False, width=200)  # a log file: no wrapping
     try:
-        suite = load_suite(args.file).scaled(args.duration, args.reps, args.warmup)
+        suite = load_suite(args.file).scaled(args.duration, args.reps, args.warmup).selected(
+            args.scenarios, args.targets)
         for flag, value in (("--duration", args.duration), ("--warmup", args.warmup)):
             if value is not None and (value < 0 or (flag == "--duration" and value == 0)):
                 raise SuiteError(flag, ["must be a positive number of seconds"])

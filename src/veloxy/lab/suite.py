@@ -155,6 +155,29 @@ class Suite:
                        repetitions=self.repetitions if repetitions is None else repetitions,
                        warmup=self.warmup if warmup is None else warmup)
 
+    def selected(self, scenarios: list[str] | None = None,
+                 targets: list[str] | None = None) -> Suite:
+        """The same suite with only the named scenarios and targets (in the file's order);
+        the reference target stays in, since every ratio is to it. An unknown name is a
+        SuiteError naming the flag and the names the file has."""
+        from dataclasses import replace
+
+        problems = []
+        for flag, wanted, have in (("--scenarios", scenarios, [s.name for s in self.scenarios]),
+                                   ("--targets", targets, [t.name for t in self.targets])):
+            unknown = [name for name in wanted or () if name not in have]
+            if unknown:
+                problems.append(f"{flag}: no {', '.join(unknown)} in this suite (it has "
+                                f"{', '.join(have)})")
+        if problems:
+            raise SuiteError(self.source or self.name, problems)
+        keep_targets = None if targets is None else set(targets) | {self.reference}
+        return replace(
+            self,
+            scenarios=tuple(s for s in self.scenarios if scenarios is None or s.name in scenarios),
+            targets=tuple(t for t in self.targets
+                          if keep_targets is None or t.name in keep_targets))
+
 
 # -- parsing ------------------------------------------------------------------------------------
 
