@@ -56,7 +56,8 @@ Measurements per cell
   for a 5 s run.  For ``direct`` the column shows the origin's own CPU per request.  Softirq time
   (loopback packet processing) is not charged to any process and so is not included, for any
   target alike; the JSON also has ``proxy_core_us_per_req`` (whole proxy core busy time per
-  request), which includes it but also anything else that ran on that core.
+  request), which includes it but also anything else that ran on that core, and
+  ``proxy_sys_us_per_req``, the system (kernel) part of the CPU column (stime+cstime).
 * upstream connections opened during the measured run: with the nginx origin, the exact delta of
   the origin's ``stub_status`` "accepts" counter (only one target is driven at a time, so every
   accept during the run belongs to it; our own status requests are subtracted).  This total
@@ -152,6 +153,7 @@ from veloxy.lab.procs import (  # noqa: E402
     cpu_model,
     established_inodes,
     free_port,
+    proc_stat_fields,
     socket_inodes,
     time_wait_count,
     tree_cpu_seconds,
@@ -272,6 +274,17 @@ def _raise_exit(signum: int, _frame: object) -> None:
 
 # --------------------------------------------------------------------------------------------
 # Measurements from /proc
+
+
+def tree_sys_seconds(root: int) -> float:
+    """stime+cstime of root and its live descendants (tree_cpu_seconds's system part), so that
+    a cell can say how its CPU splits between user space and the kernel."""
+    ticks = 0
+    for pid in tree_pids(root):
+        f = proc_stat_fields(pid)
+        if f is not None:
+            ticks += int(f[12]) + int(f[14])  # stime cstime
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def cpu_times() -> dict[int, tuple[int, int]]:
@@ -788,12 +801,14 @@ def run_cell(ctx: Ctx, rep: int, scen: Scenario, tgt: Running, origin: Proc) -> 
     sampler = ConnSampler(tgt.proc.pid if tgt.proc is not None else None, ctx.origin_port,
                           a.conn_sample_interval, a.duration, use_stub)
     own0 = os.times()
+    sys0 = tree_sys_seconds(measured_root)
     cpu0, ocpu0, core0, t0 = (tree_cpu_seconds(measured_root), tree_cpu_seconds(origin.pid),
                               cpu_times(), time.monotonic())
     sampler.start()
     out, code, wrk_cpu = run_wrk(url, scen, a.duration, ctx.client_cpu, wrk_log, a.wrk_timeout)
     cpu1, ocpu1, core1, t1 = (tree_cpu_seconds(measured_root), tree_cpu_seconds(origin.pid),
                               cpu_times(), time.monotonic())
+    sys1 = tree_sys_seconds(measured_root)
     sampler.finish()
     own1 = os.times()
     stub1 = stub_accepts(ctx.origin_port) if use_stub else None
@@ -818,6 +833,7 @@ def run_cell(ctx: Ctx, rep: int, scen: Scenario, tgt: Running, origin: Proc) -> 
     if cell.requests:
         cell.cpu_us_per_req = 1e6 * cell.proxy_cpu_s / cell.requests
         cell.origin_cpu_us_per_req = 1e6 * (ocpu1 - ocpu0) / cell.requests
+        cell.extra["proxy_sys_us_per_req"] = 1e6 * (sys1 - sys0) / cell.requests
     if ctx.proxy_cpu is not None:
         cell.proxy_core_busy_pct = cpu_busy_pct(core0, core1, ctx.proxy_cpu)
     if ctx.client_cpu is not None:

@@ -1221,7 +1221,10 @@ class GcSettings(_Model):
     # tracked objects (protocol, transport, parser, exchange), so with 700 the young
     # collections ran every few short connections. What it saves and the memory it costs:
     # docs/BENCHMARKS.md,
-    # "Short connections and 1000 connections (issue 12, the close path)".
+    # "Short connections and 1000 connections (issue 12, the close path)". It does not
+    # lengthen the fixed-rate tail: at c=1000, 10k req/s, 700 gave 30-40 ms full collections
+    # every few seconds and 50000 no collection at all in steady state (docs/BENCHMARKS.md,
+    # "The GC threshold and the fixed-rate tail (issue 12)").
     gen0_threshold: Annotated[int | None, BeforeValidator(_optional_threshold)] = 50_000
     """Allocations (minus deallocations) that trigger a young-generation collection
     (gc.set_threshold's first value; the older generations' thresholds are kept). Default
