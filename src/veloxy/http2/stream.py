@@ -51,10 +51,12 @@ class H2Stream:
         "_trailers",
         "_unacked",
         "bytes_out",
+        "client_ip",
         "conn",
         "exchange",
         "reading_paused",
         "request_done",
+        "scheme",
         "stalled_since",
         "stream_id",
         "tunnel",
@@ -66,6 +68,11 @@ class H2Stream:
     def __init__(self, conn: H2ServerConnection, stream_id: int) -> None:
         self.conn = conn
         self.stream_id = stream_id
+        # The connection's, copied: read per request (routing, forwarding fields), where a
+        # property would cost a call each time; neither changes once the connection is made.
+        self.client_ip: bytes = conn.client_ip
+        #: The listener's scheme (https over TLS), for X-Forwarded-Proto.
+        self.scheme: bytes = conn.scheme
         self.exchange: Any = None
         self.request_done = False
         self.reading_paused = False
@@ -88,16 +95,8 @@ class H2Stream:
     # -- what the exchange reads -----------------------------------------------------------
 
     @property
-    def client_ip(self) -> bytes:
-        return self.conn.client_ip
-
-    @property
     def peer(self) -> tuple[str, int] | None:
         return self.conn.peer
-
-    @property
-    def scheme(self) -> bytes:
-        return self.conn.scheme
 
     @property
     def connected(self) -> bool:
@@ -158,8 +157,9 @@ class H2Stream:
         self.exchange = None
         if not self.request_done:
             self._reset_after = True
-        self.push()
-        self.conn.flush_soon()
+        if not self._out_done:  # (else it is all sent, and flushed by whoever sent it)
+            self.push()
+            self.conn.flush_soon()
 
     def abort(self) -> None:
         self.exchange = None

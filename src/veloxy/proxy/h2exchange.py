@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 
 from veloxy.errors import UpstreamProtocolError
 from veloxy.h1.rules import status_has_no_body
-from veloxy.http2.headers import response_headers
+from veloxy.http2.headers import response_headers, response_headers_of
 from veloxy.proxy.forward import ProxyExchange, UpstreamErrorUnexpected101
 
 if TYPE_CHECKING:
@@ -76,7 +76,7 @@ class H2ProxyExchange(ProxyExchange):
         elif status == 101:
             self.on_upstream_error(UpstreamErrorUnexpected101(), True)
             return
-        self.down.send_head(response_headers(status, head.fields))
+        self.down.send_head(response_headers_of(head))
         if self.head.method == b"HEAD" or status_has_no_body(head.status):
             self._no_body = True
 
