@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from h2.errors import ErrorCodes
-from h2.exceptions import ProtocolError, StreamClosedError
+from h2.exceptions import FlowControlError, ProtocolError, StreamClosedError
 
 if TYPE_CHECKING:
     from veloxy.http2.connection import H2ServerConnection
@@ -278,20 +278,34 @@ class H2Stream:
             while data:
                 if conn.writing_paused:
                     break  # the socket is full: the rest waits in the queue
-                window = h2.local_flow_control_window(sid)
-                if window <= 0:
-                    conn.stream_stalled(self)
-                    break
-                self.stalled_since = 0.0
-                size = min(window, h2.max_outbound_frame_size)
-                if size >= len(data):
+                piece = None
+                if len(data) <= h2.max_outbound_frame_size:
+                    # The rest fits one frame (most responses): sent without asking for the
+                    # window first, since send_data looks it up itself and raises
+                    # FlowControlError before changing anything when it is too small.
                     piece = bytes(data)
-                    data.clear()
-                else:
-                    piece = bytes(data[:size])
-                    del data[:size]
-                last = self._end and not data and trailers is None
-                h2.send_data(sid, piece, end_stream=last)
+                    last = self._end and trailers is None
+                    try:
+                        h2.send_data(sid, piece, end_stream=last)
+                    except FlowControlError:
+                        piece = None
+                    else:
+                        data.clear()
+                if piece is None:
+                    window = h2.local_flow_control_window(sid)
+                    if window <= 0:
+                        conn.stream_stalled(self)
+                        break
+                    size = min(window, h2.max_outbound_frame_size)
+                    if size >= len(data):
+                        piece = bytes(data)
+                        data.clear()
+                    else:
+                        piece = bytes(data[:size])
+                        del data[:size]
+                    last = self._end and not data and trailers is None
+                    h2.send_data(sid, piece, end_stream=last)
+                self.stalled_since = 0.0
                 if last:
                     self._sent_all()
                     return

@@ -89,11 +89,14 @@ class H2ProxyExchange(ProxyExchange):
         self._response_done = True
 
     def on_response(self, head: ResponseHead, body: bytes) -> None:
+        # (a whole response in one read: on_response_body and on_response_end inlined)
         self.on_response_head(head)
-        if body and self.up is not None:
-            self.on_response_body(body)
         if self.up is not None:
-            self.on_response_end()
+            down = self.down
+            if body and not self._no_body:
+                down.send_body(body)
+            down.send_end()
+            self._response_done = True
 
     def on_read_done(self) -> None:
         self.down.push_soon()
