@@ -175,6 +175,7 @@ class LinuxReadings:
     loop: str = "asyncio"
     httptools: str | None = None  # its version, None when missing
     fast_lane: str | None = None  # "on", or why it is off (None: not built)
+    hpack_lane: str | None = None  # the same for the C HPACK lane (HTTP/2)
     time_wait: int | None = None
     rmem_max: int | None = None
     wmem_max: int | None = None
@@ -237,6 +238,7 @@ class LinuxReader:
             loop=_safe_loop_name(loop_name),
             httptools=_httptools_version(),
             fast_lane=fast_lane_state(),
+            hpack_lane=hpack_lane_state(),
             time_wait=self.time_wait(),
             rmem_max=self._int("sys/net/core/rmem_max"),
             wmem_max=self._int("sys/net/core/wmem_max"),
@@ -522,12 +524,39 @@ def check_fast_lane(r: LinuxReadings | WindowsReadings, plan: Plan) -> Finding:
         return Finding(name, "ok", "on", "on", why)
     if r.fast_lane is not None:
         return Finding(name, "warn", r.fast_lane, "on", why, "unset VELOXY_PURE_PYTHON")
+    return Finding(name, "warn", "not built", "on", why, _build_command(r))
+
+
+def _build_command(r: LinuxReadings | WindowsReadings) -> str:
+    """How to get the C extensions (both lanes) built."""
     compiler = ("the Microsoft C++ Build Tools" if isinstance(r, WindowsReadings)
                 else "a C compiler and the Python headers (Debian: apt-get install gcc "
                      "python3-dev)")
-    return Finding(name, "warn", "not built", "on", why,
-                   f"install {compiler}, then reinstall veloxy (pip install --force-reinstall "
-                   "--no-deps --no-binary veloxy veloxy, or pip install -e . in a checkout)")
+    return (f"install {compiler}, then reinstall veloxy (pip install --force-reinstall "
+            "--no-deps --no-binary veloxy veloxy, or pip install -e . in a checkout)")
+
+
+def hpack_lane_state() -> str | None:
+    """The C HPACK lane's (http2/_hpack): as fast_lane_state."""
+    from veloxy.http2 import hpack_lane
+
+    if hpack_lane.HPACK_LANE:
+        return "on"
+    if hpack_lane._hpack is not None:
+        return "off: VELOXY_PURE_PYTHON is set"
+    return None
+
+
+def check_hpack_lane(r: LinuxReadings | WindowsReadings, plan: Plan) -> Finding:
+    name = "C HPACK lane (http2/_hpack)"
+    why = ("HTTP/2 header blocks decoded and encoded in C: less CPU per HTTP/2 request than "
+           "hpack's Python code (docs/BENCHMARKS.md, \"HTTP/2: where the CPU goes and the C "
+           "HPACK lane\")")
+    if r.hpack_lane == "on":
+        return Finding(name, "ok", "on", "on", why)
+    if r.hpack_lane is not None:
+        return Finding(name, "warn", r.hpack_lane, "on", why, "unset VELOXY_PURE_PYTHON")
+    return Finding(name, "warn", "not built", "on", why, _build_command(r))
 
 
 def check_time_wait(r: LinuxReadings, plan: Plan) -> Finding:
@@ -547,7 +576,7 @@ def check_time_wait(r: LinuxReadings, plan: Plan) -> Finding:
 LINUX_CHECKS: tuple[Callable[[LinuxReadings, Plan], Finding], ...] = (
     check_somaxconn, check_syn_backlog, check_port_range, check_tw_reuse, check_fin_timeout,
     check_file_max, check_nofile, check_max_connections, check_cpu, check_loop,
-    check_httptools, check_fast_lane,
+    check_httptools, check_fast_lane, check_hpack_lane,
     check_time_wait,
     check_backlog, check_rmem_max, check_wmem_max,
 )
@@ -566,6 +595,7 @@ class WindowsReadings:
     loop: str = "ProactorEventLoop"
     httptools: str | None = None
     fast_lane: str | None = None
+    hpack_lane: str | None = None
 
 
 class WindowsReader:
@@ -582,6 +612,7 @@ class WindowsReader:
             loop=windows_loop_class(),
             httptools=_httptools_version(),
             fast_lane=fast_lane_state(),
+            hpack_lane=hpack_lane_state(),
         )
 
 
@@ -672,7 +703,7 @@ def check_windows_loop(r: WindowsReadings, plan: Plan) -> Finding:
 
 WINDOWS_CHECKS: tuple[Callable[[WindowsReadings, Plan], Finding], ...] = (
     check_max_user_port, check_timed_wait_delay, check_num_connections, check_windows_loop,
-    check_httptools, check_fast_lane,
+    check_httptools, check_fast_lane, check_hpack_lane,
 )
 
 

@@ -38,7 +38,7 @@ GOOD = LinuxReadings(somaxconn=4096, tcp_max_syn_backlog=4096, port_range=(1024,
                      tcp_tw_reuse=1, tcp_fin_timeout=15, file_max=10_000_000,
                      nr_open=1_048_576, nofile_soft=65536, nofile_hard=65536, usable_cpus=4,
                      cpu_quota=None, loop="uvloop", httptools="0.6.4", fast_lane="on",
-                     time_wait=10)
+                     hpack_lane="on", time_wait=10)
 PLAN = Plan(connections=1000, workers=1, upstream_per_server=1000)
 
 
@@ -124,6 +124,8 @@ CASES = [
     ("httptools", {"httptools": None}, {}, "fail"),
     ("fast_lane", {"fast_lane": None}, {}, "warn"),
     ("fast_lane", {"fast_lane": "off: VELOXY_PURE_PYTHON is set"}, {}, "warn"),
+    ("hpack_lane", {"hpack_lane": None}, {}, "warn"),
+    ("hpack_lane", {"hpack_lane": "off: VELOXY_PURE_PYTHON is set"}, {}, "warn"),
     ("time_wait", {"time_wait": 50_000}, {}, "warn"),
     ("time_wait", {"time_wait": None}, {}, "ok"),
     # tuning: the config's backlog and buffer sizes (more in tests/tuning/test_doctor_checks)
@@ -181,7 +183,7 @@ def test_max_connections_is_related_to_ulimit_n() -> None:
 
 def _windows(values: dict[str, int], loop: str = "ProactorEventLoop") -> WindowsReadings:
     readings = WindowsReader(values.get).read()
-    return replace(readings, loop=loop, httptools="0.6.4")
+    return replace(readings, loop=loop, httptools="0.6.4", fast_lane="on", hpack_lane="on")
 
 
 def test_windows_reader_queries_the_tcpip_values() -> None:
@@ -275,6 +277,40 @@ def test_cli_json_and_exit_codes() -> None:
     assert any(f["check"].startswith("ulimit -n") and f["status"] == "fail"
                for f in data["findings"])
     assert _cli("--connections", "0").returncode == 2
+
+
+@pytest.mark.process
+def test_cli_reports_the_hpack_lane_as_the_fast_lane() -> None:
+    """Both C lanes are built in this checkout: on; VELOXY_PURE_PYTHON turns both off, and
+    the text and --json outputs say so, with what to do."""
+    if doctor.fast_lane_state() is None or doctor.hpack_lane_state() is None:
+        pytest.skip("the C extensions are not built here")
+    for pure, state in ((False, "on"), (True, "off: VELOXY_PURE_PYTHON is set")):
+        env = child_env(None, {})
+        env.pop("VELOXY_PURE_PYTHON", None)
+        if pure:
+            env["VELOXY_PURE_PYTHON"] = "1"
+        result = subprocess.run([sys.executable, "-m", "veloxy", "doctor", "--json"],
+                                capture_output=True, text=True, timeout=30, env=env,
+                                cwd=str(SRC.parent))
+        lanes = {f["check"]: f for f in json.loads(result.stdout)["findings"]
+                 if "lane" in f["check"]}
+        assert {check: f["current"] for check, f in lanes.items()} == {
+            "C fast lane (h1/_fastpath)": state, "C HPACK lane (http2/_hpack)": state}
+        hpack = lanes["C HPACK lane (http2/_hpack)"]
+        assert hpack["status"] == ("ok" if state == "on" else "warn"), hpack
+        assert hpack["command"] == (None if state == "on" else "unset VELOXY_PURE_PYTHON")
+        text = subprocess.run([sys.executable, "-m", "veloxy", "doctor"], capture_output=True,
+                              text=True, timeout=30, env=env, cwd=str(SRC.parent))
+        assert "C HPACK lane (http2/_hpack)" in text.stdout, text.stdout
+
+
+def test_hpack_lane_not_built_says_how_to_build_it() -> None:
+    finding = doctor.check_hpack_lane(replace(GOOD, hpack_lane=None), PLAN)
+    assert finding.current == "not built" and finding.command is not None
+    assert "install a C compiler" in finding.command
+    windows = doctor.check_hpack_lane(replace(_windows({}), hpack_lane=None), PLAN)
+    assert windows.command is not None and "Microsoft C++ Build Tools" in windows.command
 
 
 @pytest.mark.process

@@ -29,14 +29,27 @@ def _truncating(conn) -> None:
         conn.close()
 
 
+def _raw_head_back(conn) -> None:
+    """Answers each request with the head it received, raw, as the body."""
+    while not conn.closed:
+        req = conn.read_request()
+        if req is None:
+            return
+        conn.send(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(req.raw_head)
+                  + req.raw_head)
+
+
 @pytest.fixture(scope="module")
 def stack(pki, origin, veloxy_loop, tmp_path_factory):
     broken = ScriptedBackend(_truncating, name="truncating")
+    heads = ScriptedBackend(_raw_head_back, name="heads")
     config = base_config(f"http://127.0.0.1:{origin.port}",
                          [tls_listener(pki), {"address": "127.0.0.1:0", "h2c": True}])
     config["upstreams"]["broken"] = {"servers": [broken.url], "retries": 0}
+    config["upstreams"]["heads"] = {"servers": [heads.url]}
     config["limits"]["max_body_bytes"] = "2m"
     config["routes"] = [{"match": {"path_prefix": "/broken/"}, "upstream": "broken"},
+                        {"match": {"path_prefix": "/heads/"}, "upstream": "heads"},
                         {"upstream": "default"}]
     started = []
     proxy = start_tls_proxy(config, tmp_path_factory.mktemp("h2"), veloxy_loop, 2, started)
@@ -45,6 +58,7 @@ def stack(pki, origin, veloxy_loop, tmp_path_factory):
         proxy.stop()
     finally:
         broken.close()
+        heads.close()
 
 
 def tls_port(proxy) -> int:
@@ -66,6 +80,22 @@ def test_100_concurrent_streams_on_one_connection(stack, pki):
             assert len(r["body"]) == 1000 + i
         remote = client.conn.remote_settings
         assert remote.max_concurrent_streams == 100
+    finally:
+        client.close()
+
+
+def test_cookie_fields_reach_the_upstream_joined(stack, pki):
+    """RFC 9113 §8.2.3: several cookie fields become one "; "-joined field upstream
+    (http2/headers.py joins them; h2's own inbound normalisation is off)."""
+    client = h2_connect(tls_port(stack), pki)
+    try:
+        sid = client.request("/heads/", headers=[("cookie", "a=1"), ("x-other", "v"),
+                                                 ("cookie", "b=2")])
+        client.wait([sid], timeout=15)
+        head = bytes(client.responses[sid]["body"]).lower()
+        assert head.count(b"cookie") == 1, head
+        assert b"\r\ncookie: a=1; b=2\r\n" in head, head
+        assert b"\r\nx-other: v\r\n" in head, head
     finally:
         client.close()
 

@@ -175,6 +175,26 @@ def _released(proxy, group_name: str = "download") -> bool:
     return False
 
 
+def test_a_small_response_larger_than_the_window_waits_for_it(stack):
+    """A response that fits one frame but not the stream's window (stream.py's one-frame
+    send falls back to the window's size): 16 bytes, then the rest once the client opens
+    the window, then END_STREAM."""
+    sock, conn = _stingy_client(stack.listeners[1][1], stream_window=16)
+    try:
+        sid = _get(sock, conn, "/?size=100")
+        events, _ = _events_until(sock, conn, lambda evs: sum(
+            len(e.data) for e in evs if isinstance(e, h2.events.DataReceived)) >= 16, 5)
+        assert sum(len(e.data) for e in events if isinstance(e, h2.events.DataReceived)) == 16
+        assert not any(isinstance(e, h2.events.StreamEnded) for e in events)
+        conn.increment_flow_control_window(84, stream_id=sid)
+        sock.sendall(conn.data_to_send())
+        more, _ = _events_until(
+            sock, conn, lambda evs: any(isinstance(e, h2.events.StreamEnded) for e in evs), 5)
+        assert sum(len(e.data) for e in more if isinstance(e, h2.events.DataReceived)) == 84
+    finally:
+        sock.close()
+
+
 def test_a_stream_whose_window_stays_shut_is_reset_after_send_timeout(stack):
     before = value(scrape(stack.admin), "veloxy_http2_send_timeouts_total")
     sock, conn = _stingy_client(stack.listeners[1][1], stream_window=16)

@@ -40,8 +40,8 @@ ALLOWED: dict[str, set[str]] = {
     "http2": {"errors", "h1", "net"},
     "loadgen": {"errors", "h1", "net", "config"},
     "lab": {"errors", "h1", "net", "config", "loadgen"},
-    # h1: whether the C fast lane is built (`veloxy doctor` reports it)
-    "doctor": {"errors", "config", "net", "h1"},
+    # h1, http2: whether the C fast lane and HPACK lane are built (`veloxy doctor` says)
+    "doctor": {"errors", "config", "net", "h1", "http2"},
     "demo": {"errors", "h1", "net", "config", "loadgen", "lab"},
     # metrics handles, access log, trace context: a leaf that net, upstream and proxy use
     "observe": set(),

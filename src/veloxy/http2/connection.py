@@ -80,9 +80,13 @@ class H2ServerConnection(asyncio.Protocol):
         self._initial = initial
         # Outbound headers are ours (lowercased, connection-specific fields dropped) over
         # values llhttp already checked upstream: h2's second validation pass is skipped.
+        # Inbound ones are validated by h2 (RFC 9113 §8.2); its inbound normalisation only
+        # joins cookie fields, which request_head does itself (headers.py): skipped, one
+        # generator layer less per field.
         config = H2Configuration(client_side=False, header_encoding=None,
                                  validate_outbound_headers=False,
-                                 normalize_outbound_headers=False)
+                                 normalize_outbound_headers=False,
+                                 normalize_inbound_headers=False)
         h2 = self.h2 = BoundedH2Connection(config)
         h2.local_settings = Settings(client=False, initial_values={
             SettingCodes.MAX_CONCURRENT_STREAMS: settings.max_concurrent_streams,

@@ -23,7 +23,7 @@ import base64
 import os
 
 from veloxy.errors import BadRequest, NotImplementedByProxy
-from veloxy.h1.head import CRLF, SEP, RequestHead
+from veloxy.h1.head import CRLF, SEP, RequestHead, ResponseHead
 from veloxy.h1.rules import (
     CONTENT_LENGTH,
     EXPECT,
@@ -119,4 +119,18 @@ def response_headers(status: int, fields: list[bytes]) -> list[Header]:
         name = fields[i].lower()
         if name not in CONNECTION_SPECIFIC:
             headers.append((name, fields[i + 2]))
+    return headers
+
+
+def response_headers_of(head: ResponseHead) -> list[Header]:
+    """response_headers(head.status, head.fields), read from the head's joined form
+    (`wire`, "Name: value\r\n" lines), which is what the C fast lane gives: one pass,
+    without building the flat `fields` list first (per HTTP/2 response)."""
+    headers = [(b":status", b"%d" % head.status)]
+    append = headers.append
+    for line in head.wire.split(CRLF)[:-1]:
+        name, _, value = line.partition(SEP)
+        name = name.lower()
+        if name not in CONNECTION_SPECIFIC:
+            append((name, value))
     return headers

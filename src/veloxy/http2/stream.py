@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from h2.errors import ErrorCodes
-from h2.exceptions import ProtocolError, StreamClosedError
+from h2.exceptions import FlowControlError, ProtocolError, StreamClosedError
 
 if TYPE_CHECKING:
     from veloxy.http2.connection import H2ServerConnection
@@ -51,10 +51,12 @@ class H2Stream:
         "_trailers",
         "_unacked",
         "bytes_out",
+        "client_ip",
         "conn",
         "exchange",
         "reading_paused",
         "request_done",
+        "scheme",
         "stalled_since",
         "stream_id",
         "tunnel",
@@ -66,6 +68,11 @@ class H2Stream:
     def __init__(self, conn: H2ServerConnection, stream_id: int) -> None:
         self.conn = conn
         self.stream_id = stream_id
+        # The connection's, copied: read per request (routing, forwarding fields), where a
+        # property would cost a call each time; neither changes once the connection is made.
+        self.client_ip: bytes = conn.client_ip
+        #: The listener's scheme (https over TLS), for X-Forwarded-Proto.
+        self.scheme: bytes = conn.scheme
         self.exchange: Any = None
         self.request_done = False
         self.reading_paused = False
@@ -88,16 +95,8 @@ class H2Stream:
     # -- what the exchange reads -----------------------------------------------------------
 
     @property
-    def client_ip(self) -> bytes:
-        return self.conn.client_ip
-
-    @property
     def peer(self) -> tuple[str, int] | None:
         return self.conn.peer
-
-    @property
-    def scheme(self) -> bytes:
-        return self.conn.scheme
 
     @property
     def connected(self) -> bool:
@@ -158,8 +157,9 @@ class H2Stream:
         self.exchange = None
         if not self.request_done:
             self._reset_after = True
-        self.push()
-        self.conn.flush_soon()
+        if not self._out_done:  # (else it is all sent, and flushed by whoever sent it)
+            self.push()
+            self.conn.flush_soon()
 
     def abort(self) -> None:
         self.exchange = None
@@ -278,20 +278,34 @@ class H2Stream:
             while data:
                 if conn.writing_paused:
                     break  # the socket is full: the rest waits in the queue
-                window = h2.local_flow_control_window(sid)
-                if window <= 0:
-                    conn.stream_stalled(self)
-                    break
-                self.stalled_since = 0.0
-                size = min(window, h2.max_outbound_frame_size)
-                if size >= len(data):
+                piece = None
+                if len(data) <= h2.max_outbound_frame_size:
+                    # The rest fits one frame (most responses): sent without asking for the
+                    # window first, since send_data looks it up itself and raises
+                    # FlowControlError before changing anything when it is too small.
                     piece = bytes(data)
-                    data.clear()
-                else:
-                    piece = bytes(data[:size])
-                    del data[:size]
-                last = self._end and not data and trailers is None
-                h2.send_data(sid, piece, end_stream=last)
+                    last = self._end and trailers is None
+                    try:
+                        h2.send_data(sid, piece, end_stream=last)
+                    except FlowControlError:
+                        piece = None
+                    else:
+                        data.clear()
+                if piece is None:
+                    window = h2.local_flow_control_window(sid)
+                    if window <= 0:
+                        conn.stream_stalled(self)
+                        break
+                    size = min(window, h2.max_outbound_frame_size)
+                    if size >= len(data):
+                        piece = bytes(data)
+                        data.clear()
+                    else:
+                        piece = bytes(data[:size])
+                        del data[:size]
+                    last = self._end and not data and trailers is None
+                    h2.send_data(sid, piece, end_stream=last)
+                self.stalled_since = 0.0
                 if last:
                     self._sent_all()
                     return

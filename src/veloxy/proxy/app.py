@@ -62,6 +62,7 @@ class ProxyApp:
         self._shed = config.limits.shed
         self._admissions: dict[tuple[str, RateLimit | None, int | None], Admission] = {}
         self.router = self._router(config, self.groups)
+        self.h2c_groups = _speaks_h2c(self.groups)
         self.access_log, self.tracer = self._observers(config)
         self.otel = self._span_export(config)
         #: The forwarding fields of the upstream requests (written once, cached).
@@ -142,6 +143,7 @@ class ProxyApp:
                 otel.close(timeout=0)
             raise
         self.config, self.groups, self.router = config, groups, router
+        self.h2c_groups = _speaks_h2c(groups)
         self.access_log, self.tracer, self.otel = access_log, tracer, otel
         if old_log is not None:
             old_log.close()  # its thread writes what is left, then closes the file
@@ -166,10 +168,6 @@ class ProxyApp:
                 return H2cExchange(self, stream, head)
         return H2ProxyExchange(self, stream, head)
 
-    @property
-    def h2c_groups(self) -> bool:
-        return any(group.config.protocol != "http1" for group in self.groups.values())
-
     def close(self) -> None:
         for group in self.groups.values():
             group.close()
@@ -177,3 +175,9 @@ class ProxyApp:
             self.access_log.close(timeout=2.0)
         if self.otel is not None:
             self.otel.close()  # pending spans: sent within otel.FLUSH_TIMEOUT
+
+
+def _speaks_h2c(groups: dict[str, Group]) -> bool:
+    """Some group speaks h2c (ProxyApp.h2c_groups: set with the groups, read per HTTP/2
+    request, when an HTTP/2 stream's exchange is chosen)."""
+    return any(group.config.protocol != "http1" for group in groups.values())

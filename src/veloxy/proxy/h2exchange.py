@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 
 from veloxy.errors import UpstreamProtocolError
 from veloxy.h1.rules import status_has_no_body
-from veloxy.http2.headers import response_headers
+from veloxy.http2.headers import response_headers, response_headers_of
 from veloxy.proxy.forward import ProxyExchange, UpstreamErrorUnexpected101
 
 if TYPE_CHECKING:
@@ -76,7 +76,7 @@ class H2ProxyExchange(ProxyExchange):
         elif status == 101:
             self.on_upstream_error(UpstreamErrorUnexpected101(), True)
             return
-        self.down.send_head(response_headers(status, head.fields))
+        self.down.send_head(response_headers_of(head))
         if self.head.method == b"HEAD" or status_has_no_body(head.status):
             self._no_body = True
 
@@ -89,11 +89,14 @@ class H2ProxyExchange(ProxyExchange):
         self._response_done = True
 
     def on_response(self, head: ResponseHead, body: bytes) -> None:
+        # (a whole response in one read: on_response_body and on_response_end inlined)
         self.on_response_head(head)
-        if body and self.up is not None:
-            self.on_response_body(body)
         if self.up is not None:
-            self.on_response_end()
+            down = self.down
+            if body and not self._no_body:
+                down.send_body(body)
+            down.send_end()
+            self._response_done = True
 
     def on_read_done(self) -> None:
         self.down.push_soon()
