@@ -29,6 +29,7 @@ import cProfile
 import pstats
 import time
 
+from hotpath import MemoryTransport  # the HTTP/1.1 harness's (this folder is on sys.path)
 from hpack import Encoder
 from hyperframe.frame import HeadersFrame, SettingsFrame, WindowUpdateFrame
 
@@ -44,37 +45,6 @@ PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 #: What h2load sends for each request (nghttp2 1.52's h2load, `h2load https://host:port/`).
 REQUEST_FIELDS = [(b":method", b"GET"), (b":path", b"/"), (b":scheme", b"https"),
                   (b":authority", b"127.0.0.1:8443"), (b"user-agent", b"h2load nghttp2/1.52.0")]
-
-
-class MemoryTransport(asyncio.Transport):
-    """Collects writes; reports the peer address the proxy asks for."""
-
-    def __init__(self, peer: tuple[str, int]) -> None:
-        super().__init__()
-        self.written: list[bytes] = []
-        self._peer = peer
-        self._closing = False
-
-    def write(self, data: bytes) -> None:  # type: ignore[override]
-        self.written.append(data)
-
-    def get_extra_info(self, name: str, default: object = None) -> object:
-        return self._peer if name == "peername" else default
-
-    def is_closing(self) -> bool:
-        return self._closing
-
-    def get_write_buffer_size(self) -> int:
-        return 0
-
-    def close(self) -> None:
-        self._closing = True
-
-    def pause_reading(self) -> None:
-        pass
-
-    def resume_reading(self) -> None:
-        pass
 
 
 class H2Client:
