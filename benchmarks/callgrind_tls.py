@@ -11,6 +11,12 @@ them (`callgrind_control -d`). Instructions ÷ handshakes = instructions per han
 SSL_do_handshake, the Python around it, the event loop, the kernel's share is not counted).
 
     python benchmarks/callgrind_tls.py [--count 200] [--loop uvloop] [--annotate 25]
+    python benchmarks/callgrind_tls.py --request     # each connection also GETs 100 bytes
+
+With `--request` every connection also sends one `GET /?size=100` with `Connection: close`
+and reads the answer to the end (the server's close and TLS shutdown included), both servers
+proxying to one `veloxy origin` (not under valgrind): the per-connection cost of a short TLS
+connection, not the handshake alone.
 
 Set VELOXY_TLS_AUTO_CHAIN=... etc. in the environment to compare variants of the server; the
 dumps stay in --out (default a temporary directory, printed).
@@ -45,13 +51,13 @@ http {{ access_log off;
   server {{ listen {host}:{port} ssl http2;
     ssl_certificate {tmp}/cert.pem; ssl_certificate_key {tmp}/key.pem;
     ssl_protocols TLSv1.2 TLSv1.3; ssl_ciphers ECDHE+AESGCM:ECDHE+CHACHA20;
-    location / {{ return 200 "ok"; }} }} }}
+    location / {{ proxy_pass http://{host}:{origin}; }} }} }}
 """
 
 VELOXY_CONF = """listen: [{{address: "{host}:{port}", tls: {{cert: {tmp}/cert.pem,
   key: {tmp}/key.pem}}}}]
 routes: [{{upstream: o}}]
-upstreams: {{o: {{servers: ["http://{host}:9"]}}}}
+upstreams: {{o: {{servers: ["http://{host}:{origin}"]}}}}
 """
 
 
@@ -66,7 +72,10 @@ def wait_port(port: int, timeout: float = 120.0) -> None:
     raise SystemExit(f"nothing listens on {port}")
 
 
-def handshakes(port: int, count: int) -> None:
+REQUEST = b"GET /?size=100 HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+
+
+def handshakes(port: int, count: int, request: bool = False) -> None:
     ctx = ssl.create_default_context()
     ctx.check_hostname = False
     ctx.verify_mode = ssl.CERT_NONE
@@ -75,6 +84,16 @@ def handshakes(port: int, count: int) -> None:
         with socket.create_connection((HOST, port), timeout=30) as raw, \
                 ctx.wrap_socket(raw, server_hostname="localhost") as tls:
             tls.do_handshake()
+            if request:
+                tls.sendall(REQUEST)
+                answer = b""
+                try:
+                    while chunk := tls.recv(65536):
+                        answer += chunk
+                except (ssl.SSLEOFError, ConnectionResetError):
+                    pass  # a close without close_notify ends the answer as well
+                if not answer.startswith(b"HTTP/1.1 200"):
+                    raise SystemExit(f"unexpected answer: {answer[:200]!r}")
 
 
 def quiet(pid: int, seconds: float = 1.0) -> None:
@@ -97,18 +116,18 @@ def total_ir(dump: Path) -> int:
 
 
 def measure(name: str, argv: list[str], port: int, count: int, out: Path, env: dict[str, str],
-            annotate: int) -> int:
+            annotate: int, request: bool) -> int:
     prefix = out / f"callgrind.{name}"
     proc = subprocess.Popen(["valgrind", "--tool=callgrind", f"--callgrind-out-file={prefix}.%p",
                              *argv], env=env, stdout=subprocess.DEVNULL,
                             stderr=open(out / f"{name}.log", "w"))  # noqa: SIM115
     try:
         wait_port(port)
-        handshakes(port, 5)  # first-use costs (imports, lazy OpenSSL set-up) stay outside
+        handshakes(port, 5, request)  # first-use costs (imports, lazy OpenSSL set-up) stay outside
         quiet(proc.pid)
         subprocess.run(["callgrind_control", "-z", str(proc.pid)], check=True,
                        capture_output=True)
-        handshakes(port, count)
+        handshakes(port, count, request)
         quiet(proc.pid)
         subprocess.run(["callgrind_control", "-d", str(proc.pid)], check=True,
                        capture_output=True)
@@ -123,7 +142,8 @@ def measure(name: str, argv: list[str], port: int, count: int, out: Path, env: d
                    key=lambda p: int(re.sub(r".*\.", "", str(p))))
     dump = dumps[0]
     ir = total_ir(dump) // count
-    print(f"{name}: {ir:,} instructions per handshake ({dump})")
+    print(f"{name}: {ir:,} instructions per {'connection' if request else 'handshake'} "
+          f"({dump})")
     if annotate:
         text = subprocess.run(["callgrind_annotate", "--inclusive=yes", str(dump)],
                               capture_output=True, text=True).stdout
@@ -141,6 +161,8 @@ def main() -> int:
                         help="print the N functions with the most inclusive instructions")
     parser.add_argument("--only", choices=["veloxy", "nginx"])
     parser.add_argument("--out", type=Path)
+    parser.add_argument("--request", action="store_true",
+                        help="each connection also makes one request (Connection: close)")
     args = parser.parse_args()
     for tool in ("valgrind", "callgrind_control", "nginx"):
         if shutil.which(tool) is None:
@@ -153,24 +175,40 @@ def main() -> int:
     leaf.cert_chain_pems[0].write_to_path(str(out / "cert.pem"))
     leaf.private_key_pem.write_to_path(str(out / "key.pem"))
     results = {}
+    origin = subprocess.Popen([sys.executable, "-m", "veloxy", "origin", "--listen",
+                               f"{HOST}:0"], stdout=subprocess.PIPE, text=True,
+                              env={**os.environ, "PYTHONPATH": str(REPO / "src")})
+    assert origin.stdout is not None
+    origin_port = int(origin.stdout.readline().rsplit(":", 1)[1].split()[0])
+    try:
+        _compare(args, out, origin_port, results)
+    finally:
+        origin.terminate()
+        origin.wait(10)
+    if len(results) == 2:
+        print(f"veloxy / nginx: {results['veloxy'] / results['nginx']:.2f}x instructions per "
+              f"{'connection' if args.request else 'handshake'}")
+    return 0
+
+
+def _compare(args: argparse.Namespace, out: Path, origin: int, results: dict[str, int]) -> None:
     if args.only != "nginx":
         port = free_port()
-        (out / "veloxy.yaml").write_text(VELOXY_CONF.format(host=HOST, port=port, tmp=out))
+        (out / "veloxy.yaml").write_text(VELOXY_CONF.format(host=HOST, port=port, tmp=out,
+                                                            origin=origin))
         env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "VELOXY_LOOP": args.loop}
         results["veloxy"] = measure(
             f"veloxy-{args.loop}", [sys.executable, "-m", "veloxy", "serve", "--config",
                                     str(out / "veloxy.yaml"), "--log-level", "warning"],
-            port, args.count, out, env, args.annotate)
+            port, args.count, out, env, args.annotate, args.request)
     if args.only != "veloxy":
         port = free_port()
-        (out / "nginx.conf").write_text(NGINX_CONF.format(host=HOST, port=port, tmp=out))
+        (out / "nginx.conf").write_text(NGINX_CONF.format(host=HOST, port=port, tmp=out,
+                                                          origin=origin))
         results["nginx"] = measure("nginx", ["nginx", "-p", str(out), "-c",
                                              str(out / "nginx.conf")],
-                                   port, args.count, out, dict(os.environ), args.annotate)
-    if len(results) == 2:
-        print(f"veloxy / nginx: {results['veloxy'] / results['nginx']:.2f}x instructions per "
-              f"handshake")
-    return 0
+                                   port, args.count, out, dict(os.environ), args.annotate,
+                                   args.request)
 
 
 if __name__ == "__main__":

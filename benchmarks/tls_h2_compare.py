@@ -1,125 +1,111 @@
-"""TLS handshakes/s and HTTP/2 requests/s: veloxy and nginx side by side, with h2load.
+"""HTTP/2 over TLS with h2load: veloxy and nginx interleaved, requests/s and CPU per request.
 
-Both proxies terminate TLS with the same certificate (made here with trustme) in front of the
-same origin (`veloxy origin`), one worker / one nginx worker process each, on 127.0.0.1:
+Both proxies terminate TLS with the same certificate (made here with trustme, the same
+cipher suite forced) in front of the same origin (`veloxy origin`), one worker / one nginx
+worker process each, pinned to the last core; h2load and the origin run on core 0. Each
+round runs every workload against each server, in alternating order, and reads the server's
+CPU (its process tree's user+system time from /proc) around each run:
 
-- handshakes: rounds of `h2load -n 100 -c 100 -m 1` (every connection makes one request:
-  a full TLS 1.3 handshake, the HTTP/2 preface and one request each, no resumption); the
-  median round's connections per second;
-- HTTP/2 requests: `h2load -n N -c 10 -m 10` (10 connections, 10 streams each, 100-byte
-  answers).
+- `h2load -n N -c 10 -m 10`: 10 connections with 10 streams each, 100-byte answers;
+- `h2load -n N -c 100 -m 1`: 100 connections with one stream each.
 
-    python benchmarks/tls_h2_compare.py [--quick]
+The connections are made once per run (the handshakes are a small part of N requests;
+benchmarks/tls_handshakes.py measures handshakes alone).
 
-Needs h2load (Debian: nghttp2-client) and nginx with http_v2_module. Prints a Markdown table
-for docs/BENCHMARKS.md.
+    python benchmarks/tls_h2_compare.py [--rounds 3] [-n 50000]
+
+Needs h2load (Debian: nghttp2-client), nginx with http_v2_module, openssl and taskset.
+Prints a Markdown table for docs/BENCHMARKS.md (medians of the rounds; the ratio column is
+the median of the per-round ratios).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import shutil
-import socket
+import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-import trustme
+from bench_vs_wrk import log, machine
+from tls_handshakes import SUITE, Server, negotiated, on_client_core, start_servers
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from tests.support.proc import VeloxyProcess  # noqa: E402
+WORKLOADS = {"-c 10 -m 10": (10, 10), "-c 100 -m 1": (100, 1)}
 
 
-def h2load(args: list[str]) -> float:
-    out = subprocess.run(["h2load", *args], capture_output=True, text=True, timeout=300).stdout
+def h2load(port: int, requests: int, connections: int, streams: int) -> float:
+    """Requests per second of one h2load run (every request answered, or an error)."""
+    out = subprocess.run(on_client_core(
+        ["h2load", "-n", str(requests), "-c", str(connections), "-m", str(streams), "-t", "1",
+         "--tls13-ciphers", SUITE, f"https://127.0.0.1:{port}/?size=100"]),
+        capture_output=True, text=True, timeout=600).stdout
     m = re.search(r"finished in [\d.]+m?s, ([\d.]+) req/s", out)
-    assert m and " 0 failed, 0 errored" in out, out
+    if not (m and " 0 failed, 0 errored" in out):
+        raise SystemExit(f"h2load against port {port} failed:\n{out}")
     return float(m.group(1))
 
 
-def _protocol(url: str) -> str:
-    out = subprocess.run(["h2load", "-n", "1", url], capture_output=True, text=True,
-                         timeout=30).stdout
-    m = re.search(r"TLS Protocol: (\S+)", out)
-    return m.group(1) if m else "?"
+def measure(server: Server, requests: int) -> dict[str, dict[str, float]]:
+    rows = {}
+    h2load(server.port, 1000, 10, 10)  # warm-up: the pool to the origin, caches
+    for name, (connections, streams) in WORKLOADS.items():
+        before = server.cpu()
+        rate = h2load(server.port, requests, connections, streams)
+        rows[name] = {"rate": rate, "cpu_us": (server.cpu() - before) * 1e6 / requests}
+    return rows
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--quick", action="store_true")
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("-n", "--requests", type=int, default=50_000)
     opts = parser.parse_args()
-    hs_n, rq_n = (500, 20000) if opts.quick else (2000, 50000)
-    tmp = Path(tempfile.mkdtemp(prefix="veloxy-tls-bench-"))
-    ca = trustme.CA()
-    leaf = ca.issue_cert("localhost", "127.0.0.1")
-    leaf.cert_chain_pems[0].write_to_path(str(tmp / "cert.pem"))
-    leaf.private_key_pem.write_to_path(str(tmp / "key.pem"))
-    origin = VeloxyProcess(["origin", "--listen", "127.0.0.1:0"], None,
-                           ready_prefix="veloxy origin listening on").wait_ready()
-    config = tmp / "veloxy.yaml"
-    config.write_text(f"""listen: [{{address: "127.0.0.1:0", tls: {{cert: {tmp}/cert.pem,
-  key: {tmp}/key.pem}}}}]
-routes: [{{upstream: o}}]
-upstreams: {{o: {{servers: ["http://127.0.0.1:{origin.port}"]}}}}
-""")
-    veloxy = VeloxyProcess(["serve", "--config", str(config), "--log-level", "warning"],
-                           None).wait_ready()
-    with socket.socket() as probe:  # a free port for nginx
-        probe.bind(("127.0.0.1", 0))
-        nginx_port = probe.getsockname()[1]
-    (tmp / "nginx.conf").write_text(f"""worker_processes 1; daemon off; pid {tmp}/nginx.pid;
-error_log {tmp}/nginx-error.log warn;
-events {{ worker_connections 4096; }}
-http {{ access_log off;
-  upstream o {{ server 127.0.0.1:{origin.port}; keepalive 64; }}
-  server {{ listen 127.0.0.1:{nginx_port} ssl http2;
-    ssl_certificate {tmp}/cert.pem; ssl_certificate_key {tmp}/key.pem;
-    ssl_protocols TLSv1.2 TLSv1.3; keepalive_requests 1000000;
-    location / {{ proxy_pass http://o; proxy_http_version 1.1;
-      proxy_set_header Connection ""; }} }} }}
-""")
-    nginx = subprocess.Popen(["nginx", "-c", str(tmp / "nginx.conf"), "-p", str(tmp)],
-                             stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 15
-    while True:  # until nginx accepts connections (slow on a loaded machine)
-        if nginx.poll() is not None:
-            raise SystemExit(f"nginx did not start: {nginx.stderr.read().decode()}")
-        try:
-            socket.create_connection(("127.0.0.1", nginx_port), timeout=1).close()
-            break
-        except OSError:
-            if time.monotonic() > deadline:
-                raise SystemExit("nginx does not accept connections") from None
-            time.sleep(0.1)
-    rows = []
+    for tool in ("openssl", "h2load", "nginx", "taskset"):
+        if shutil.which(tool) is None:
+            raise SystemExit(f"{tool} is missing")
+    server_core = str((os.cpu_count() or 2) - 1)
+    tmp = Path(tempfile.mkdtemp(prefix="veloxy-tls-h2-"))
+    os.chmod(tmp, 0o755)  # nginx workers run as "nobody" when started as root
+    servers, origin = start_servers(tmp, ["uvloop"], server_core, False)
+    results: dict[str, list[dict[str, dict[str, float]]]] = {s.name: [] for s in servers}
     try:
-        for name, port in (("veloxy", veloxy.port), ("nginx", nginx_port)):
-            url = f"https://127.0.0.1:{port}/?size=100"
-            h2load(["-n", "200", "-c", "10", "-m", "10", url])  # warm-up
-            # h2load gives each client n/c requests: n == c is one request per connection.
-            # Rounds of 100 connections, median of the rounds.
-            rounds = sorted(h2load(["-n", "100", "-c", "100", "-m", "1", "-t", "1", url])
-                            for _ in range(hs_n // 100))
-            handshakes = rounds[len(rounds) // 2]
-            requests = h2load(["-n", str(rq_n), "-c", "10", "-m", "10", "-t", "1", url])
-            rows.append((name, handshakes, requests, _protocol(url)))
+        protocols = {s.name: negotiated(s.port) for s in servers}
+        for round_ in range(opts.rounds):
+            for server in servers if round_ % 2 == 0 else servers[::-1]:
+                log(f"round {round_ + 1}: {server.name}")
+                results[server.name].append(measure(server, opts.requests))
     finally:
-        nginx.terminate()
-        nginx.wait(10)
-        veloxy.stop(strict=False)
+        for s in servers:
+            s.stop()
         origin.stop(strict=False)
         shutil.rmtree(tmp, ignore_errors=True)
-    print("| proxy | TLS | handshakes/s (1 request per connection) | HTTP/2 req/s "
-          "(10 connections x 10 streams) |")
-    print("|---|---|---|---|")
-    for name, handshakes, requests, protocol in rows:
-        print(f"| {name} | {protocol} | {handshakes:,.0f} | {requests:,.0f} |")
+    print(table(results, protocols, server_core, opts.requests))
     return 0
+
+
+def table(results: dict[str, list[dict[str, dict[str, float]]]], protocols: dict[str, str],
+          server_core: str, requests: int) -> str:
+    (veloxy, mine), (_, nginx) = results.items()
+    lines = [f"Machine: {machine()}; servers on core {server_core}, h2load and the origin on "
+             f"core 0; {requests:,} requests per run, medians of {len(mine)} rounds.", ""]
+    lines += [f"- {name}: {protocols[name]}" for name in results]
+    lines += ["", f"| h2load | {veloxy} req/s | nginx req/s | req/s ratio | {veloxy} CPU µs/req "
+              "| nginx CPU µs/req | CPU ratio |", "|---|---:|---:|---:|---:|---:|---:|"]
+    for workload in WORKLOADS:
+        rates, cpus = ([run[workload][key] for run in mine] for key in ("rate", "cpu_us"))
+        nginx_rates, nginx_cpus = ([run[workload][key] for run in nginx]
+                                   for key in ("rate", "cpu_us"))
+        rate_ratio = statistics.median(a / b for a, b in zip(rates, nginx_rates, strict=True))
+        cpu_ratio = statistics.median(a / b for a, b in zip(cpus, nginx_cpus, strict=True))
+        lines.append(f"| `{workload}` | {statistics.median(rates):,.0f} | "
+                     f"{statistics.median(nginx_rates):,.0f} | {rate_ratio:.2f} | "
+                     f"{statistics.median(cpus):.1f} | {statistics.median(nginx_cpus):.1f} | "
+                     f"{cpu_ratio:.2f} |")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

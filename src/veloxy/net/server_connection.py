@@ -347,6 +347,11 @@ class ServerConnection(asyncio.Protocol):
         if registry.closing and not registry.connections and registry.drained is not None:
             registry.drained.set()
         self.deadline = NEVER
+        # The parser holds bound methods of this connection: without this, every closed
+        # connection would be a reference cycle (with its transport) left to the cyclic
+        # collector, whose young collections then pause the loop on short-connection loads
+        # (docs/BENCHMARKS.md, "Issues 12 and 13 at the end of the day")
+        self._parser = None
         exchange = self._exchange or self._tunnel
         self._exchange = self._tunnel = None
         self._queue = None
