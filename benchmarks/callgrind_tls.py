@@ -175,12 +175,12 @@ def main() -> int:
     leaf.cert_chain_pems[0].write_to_path(str(out / "cert.pem"))
     leaf.private_key_pem.write_to_path(str(out / "key.pem"))
     results = {}
+    origin_port = free_port()
     origin = subprocess.Popen([sys.executable, "-m", "veloxy", "origin", "--listen",
-                               f"{HOST}:0"], stdout=subprocess.PIPE, text=True,
+                               f"{HOST}:{origin_port}"], stdout=subprocess.DEVNULL,
                               env={**os.environ, "PYTHONPATH": str(REPO / "src")})
-    assert origin.stdout is not None
-    origin_port = int(origin.stdout.readline().rsplit(":", 1)[1].split()[0])
     try:
+        wait_port(origin_port)
         _compare(args, out, origin_port, results)
     finally:
         origin.terminate()
