@@ -1,4 +1,4 @@
-"""HTTP/2 over TLS with h2load: veloxy and nginx interleaved, requests/s and CPU per request.
+"""HTTP/2 with h2load, over TLS and h2c: veloxy and nginx interleaved, req/s and CPU per request.
 
 Both proxies terminate TLS with the same certificate (made here with trustme, the same
 cipher suite forced) in front of the same origin (`veloxy origin`), one worker / one nginx
@@ -10,7 +10,9 @@ CPU (its process tree's user+system time from /proc) around each run:
 - `h2load -n N -c 100 -m 1`: 100 connections with one stream each.
 
 The connections are made once per run (the handshakes are a small part of N requests;
-benchmarks/tls_handshakes.py measures handshakes alone).
+benchmarks/tls_handshakes.py measures handshakes alone). The same workloads run against a
+cleartext pair too (veloxy's `h2c: true` listener, nginx's `listen ... http2` without ssl,
+h2load with prior knowledge), so the TLS share of the cost shows.
 
     python benchmarks/tls_h2_compare.py [--rounds 3] [-n 50000]
 
@@ -31,30 +33,66 @@ import sys
 import tempfile
 from pathlib import Path
 
-from bench_vs_wrk import log, machine
-from tls_handshakes import SUITE, Server, negotiated, on_client_core, start_servers
+from bench_vs_wrk import log, machine, start_nginx, stop_nginx
+from tls_handshakes import SUITE, Server, negotiated, on_client_core, pin, start_servers
+
+from tests.support.proc import VeloxyProcess
+from veloxy.lab.procs import free_port
 
 WORKLOADS = {"-c 10 -m 10": (10, 10), "-c 100 -m 1": (100, 1)}
 
 
-def h2load(port: int, requests: int, connections: int, streams: int) -> float:
+H2C_NGINX_CONF = """worker_processes 1; pid {tmp}/nginx.pid;
+error_log {tmp}/nginx-error.log warn;
+events {{ worker_connections 4096; }}
+http {{ access_log off;
+  upstream o {{ server 127.0.0.1:{origin}; keepalive 64; }}
+  server {{ listen 127.0.0.1:{port} http2; keepalive_requests 1000000;
+    location / {{ proxy_pass http://o; proxy_http_version 1.1;
+      proxy_set_header Connection ""; }} }} }}
+"""
+
+H2C_VELOXY_CONF = """listen: [{{address: "127.0.0.1:0", h2c: true}}]
+routes: [{{upstream: o}}]
+upstreams: {{o: {{servers: ["http://127.0.0.1:{origin}"]}}}}
+"""
+
+
+def h2load(port: int, requests: int, connections: int, streams: int, tls: bool = True
+           ) -> float:
     """Requests per second of one h2load run (every request answered, or an error)."""
+    url = f"{'https' if tls else 'http'}://127.0.0.1:{port}/?size=100"
     out = subprocess.run(on_client_core(
         ["h2load", "-n", str(requests), "-c", str(connections), "-m", str(streams), "-t", "1",
-         "--tls13-ciphers", SUITE, f"https://127.0.0.1:{port}/?size=100"]),
-        capture_output=True, text=True, timeout=600).stdout
+         "--tls13-ciphers", SUITE, url]), capture_output=True, text=True, timeout=600).stdout
     m = re.search(r"finished in [\d.]+m?s, ([\d.]+) req/s", out)
     if not (m and " 0 failed, 0 errored" in out):
         raise SystemExit(f"h2load against port {port} failed:\n{out}")
     return float(m.group(1))
 
 
-def measure(server: Server, requests: int) -> dict[str, dict[str, float]]:
+def start_h2c_servers(tmp: Path, origin: int, server_core: str) -> list[Server]:
+    """veloxy's h2c listener and nginx's cleartext http2 one, in front of `origin`."""
+    (tmp / "veloxy-h2c.yaml").write_text(H2C_VELOXY_CONF.format(origin=origin))
+    proc = VeloxyProcess(["serve", "--config", str(tmp / "veloxy-h2c.yaml"), "--log-level",
+                          "warning"], "uvloop").wait_ready()
+    pin(proc.pid, server_core)
+    nginx_dir = tmp / "nginx-h2c"
+    nginx_dir.mkdir()
+    port = free_port()
+    nginx = start_nginx(nginx_dir, H2C_NGINX_CONF.format(tmp=nginx_dir, origin=origin,
+                                                          port=port), port)
+    pin(nginx.pid, server_core)
+    return [Server("veloxy (uvloop)", proc.port, proc.pid, lambda: proc.stop(strict=False)),
+            Server("nginx", port, nginx.pid, lambda: stop_nginx(nginx, nginx_dir))]
+
+
+def measure(server: Server, requests: int, tls: bool) -> dict[str, dict[str, float]]:
     rows = {}
-    h2load(server.port, 1000, 10, 10)  # warm-up: the pool to the origin, caches
+    h2load(server.port, 1000, 10, 10, tls)  # warm-up: the pool to the origin, caches
     for name, (connections, streams) in WORKLOADS.items():
         before = server.cpu()
-        rate = h2load(server.port, requests, connections, streams)
+        rate = h2load(server.port, requests, connections, streams, tls)
         rows[name] = {"rate": rate, "cpu_us": (server.cpu() - before) * 1e6 / requests}
     return rows
 
@@ -72,18 +110,26 @@ def main() -> int:
     os.chmod(tmp, 0o755)  # nginx workers run as "nobody" when started as root
     servers, origin = start_servers(tmp, ["uvloop"], server_core, False)
     results: dict[str, list[dict[str, dict[str, float]]]] = {s.name: [] for s in servers}
+    cleartext: dict[str, list[dict[str, dict[str, float]]]] = {s.name: [] for s in servers}
+    h2c_servers: list[Server] = []
     try:
+        h2c_servers = start_h2c_servers(tmp, origin.port, server_core)
         protocols = {s.name: negotiated(s.port) for s in servers}
         for round_ in range(opts.rounds):
-            for server in servers if round_ % 2 == 0 else servers[::-1]:
+            for server, h2c_server in (zip(servers, h2c_servers, strict=True) if round_ % 2 == 0
+                                       else zip(servers[::-1], h2c_servers[::-1], strict=True)):
                 log(f"round {round_ + 1}: {server.name}")
-                results[server.name].append(measure(server, opts.requests))
+                results[server.name].append(measure(server, opts.requests, True))
+                cleartext[h2c_server.name].append(measure(h2c_server, opts.requests, False))
     finally:
-        for s in servers:
+        for s in servers + h2c_servers:
             s.stop()
         origin.stop(strict=False)
         shutil.rmtree(tmp, ignore_errors=True)
     print(table(results, protocols, server_core, opts.requests))
+    print()
+    print(table(cleartext, {name: "h2c (prior knowledge)" for name in cleartext}, server_core,
+                opts.requests))
     return 0
 
 
