@@ -505,26 +505,36 @@ def check_httptools(r: LinuxReadings | WindowsReadings, plan: Plan) -> Finding:
     return Finding(name, "ok", r.httptools, "installed", why)
 
 
-def fast_lane_state() -> str | None:
+def _lane_state(in_use: bool, module: object) -> str | None:
     """"on", "off: VELOXY_PURE_PYTHON is set", or None when the C extension is not built."""
-    from veloxy.h1 import parser
-
-    if parser.FAST_LANE:
+    if in_use:
         return "on"
-    if parser._fastpath is not None:
+    if module is not None:
         return "off: VELOXY_PURE_PYTHON is set"
     return None
+
+
+def _lane_finding(name: str, why: str, state: str | None,
+                  r: LinuxReadings | WindowsReadings) -> Finding:
+    if state == "on":
+        return Finding(name, "ok", "on", "on", why)
+    if state is not None:
+        return Finding(name, "warn", state, "on", why, "unset VELOXY_PURE_PYTHON")
+    return Finding(name, "warn", "not built", "on", why, _build_command(r))
+
+
+def fast_lane_state() -> str | None:
+    """The HTTP/1.1 fast lane's (h1/_fastpath): see _lane_state."""
+    from veloxy.h1 import parser
+
+    return _lane_state(parser.FAST_LANE, parser._fastpath)
 
 
 def check_fast_lane(r: LinuxReadings | WindowsReadings, plan: Plan) -> Finding:
     name = "C fast lane (h1/_fastpath)"
     why = ("heads of the common case parsed in C: less CPU per proxied request than the "
            "Python parsers alone (docs/BENCHMARKS.md, \"The C fast lane\")")
-    if r.fast_lane == "on":
-        return Finding(name, "ok", "on", "on", why)
-    if r.fast_lane is not None:
-        return Finding(name, "warn", r.fast_lane, "on", why, "unset VELOXY_PURE_PYTHON")
-    return Finding(name, "warn", "not built", "on", why, _build_command(r))
+    return _lane_finding(name, why, r.fast_lane, r)
 
 
 def _build_command(r: LinuxReadings | WindowsReadings) -> str:
@@ -537,14 +547,10 @@ def _build_command(r: LinuxReadings | WindowsReadings) -> str:
 
 
 def hpack_lane_state() -> str | None:
-    """The C HPACK lane's (http2/_hpack): as fast_lane_state."""
+    """The C HPACK lane's (http2/_hpack): see _lane_state."""
     from veloxy.http2 import hpack_lane
 
-    if hpack_lane.HPACK_LANE:
-        return "on"
-    if hpack_lane._hpack is not None:
-        return "off: VELOXY_PURE_PYTHON is set"
-    return None
+    return _lane_state(hpack_lane.HPACK_LANE, hpack_lane._hpack)
 
 
 def check_hpack_lane(r: LinuxReadings | WindowsReadings, plan: Plan) -> Finding:
@@ -552,11 +558,7 @@ def check_hpack_lane(r: LinuxReadings | WindowsReadings, plan: Plan) -> Finding:
     why = ("HTTP/2 header blocks decoded and encoded in C: less CPU per HTTP/2 request than "
            "hpack's Python code (docs/BENCHMARKS.md, \"HTTP/2: where the CPU goes and the C "
            "HPACK lane\")")
-    if r.hpack_lane == "on":
-        return Finding(name, "ok", "on", "on", why)
-    if r.hpack_lane is not None:
-        return Finding(name, "warn", r.hpack_lane, "on", why, "unset VELOXY_PURE_PYTHON")
-    return Finding(name, "warn", "not built", "on", why, _build_command(r))
+    return _lane_finding(name, why, r.hpack_lane, r)
 
 
 def check_time_wait(r: LinuxReadings, plan: Plan) -> Finding:
