@@ -43,6 +43,8 @@ import time
 import tracemalloc
 from pathlib import Path
 
+from veloxy.lab.procs import stop_all
+
 REPO = Path(__file__).resolve().parents[1]
 TICK = os.sysconf("SC_CLK_TCK")
 HUGE_RATE = "100000000/s"
@@ -243,13 +245,7 @@ def main() -> None:
                       f"{ratios(rates, name):>21} {statistics.median(cpu[name]):11.1f} "
                       f"{ratios(cpu, name):>21}")
         finally:
-            for proc in procs:
-                proc.terminate()
-            for proc in procs:
-                try:
-                    proc.wait(10)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
+            stop_all(procs)
 
 
 if __name__ == "__main__":

@@ -44,6 +44,7 @@ sys.path.insert(0, str(REPO / "src"))
 from veloxy.lab.peers import nginx_origin_conf, nginx_proxy_conf  # noqa: E402
 from veloxy.lab.procs import (  # noqa: E402
     free_port,
+    stop_all,
     tree_pids,
 )
 
@@ -143,13 +144,7 @@ def main() -> int:
         try:
             run(args, work, outdir, procs, stack)
         finally:
-            for proc in reversed(procs):
-                if proc.poll() is None:
-                    proc.terminate()
-                    try:
-                        proc.wait(10)
-                    except subprocess.TimeoutExpired:
-                        proc.kill()
+            stop_all(procs)
     return 0
 
 

@@ -53,6 +53,8 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from veloxy.lab.procs import stop_all  # noqa: E402
+
 FLAT_LIMIT = 0.10  # issue 13: <= 10% RSS growth after warm-up
 
 
@@ -343,13 +345,7 @@ upstreams: {{o: {{servers: ["http://127.0.0.1:{origin_port}"]}}}}
                           "errors": (bench_doc.get("errors") or {}).get("total")},
                 "bench_tail": load_out[-600:] if not bench_doc else ""}
     finally:
-        for proc in reversed(procs):
-            if proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(10)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
+        stop_all(procs)
         shutil.rmtree(tmp, ignore_errors=True)
 
 

@@ -224,6 +224,19 @@ class Proc:
             self.registry.remove(self)
 
 
+def stop_all(procs: Sequence[subprocess.Popen[Any]], grace: float = 10.0) -> None:
+    """Terminate what is still running of `procs`, last started first; kill what does not
+    exit within `grace` seconds (the benchmarks' clean-up)."""
+    for proc in reversed(procs):
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(grace)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
 def free_port(host: str = HOST) -> int:
     """A port free right now (a child binding it later may race; prefer port 0 when the
     child can report what it bound, as `veloxy` does)."""
