@@ -24,17 +24,23 @@ the median of the per-round ratios).
 from __future__ import annotations
 
 import argparse
-import os
 import re
 import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 from bench_vs_wrk import log, machine, start_nginx, stop_nginx
-from tls_handshakes import SUITE, Server, negotiated, on_client_core, pin, start_servers
+from tls_handshakes import (
+    SUITE,
+    Server,
+    negotiated,
+    on_client_core,
+    pin,
+    prepare,
+    start_servers,
+)
 
 from tests.support.proc import VeloxyProcess
 from veloxy.lab.procs import free_port
@@ -102,12 +108,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("-n", "--requests", type=int, default=50_000)
     opts = parser.parse_args()
-    for tool in ("openssl", "h2load", "nginx", "taskset"):
-        if shutil.which(tool) is None:
-            raise SystemExit(f"{tool} is missing")
-    server_core = str((os.cpu_count() or 2) - 1)
-    tmp = Path(tempfile.mkdtemp(prefix="veloxy-tls-h2-"))
-    os.chmod(tmp, 0o755)  # nginx workers run as "nobody" when started as root
+    server_core, tmp = prepare("veloxy-tls-h2-")
     servers, origin = start_servers(tmp, ["uvloop"], server_core, False)
     results: dict[str, list[dict[str, dict[str, float]]]] = {s.name: [] for s in servers}
     cleartext: dict[str, list[dict[str, dict[str, float]]]] = {s.name: [] for s in servers}

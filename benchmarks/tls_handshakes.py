@@ -207,6 +207,16 @@ def start_servers(tmp: Path, loops: list[str], server_core: str, jemalloc: bool
     return servers, origin
 
 
+def prepare(prefix: str) -> tuple[str, Path]:
+    """The tools are there (or SystemExit); the servers' core (the last) and a work folder."""
+    for tool in ("openssl", "h2load", "nginx", "taskset"):
+        if shutil.which(tool) is None:
+            raise SystemExit(f"{tool} is missing")
+    tmp = Path(tempfile.mkdtemp(prefix=prefix))
+    os.chmod(tmp, 0o755)  # nginx workers run as "nobody" when started as root
+    return str((os.cpu_count() or 2) - 1), tmp
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=3)
@@ -217,12 +227,7 @@ def main() -> int:
                         help="also veloxy on the first loop with jemalloc preloaded (how much "
                              "of the gap is the allocator)")
     opts = parser.parse_args()
-    for tool in ("openssl", "h2load", "nginx", "taskset"):
-        if shutil.which(tool) is None:
-            raise SystemExit(f"{tool} is missing")
-    server_core = str((os.cpu_count() or 2) - 1)
-    tmp = Path(tempfile.mkdtemp(prefix="veloxy-tls-hs-"))
-    os.chmod(tmp, 0o755)  # nginx workers run as "nobody" when started as root
+    server_core, tmp = prepare("veloxy-tls-hs-")
     if opts.jemalloc and not Path(JEMALLOC).exists():
         raise SystemExit(f"--jemalloc: {JEMALLOC} is missing (Debian: libjemalloc2)")
     servers, origin = start_servers(tmp, opts.loops.split(","), server_core, opts.jemalloc)

@@ -22,7 +22,6 @@ coverage and AddressSanitizer/UBSan check every access.
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import random
 import sys
@@ -30,24 +29,12 @@ from pathlib import Path
 from typing import Any
 
 import atheris
+from sanitized import load_sanitized_lane  # fuzz/sanitized.py (this folder)
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo: `tests` importable
 
 
-def _load_sanitized_lane() -> None:
-    """VELOXY_FASTPATH_SO=path: that build of the C lane (fuzz/build_sanitized.sh's, with
-    ASan, UBSan and libFuzzer's coverage) stands in for the one beside the sources."""
-    path = os.environ.get("VELOXY_FASTPATH_SO")
-    if not path:
-        return
-    spec = importlib.util.spec_from_file_location("veloxy.h1._fastpath", path)
-    assert spec is not None and spec.loader is not None, path
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["veloxy.h1._fastpath"] = module
-    spec.loader.exec_module(module)
-
-
-_load_sanitized_lane()
+load_sanitized_lane("VELOXY_FASTPATH_SO", "veloxy.h1._fastpath")
 with atheris.instrument_imports(include=["veloxy"]):
     from veloxy.h1 import parser as parser_module
     from veloxy.h1.head import RequestHead, ResponseHead

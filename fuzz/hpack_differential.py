@@ -21,29 +21,14 @@ asan_with_fuzzer.so), libFuzzer also sees the C code's coverage and ASan/UBSan c
 
 from __future__ import annotations
 
-import importlib.util
-import os
 import re
 import sys
 from typing import Any
 
 import atheris
+from sanitized import load_sanitized_lane  # fuzz/sanitized.py (this folder)
 
-
-def _load_sanitized_lane() -> None:
-    """VELOXY_HPACK_SO=path: that build of the C lane stands in for the one beside the
-    sources."""
-    path = os.environ.get("VELOXY_HPACK_SO")
-    if not path:
-        return
-    spec = importlib.util.spec_from_file_location("veloxy.http2._hpack", path)
-    assert spec is not None and spec.loader is not None, path
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["veloxy.http2._hpack"] = module
-    spec.loader.exec_module(module)
-
-
-_load_sanitized_lane()
+load_sanitized_lane("VELOXY_HPACK_SO", "veloxy.http2._hpack")
 
 with atheris.instrument_imports(include=["hpack", "veloxy.http2.hpack_lane"]):
     from hpack import Decoder
